@@ -1,0 +1,656 @@
+// bindings.cpp: the _core extension module. Checks every array (dtype, contiguity, shape,
+// ranges) before any work, releases the GIL around the kernels, and does no math of its own.
+// Arrays must arrive with the exact dtype: nothing is cast silently here (a float64 token array
+// cast to int32 could wrap). The Python layer (imdbfast/) converts user input first.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "kernels.h"
+#include "net.h"
+
+namespace py = pybind11;
+using namespace imdbfast;
+
+namespace {
+
+template <typename T>
+const char* dtype_name();
+template <> const char* dtype_name<float>() { return "float32"; }
+template <> const char* dtype_name<double>() { return "float64"; }
+template <> const char* dtype_name<int32_t>() { return "int32"; }
+template <> const char* dtype_name<int64_t>() { return "int64"; }
+
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Checks dtype, C-contiguity, rank and (where >= 0) each dimension; returns the data pointer.
+template <typename T>
+T* check(const py::array& a, const std::string& name, std::initializer_list<int64_t> shape,
+         bool writeable = false) {
+    if (!py::isinstance<py::array_t<T>>(a))
+        throw py::type_error(name + ": expected a " + dtype_name<T>() + " array, got " +
+                             std::string(py::str(a.dtype())));
+    if (!(a.flags() & py::array::c_style))
+        throw std::invalid_argument(name + ": array must be C-contiguous");
+    if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
+        throw std::invalid_argument(name + ": expected " + std::to_string(shape.size()) +
+                                    "-D array, got shape " + shape_str(a));
+    int i = 0;
+    for (int64_t d : shape) {
+        if (d >= 0 && a.shape(i) != d)
+            throw std::invalid_argument(name + ": expected dimension " + std::to_string(i) +
+                                        " to be " + std::to_string(d) + ", got shape " +
+                                        shape_str(a));
+        ++i;
+    }
+    if (writeable && !a.writeable()) throw std::invalid_argument(name + ": array is read-only");
+    return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+void check_offsets(const int64_t* off, int64_t N, int64_t n_tokens, const char* name) {
+    if (off[0] != 0) throw std::invalid_argument(std::string(name) + ": must start at 0");
+    for (int64_t r = 0; r < N; ++r)
+        if (off[r + 1] < off[r])
+            throw std::invalid_argument(std::string(name) + ": not monotone at position " +
+                                        std::to_string(r + 1));
+    if (off[N] != n_tokens)
+        throw std::invalid_argument(std::string(name) + ": last offset " + std::to_string(off[N]) +
+                                    " does not match the token count " + std::to_string(n_tokens));
+}
+
+void check_rows(const int64_t* rows, int64_t n, int64_t N, const char* name) {
+    for (int64_t i = 0; i < n; ++i)
+        if (rows[i] < 0 || rows[i] >= N)
+            throw std::out_of_range(std::string(name) + ": row " + std::to_string(rows[i]) +
+                                    " at position " + std::to_string(i) + " is outside [0, " +
+                                    std::to_string(N) + ")");
+}
+
+void check_finite(const float* v, int64_t n, const char* name) {
+    for (int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(v[i]))
+            throw std::invalid_argument(std::string(name) + ": holds NaN or infinity at flat index " +
+                                        std::to_string(i));
+}
+
+int64_t positive_dim(int64_t d, const char* name) {
+    if (d < 1 || d > INT32_MAX)
+        throw std::invalid_argument(std::string(name) + ": must be in [1, 2**31 - 1], got " +
+                                    std::to_string(d));
+    return d;
+}
+
+template <typename T>
+py::array_t<T> vector_to_array(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
+    auto* heap = new std::vector<T>(std::move(v));
+    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+    return py::array_t<T>(shape, heap->data(), owner);
+}
+
+// Numpy views of a CSR's arrays that keep the CSR alive.
+template <typename T>
+py::array_t<T> view_of(const std::shared_ptr<CSR>& m, const std::vector<T>& v) {
+    py::capsule owner(new std::shared_ptr<CSR>(m),
+                      [](void* p) { delete static_cast<std::shared_ptr<CSR>*>(p); });
+    py::array_t<T> a({static_cast<py::ssize_t>(v.size())}, v.data(), owner);
+    a.attr("setflags")(py::arg("write") = false);  // the CSR is immutable once built
+    return a;
+}
+
+int parse_act(const std::string& s) {
+    if (s == "linear") return ACT_LINEAR;
+    if (s == "relu") return ACT_RELU;
+    if (s == "tanh") return ACT_TANH;
+    if (s == "sigmoid") return ACT_SIGMOID;
+    throw std::invalid_argument("activation: unknown '" + s +
+                                "'; valid: 'linear', 'relu', 'sigmoid', 'tanh'");
+}
+
+int parse_loss(const std::string& s) {
+    if (s == "bce_logits") return LOSS_BCE_LOGITS;
+    if (s == "bce_probs") return LOSS_BCE_PROBS;
+    if (s == "mse") return LOSS_MSE;
+    throw std::invalid_argument("loss: unknown '" + s + "'; valid: 'bce_logits', 'bce_probs', 'mse'");
+}
+
+cpu::OptimizerConfig parse_optimizer(const std::string& kind, double learning_rate, double rho,
+                                     double momentum, double epsilon, double beta_1, double beta_2,
+                                     bool centered, bool nesterov, bool amsgrad) {
+    cpu::OptimizerConfig c;
+    if (kind == "rmsprop") c.kind = cpu::OPT_RMSPROP;
+    else if (kind == "adam") c.kind = cpu::OPT_ADAM;
+    else if (kind == "sgd") c.kind = cpu::OPT_SGD;
+    else throw std::invalid_argument("optimizer: unknown '" + kind + "'; valid: 'adam', 'rmsprop', 'sgd'");
+    auto finite = [](double v, const char* n) {
+        if (!std::isfinite(v)) throw std::invalid_argument(std::string(n) + ": must be finite");
+    };
+    finite(learning_rate, "learning_rate");
+    finite(rho, "rho");
+    finite(momentum, "momentum");
+    finite(epsilon, "epsilon");
+    finite(beta_1, "beta_1");
+    finite(beta_2, "beta_2");
+    if (learning_rate < 0) throw std::invalid_argument("learning_rate: must be >= 0");
+    if (rho < 0 || rho >= 1) throw std::invalid_argument("rho: must be in [0, 1)");
+    if (momentum < 0 || momentum > 1) throw std::invalid_argument("momentum: must be in [0, 1]");
+    if (epsilon < 0) throw std::invalid_argument("epsilon: must be >= 0");
+    if (beta_1 < 0 || beta_1 >= 1) throw std::invalid_argument("beta_1: must be in [0, 1)");
+    if (beta_2 < 0 || beta_2 >= 1) throw std::invalid_argument("beta_2: must be in [0, 1)");
+    c.learning_rate = learning_rate;
+    c.rho = rho;
+    c.momentum = momentum;
+    c.epsilon = epsilon;
+    c.beta_1 = beta_1;
+    c.beta_2 = beta_2;
+    c.centered = centered;
+    c.nesterov = nesterov;
+    c.amsgrad = amsgrad;
+    return c;
+}
+
+std::vector<float*> slot_ptrs(const py::list& slots, const std::string& name, int64_t n) {
+    std::vector<float*> p;
+    for (size_t i = 0; i < slots.size(); ++i)
+        p.push_back(check<float>(slots[i].cast<py::array>(), name + "[" + std::to_string(i) + "]",
+                                 {n}, true));
+    return p;
+}
+
+void check_labels(const Net& net, const CSR& x, const py::array& y, const py::object& sw,
+                  const float** yp, const float** swp) {
+    const int64_t N = x.n_rows, O = net.dims().back();
+    if (x.n_cols != net.dims()[0])
+        throw std::invalid_argument("x: has " + std::to_string(x.n_cols) +
+                                    " columns, the model's input dimension is " +
+                                    std::to_string(net.dims()[0]));
+    *yp = check<float>(y, "y", {N, O});
+    check_finite(*yp, N * O, "y");
+    *swp = nullptr;
+    if (!sw.is_none()) {
+        *swp = check<float>(sw.cast<py::array>(), "sample_weight", {N});
+        check_finite(*swp, N, "sample_weight");
+    }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "imdbfast's compiled CPU core: multi-hot CSR encoding, dense layers, losses, "
+              "optimizers and the training loop (OpenMP). See cpp/kernels.h.";
+    m.attr("__version__") = IMDBFAST_VERSION;
+
+    m.def("build_info", [] {
+        py::dict d;
+        d["version"] = IMDBFAST_VERSION;
+        d["openmp"] = cpu::have_openmp();
+        d["cuda"] = false;
+        d["threads"] = cpu::default_threads();
+        d["compiler"] = __VERSION__;
+#ifdef __AVX512F__
+        d["simd"] = "avx512";
+#elif defined(__AVX2__)
+        d["simd"] = "avx2";
+#else
+        d["simd"] = "baseline";
+#endif
+        return d;
+    }, "Version, OpenMP/CUDA availability, default thread count, compiler and SIMD level.");
+    m.def("set_num_threads", [](int n) {
+        if (n < 0) throw std::invalid_argument("n: must be >= 0 (0 restores the default)");
+        cpu::set_default_threads(n);
+    }, py::arg("n"), "Default thread count for every kernel; 0 restores OpenMP's default.");
+    m.def("get_num_threads", &cpu::default_threads);
+
+    // ---- CSR ---------------------------------------------------------------------------------
+    py::class_<CSR, std::shared_ptr<CSR>>(m, "CSR", "A CSR matrix with sorted unique columns per row.")
+        .def(py::init([](py::array indptr, py::array indices, py::object data, int64_t n_rows,
+                         int64_t n_cols, int threads) {
+                 if (n_rows < 0) throw std::invalid_argument("shape: n_rows must be >= 0");
+                 positive_dim(n_cols, "shape: n_cols");
+                 const int64_t* ip = check<int64_t>(indptr, "indptr", {n_rows + 1});
+                 const int64_t nnz = indices.ndim() == 1 ? indices.shape(0) : -1;
+                 const int32_t* ix = check<int32_t>(indices, "indices", {nnz});
+                 check_offsets(ip, n_rows, nnz, "indptr");
+                 for (int64_t k = 0; k < nnz; ++k)
+                     if (ix[k] < 0 || ix[k] >= n_cols)
+                         throw std::out_of_range("indices: column " + std::to_string(ix[k]) +
+                                                 " is outside [0, " + std::to_string(n_cols) + ")");
+                 const float* v = nullptr;
+                 if (!data.is_none()) {
+                     v = check<float>(data.cast<py::array>(), "data", {nnz});
+                     check_finite(v, nnz, "data");
+                 }
+                 py::gil_scoped_release nogil;
+                 return std::make_shared<CSR>(cpu::csr_from_arrays(ip, ix, v, n_rows, n_cols, threads));
+             }),
+             py::arg("indptr"), py::arg("indices"), py::arg("data"), py::arg("n_rows"),
+             py::arg("n_cols"), py::arg("threads") = 0)
+        .def_readonly("n_rows", &CSR::n_rows)
+        .def_readonly("n_cols", &CSR::n_cols)
+        .def_readonly("binary", &CSR::binary)
+        .def_property_readonly("nnz", &CSR::nnz)
+        .def_property_readonly("indptr", [](const std::shared_ptr<CSR>& s) { return view_of(s, s->indptr); })
+        .def_property_readonly("indices", [](const std::shared_ptr<CSR>& s) { return view_of(s, s->indices); })
+        .def_property_readonly("data", [](const std::shared_ptr<CSR>& s) -> py::object {
+            if (s->binary) return py::none();
+            return view_of(s, s->values);
+        })
+        .def("to_dense", [](const CSR& s, int threads) {
+            py::array_t<float> out({s.n_rows, s.n_cols});
+            float* o = out.mutable_data();
+            py::gil_scoped_release nogil;
+            cpu::csr_to_dense(o, s.view(), threads);
+            return out;
+        }, py::arg("threads") = 0)
+        .def("take", [](const CSR& s, py::array rows, int threads) {
+            const int64_t n = rows.ndim() == 1 ? rows.shape(0) : -1;
+            const int64_t* r = check<int64_t>(rows, "rows", {n});
+            check_rows(r, n, s.n_rows, "rows");
+            py::gil_scoped_release nogil;
+            return std::make_shared<CSR>(cpu::csr_take_rows(s.view(), r, n, threads));
+        }, py::arg("rows"), py::arg("threads") = 0);
+
+    m.def("multi_hot", [](py::array tokens, py::array offsets, int64_t n_cols, int threads) {
+        positive_dim(n_cols, "num_words");
+        const int64_t nt = tokens.ndim() == 1 ? tokens.shape(0) : -1;
+        const int32_t* t = check<int32_t>(tokens, "tokens", {nt});
+        const int64_t N = offsets.ndim() == 1 ? offsets.shape(0) - 1 : -1;
+        if (N < 0) throw std::invalid_argument("offsets: expected a 1-D array of N + 1 offsets");
+        const int64_t* o = check<int64_t>(offsets, "offsets", {N + 1});
+        check_offsets(o, N, nt, "offsets");
+        py::gil_scoped_release nogil;
+        return std::make_shared<CSR>(cpu::multi_hot(t, o, N, n_cols, threads));
+    }, py::arg("tokens"), py::arg("offsets"), py::arg("num_words"), py::arg("threads") = 0,
+       "Multi-hot CSR (N, num_words) of ragged sequences given as flat int32 tokens + int64 offsets.");
+
+    m.def("multi_hot_dense", [](py::array tokens, py::array offsets, int64_t n_cols, int threads) {
+        positive_dim(n_cols, "num_words");
+        const int64_t nt = tokens.ndim() == 1 ? tokens.shape(0) : -1;
+        const int32_t* t = check<int32_t>(tokens, "tokens", {nt});
+        const int64_t N = offsets.ndim() == 1 ? offsets.shape(0) - 1 : -1;
+        if (N < 0) throw std::invalid_argument("offsets: expected a 1-D array of N + 1 offsets");
+        const int64_t* o = check<int64_t>(offsets, "offsets", {N + 1});
+        check_offsets(o, N, nt, "offsets");
+        py::array_t<float> out({N, n_cols});
+        float* op = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            cpu::multi_hot_dense(op, t, o, N, n_cols, threads);
+        }
+        return out;
+    }, py::arg("tokens"), py::arg("offsets"), py::arg("num_words"), py::arg("threads") = 0);
+
+    m.def("csr_from_dense", [](py::array x, int threads) {
+        if (x.ndim() != 2) throw std::invalid_argument("x: expected a 2-D array, got shape " + shape_str(x));
+        const int64_t N = x.shape(0), D = x.shape(1);
+        positive_dim(D, "x: number of columns");
+        if (py::isinstance<py::array_t<double>>(x)) {
+            const double* p = check<double>(x, "x", {N, D});
+            py::gil_scoped_release nogil;
+            return std::make_shared<CSR>(cpu::csr_from_dense<double>(p, N, D, threads));
+        }
+        const float* p = check<float>(x, "x", {N, D});
+        py::gil_scoped_release nogil;
+        return std::make_shared<CSR>(cpu::csr_from_dense<float>(p, N, D, threads));
+    }, py::arg("x"), py::arg("threads") = 0);
+
+    // ---- single kernels (tests and embedding; the training loop calls the same functions) ----
+    m.def("sparse_forward", [](const CSR& x, py::array rows, py::array W, py::array b) {
+        const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
+        const int64_t* r = check<int64_t>(rows, "rows", {B});
+        check_rows(r, B, x.n_rows, "rows");
+        const int64_t H = W.ndim() == 2 ? W.shape(1) : -1;
+        const float* w = check<float>(W, "W", {x.n_cols, H});
+        const float* bb = check<float>(b, "b", {H});
+        py::array_t<float> z({B, H});
+        float* zp = z.mutable_data();
+        py::gil_scoped_release nogil;
+        cpu::sparse_forward(zp, x.view(), r, w, bb, H, 0, B);
+        return z;
+    }, py::arg("x"), py::arg("rows"), py::arg("W"), py::arg("b"));
+
+    m.def("dense_forward", [](py::array x, py::array W, py::array b) {
+        const int64_t B = x.ndim() == 2 ? x.shape(0) : -1, I = x.ndim() == 2 ? x.shape(1) : -1;
+        const float* xp = check<float>(x, "x", {B, I});
+        const int64_t H = W.ndim() == 2 ? W.shape(1) : -1;
+        const float* w = check<float>(W, "W", {I, H});
+        const float* bb = check<float>(b, "b", {H});
+        py::array_t<float> z({B, H});
+        float* zp = z.mutable_data();
+        py::gil_scoped_release nogil;
+        cpu::dense_forward(zp, xp, w, bb, I, H, 0, B);
+        return z;
+    }, py::arg("x"), py::arg("W"), py::arg("b"));
+
+    m.def("act_forward", [](py::array z, const std::string& act) {
+        const int64_t n = z.size();
+        const float* zp = check<float>(z, "z", {n});
+        py::array_t<float> a(n);
+        float* ap = a.mutable_data();
+        const int k = parse_act(act);
+        py::gil_scoped_release nogil;
+        cpu::act_forward(ap, zp, k, 0, n);
+        return a;
+    }, py::arg("z"), py::arg("activation"));
+
+    m.def("act_backward", [](py::array da, py::array z, py::array a, const std::string& act) {
+        const int64_t n = z.size();
+        const float* dap = check<float>(da, "da", {n});
+        const float* zp = check<float>(z, "z", {n});
+        const float* ap = check<float>(a, "a", {n});
+        py::array_t<float> dz(n);
+        float* dzp = dz.mutable_data();
+        const int k = parse_act(act);
+        py::gil_scoped_release nogil;
+        cpu::act_backward(dzp, dap, zp, ap, k, 0, n);
+        return dz;
+    }, py::arg("da"), py::arg("z"), py::arg("a"), py::arg("activation"));
+
+    m.def("dense_backward", [](py::array dz, py::array x, py::array W) {
+        const int64_t B = dz.ndim() == 2 ? dz.shape(0) : -1, H = dz.ndim() == 2 ? dz.shape(1) : -1;
+        const float* dzp = check<float>(dz, "dz", {B, H});
+        const int64_t I = x.ndim() == 2 ? x.shape(1) : -1;
+        const float* xp = check<float>(x, "x", {B, I});
+        const float* w = check<float>(W, "W", {I, H});
+        py::array_t<float> dx({B, I}), dW({I, H}), db(H);
+        float *dxp = dx.mutable_data(), *dWp = dW.mutable_data(), *dbp = db.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            cpu::dense_backward_input(dxp, dzp, w, I, H, 0, B);
+            cpu::dense_backward_weight(dWp, dzp, xp, B, I, H, 0, I);
+            cpu::bias_backward(dbp, dzp, B, H, 0, H);
+        }
+        return py::make_tuple(dx, dW, db);
+    }, py::arg("dz"), py::arg("x"), py::arg("W"), "Returns (dx, dW, db).");
+
+    m.def("sparse_backward", [](py::array dz, const CSR& x, py::array rows, int parts) {
+        const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
+        const int64_t* r = check<int64_t>(rows, "rows", {B});
+        check_rows(r, B, x.n_rows, "rows");
+        const int64_t H = dz.ndim() == 2 ? dz.shape(1) : -1;
+        const float* dzp = check<float>(dz, "dz", {B, H});
+        if (parts < 1) throw std::invalid_argument("parts: must be >= 1");
+        const int64_t D = x.n_cols;
+        std::vector<float> g(static_cast<size_t>(D * H));
+        std::vector<int64_t> touched(static_cast<size_t>(D));
+        int64_t n = 0;
+        {
+            py::gil_scoped_release nogil;
+            // Column ranges split evenly by index: the result must not depend on the split.
+            cpu::SparseGradScratch scratch;
+            for (int p = 0; p < parts; ++p) {
+                int64_t k = 0;
+                cpu::sparse_backward_weight(g.data() + n * H, touched.data() + n, &k, scratch, dzp,
+                                            x.view(), r, B, H, D * p / parts, D * (p + 1) / parts);
+                n += k;
+            }
+        }
+        touched.resize(static_cast<size_t>(n));
+        g.resize(static_cast<size_t>(n * H));
+        return py::make_tuple(vector_to_array(std::move(touched), {static_cast<py::ssize_t>(n)}),
+                              vector_to_array(std::move(g), {static_cast<py::ssize_t>(n),
+                                                             static_cast<py::ssize_t>(H)}));
+    }, py::arg("dz"), py::arg("x"), py::arg("rows"), py::arg("parts") = 1,
+       "Returns (the W1 rows the batch touches, ascending, and their gradient rows).");
+
+    m.def("loss_forward_backward", [](py::array z, py::array a, py::array y, py::object sw,
+                                      const std::string& last_act, const std::string& loss) {
+        const int64_t B = z.ndim() == 2 ? z.shape(0) : -1, O = z.ndim() == 2 ? z.shape(1) : -1;
+        const float* zp = check<float>(z, "z", {B, O});
+        const float* ap = check<float>(a, "a", {B, O});
+        const float* yp = check<float>(y, "y", {B, O});
+        const float* swp = sw.is_none() ? nullptr : check<float>(sw.cast<py::array>(), "sample_weight", {B});
+        const int act = parse_act(last_act), lk = parse_loss(loss);
+        if (lk == LOSS_BCE_LOGITS && act != ACT_SIGMOID)
+            throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");
+        py::array_t<float> dz({B, O});
+        py::array_t<double> lr(B), cr(B);
+        float* dzp = dz.mutable_data();
+        double *lrp = lr.mutable_data(), *crp = cr.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            cpu::loss_forward_backward(dzp, lrp, crp, zp, ap, yp, swp, nullptr, act, lk, O, B, 0, B);
+        }
+        return py::make_tuple(dz, lr, cr);
+    }, py::arg("z"), py::arg("a"), py::arg("y"), py::arg("sample_weight"), py::arg("last_activation"),
+       py::arg("loss"), "Returns (dz, per-row weighted loss, per-row accuracy).");
+
+    m.def("optimizer_update", [](const std::string& kind, int64_t iteration, py::array w,
+                                 py::array g, py::list slots, double learning_rate, double rho,
+                                 double momentum, double epsilon, double beta_1, double beta_2,
+                                 bool centered, bool nesterov, bool amsgrad) {
+        auto c = parse_optimizer(kind, learning_rate, rho, momentum, epsilon, beta_1, beta_2,
+                                 centered, nesterov, amsgrad);
+        const int64_t n = w.size();
+        float* wp = check<float>(w, "w", {n}, true);
+        const float* gp = check<float>(g, "g", {n});
+        if (static_cast<int>(slots.size()) != cpu::optimizer_num_slots(c))
+            throw std::invalid_argument("slots: this optimizer needs " +
+                                        std::to_string(cpu::optimizer_num_slots(c)));
+        auto sp = slot_ptrs(slots, "slots", n);
+        py::gil_scoped_release nogil;
+        cpu::optimizer_update(c, iteration, wp, gp, sp.data(), 0, n);
+    }, py::arg("kind"), py::arg("iteration"), py::arg("w"), py::arg("g"), py::arg("slots"),
+       py::arg("learning_rate"), py::arg("rho") = 0.9, py::arg("momentum") = 0.0,
+       py::arg("epsilon") = 1e-7, py::arg("beta_1") = 0.9, py::arg("beta_2") = 0.999,
+       py::arg("centered") = false, py::arg("nesterov") = false, py::arg("amsgrad") = false,
+       "One optimizer step in place on flat float32 arrays.");
+
+    m.def("optimizer_update_rows", [](const std::string& kind, int64_t iteration, py::array W,
+                                      py::array Gc, py::list slots, py::array rows, py::array synced,
+                                      double learning_rate, double rho, double momentum,
+                                      double epsilon, bool centered) {
+        auto c = parse_optimizer(kind, learning_rate, rho, momentum, epsilon, 0.9, 0.999, centered,
+                                 false, false);
+        if (!cpu::optimizer_is_lazy(c))
+            throw std::invalid_argument("optimizer: lazy row updates need RMSprop or SGD without momentum");
+        const int64_t D = W.ndim() == 2 ? W.shape(0) : -1, H = W.ndim() == 2 ? W.shape(1) : -1;
+        float* wp = check<float>(W, "W", {D, H}, true);
+        const int64_t n = rows.ndim() == 1 ? rows.shape(0) : -1;
+        const int64_t* rp = check<int64_t>(rows, "rows", {n});
+        check_rows(rp, n, D, "rows");
+        const float* gp = check<float>(Gc, "Gc", {n, H});
+        int64_t* syp = check<int64_t>(synced, "synced", {D}, true);
+        for (int64_t r = 0; r < D; ++r)
+            if (syp[r] < 0 || syp[r] > iteration)
+                throw std::invalid_argument("synced: entries must be in [0, iteration]");
+        if (static_cast<int>(slots.size()) != cpu::optimizer_num_slots(c))
+            throw std::invalid_argument("slots: wrong count");
+        auto sp = slot_ptrs(slots, "slots", D * H);
+        py::gil_scoped_release nogil;
+        cpu::optimizer_update_rows(c, iteration, wp, gp, sp.data(), H, rp, n, syp);
+    }, py::arg("kind"), py::arg("iteration"), py::arg("W"), py::arg("Gc"), py::arg("slots"),
+       py::arg("rows"), py::arg("synced"), py::arg("learning_rate"), py::arg("rho") = 0.9,
+       py::arg("momentum") = 0.0, py::arg("epsilon") = 1e-7, py::arg("centered") = false,
+       "Lazy update of W's rows `rows` (unique) with compact gradient rows Gc (len(rows), H).");
+
+    m.def("optimizer_catch_up", [](const std::string& kind, int64_t iterations, py::list slots,
+                                   py::array synced, int64_t H, double rho, bool centered) {
+        auto c = parse_optimizer(kind, 1e-3, rho, 0.0, 1e-7, 0.9, 0.999, centered, false, false);
+        if (!cpu::optimizer_is_lazy(c))
+            throw std::invalid_argument("optimizer: catch-up applies to lazy optimizers only");
+        const int64_t D = synced.ndim() == 1 ? synced.shape(0) : -1;
+        int64_t* syp = check<int64_t>(synced, "synced", {D}, true);
+        for (int64_t r = 0; r < D; ++r)
+            if (syp[r] < 0 || syp[r] > iterations)
+                throw std::invalid_argument("synced: entries must be in [0, iterations]");
+        if (static_cast<int>(slots.size()) != cpu::optimizer_num_slots(c))
+            throw std::invalid_argument("slots: wrong count");
+        auto sp = slot_ptrs(slots, "slots", D * H);
+        py::gil_scoped_release nogil;
+        cpu::optimizer_catch_up(c, iterations, sp.data(), H, syp, 0, D);
+    }, py::arg("kind"), py::arg("iterations"), py::arg("slots"), py::arg("synced"), py::arg("H"),
+       py::arg("rho") = 0.9, py::arg("centered") = false);
+
+    m.def("shuffle_order", [](int64_t n, uint64_t seed, int64_t epoch) {
+        if (n < 0) throw std::invalid_argument("n: must be >= 0");
+        py::array_t<int64_t> out(n);
+        int64_t* p = out.mutable_data();
+        py::gil_scoped_release nogil;
+        cpu::shuffle_order(p, n, seed, epoch);
+        return out;
+    }, py::arg("n"), py::arg("seed"), py::arg("epoch"),
+       "The permutation of range(n) used for epoch `epoch` of a fit seeded with `seed`.");
+
+    // ---- Net -----------------------------------------------------------------------------------
+    py::class_<Net, std::shared_ptr<Net>>(m, "Net")
+        .def(py::init([](std::vector<int64_t> dims, std::vector<std::string> acts,
+                         const std::string& loss, const std::string& optimizer,
+                         double learning_rate, double rho, double momentum, double epsilon,
+                         double beta_1, double beta_2, bool centered, bool nesterov, bool amsgrad) {
+                 if (dims.size() < 2 || acts.size() != dims.size() - 1)
+                     throw std::invalid_argument("dims: need the input dimension and one width per "
+                                                 "layer, with one activation per layer");
+                 for (size_t i = 0; i < dims.size(); ++i)
+                     positive_dim(dims[i], i == 0 ? "input dimension" : "units");
+                 std::vector<int> a;
+                 for (auto& s : acts) a.push_back(parse_act(s));
+                 const int lk = parse_loss(loss);
+                 if (lk == LOSS_BCE_LOGITS && a.back() != ACT_SIGMOID)
+                     throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");
+                 return std::make_shared<Net>(std::move(dims), std::move(a), lk,
+                                              parse_optimizer(optimizer, learning_rate, rho, momentum,
+                                                              epsilon, beta_1, beta_2, centered,
+                                                              nesterov, amsgrad));
+             }),
+             py::arg("dims"), py::arg("activations"), py::arg("loss"), py::arg("optimizer"),
+             py::arg("learning_rate"), py::arg("rho") = 0.9, py::arg("momentum") = 0.0,
+             py::arg("epsilon") = 1e-7, py::arg("beta_1") = 0.9, py::arg("beta_2") = 0.999,
+             py::arg("centered") = false, py::arg("nesterov") = false, py::arg("amsgrad") = false)
+        .def_property_readonly("dims", &Net::dims)
+        .def_property_readonly("n_slots", &Net::n_slots)
+        .def_property("iterations", &Net::iterations, [](Net& n, int64_t it) {
+            if (it < 0) throw std::invalid_argument("iterations: must be >= 0");
+            std::unique_lock<std::shared_mutex> lock(n.mutex());
+            n.set_iterations(it);
+        })
+        .def("get_weights", [](const Net& n) {
+            std::shared_lock<std::shared_mutex> lock(n.mutex());
+            py::list out;
+            for (int p = 0; p < n.n_params(); ++p) {
+                const int l = p / 2;
+                std::vector<py::ssize_t> shape;
+                if (p % 2 == 0) shape = {n.dims()[l], n.dims()[l + 1]};
+                else shape = {n.dims()[l + 1]};
+                py::array_t<float> a(shape);
+                std::copy_n(n.param(p), n.param_size(p), a.mutable_data());
+                out.append(a);
+            }
+            return out;
+        }, "Copies of [kernel_1 (I, H), bias_1 (H), ...] in Keras's order.")
+        .def("set_weights", [](Net& n, py::list ws) {
+            if (static_cast<int>(ws.size()) != n.n_params())
+                throw std::invalid_argument("weights: expected " + std::to_string(n.n_params()) +
+                                            " arrays, got " + std::to_string(ws.size()));
+            std::vector<const float*> src;
+            for (int p = 0; p < n.n_params(); ++p) {
+                const int l = p / 2;
+                const std::string name = "weights[" + std::to_string(p) + "]";
+                py::array a = ws[p].cast<py::array>();
+                const float* d = p % 2 == 0 ? check<float>(a, name, {n.dims()[l], n.dims()[l + 1]})
+                                            : check<float>(a, name, {n.dims()[l + 1]});
+                check_finite(d, n.param_size(p), name.c_str());
+                src.push_back(d);
+            }
+            std::unique_lock<std::shared_mutex> lock(n.mutex());
+            for (int p = 0; p < n.n_params(); ++p) std::copy_n(src[p], n.param_size(p), n.param(p));
+        })
+        .def("get_slots", [](Net& n) {
+            std::unique_lock<std::shared_mutex> lock(n.mutex());
+            n.sync_optimizer();
+            py::list out;
+            for (int p = 0; p < n.n_params(); ++p) {
+                py::list ps;
+                for (int s = 0; s < n.n_slots(); ++s) {
+                    py::array_t<float> a(n.param_size(p));
+                    std::copy_n(n.slot(p, s), n.param_size(p), a.mutable_data());
+                    ps.append(a);
+                }
+                out.append(ps);
+            }
+            return out;
+        }, "Optimizer slots, brought up to date: [[slot arrays of param 0], ...], flat.")
+        .def("set_slots", [](Net& n, py::list slots) {
+            if (static_cast<int>(slots.size()) != n.n_params())
+                throw std::invalid_argument("slots: expected one list per parameter");
+            std::vector<std::vector<const float*>> src(n.n_params());
+            for (int p = 0; p < n.n_params(); ++p) {
+                py::list ps = slots[p].cast<py::list>();
+                if (static_cast<int>(ps.size()) != n.n_slots())
+                    throw std::invalid_argument("slots: expected " + std::to_string(n.n_slots()) +
+                                                " arrays per parameter");
+                for (int s = 0; s < n.n_slots(); ++s) {
+                    const std::string name = "slots[" + std::to_string(p) + "][" + std::to_string(s) + "]";
+                    const float* d = check<float>(ps[s].cast<py::array>(), name, {n.param_size(p)});
+                    check_finite(d, n.param_size(p), name.c_str());
+                    src[p].push_back(d);
+                }
+            }
+            std::unique_lock<std::shared_mutex> lock(n.mutex());
+            n.sync_optimizer();  // marks every row current, so the new slots count from now
+            for (int p = 0; p < n.n_params(); ++p)
+                for (int s = 0; s < n.n_slots(); ++s)
+                    std::copy_n(src[p][s], n.param_size(p), n.slot(p, s));
+        })
+        .def("train_batches", [](Net& n, const CSR& x, py::array y, py::object sw, py::array order,
+                                 int64_t batch_size, int64_t batch_begin, int64_t batch_end,
+                                 int threads, bool per_batch) {
+            const float *yp, *swp;
+            check_labels(n, x, y, sw, &yp, &swp);
+            const int64_t N = x.n_rows;
+            const int64_t* op = check<int64_t>(order, "order", {N});
+            check_rows(op, N, N, "order");
+            if (batch_size < 1) throw std::invalid_argument("batch_size: must be >= 1");
+            const int64_t n_batches = (N + batch_size - 1) / batch_size;
+            if (batch_begin < 0 || batch_end < batch_begin || batch_end > n_batches)
+                throw std::out_of_range("batches: [" + std::to_string(batch_begin) + ", " +
+                                        std::to_string(batch_end) + ") is not within [0, " +
+                                        std::to_string(n_batches) + "]");
+            const int64_t steps = batch_end - batch_begin;
+            py::array_t<double> bl(per_batch ? steps : 0), ba(per_batch ? steps : 0);
+            double* blp = per_batch ? bl.mutable_data() : nullptr;
+            double* bap = per_batch ? ba.mutable_data() : nullptr;
+            Stats st;
+            {
+                py::gil_scoped_release nogil;
+                st = n.train_batches(x, yp, swp, op, N, batch_size, batch_begin, batch_end, threads,
+                                     blp, bap);
+            }
+            return py::make_tuple(st.loss_sum, st.correct_sum, st.rows, bl, ba);
+        }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("order"),
+           py::arg("batch_size"), py::arg("batch_begin"), py::arg("batch_end"),
+           py::arg("threads") = 0, py::arg("per_batch") = false,
+           "Train on batches [batch_begin, batch_end) of the epoch ordered by `order`. Returns "
+           "(sum of weighted losses, sum of accuracies, rows, per-batch mean losses, per-batch "
+           "accuracies); the per-batch arrays are empty unless per_batch.")
+        .def("predict", [](const Net& n, const CSR& x, int threads) {
+            if (x.n_cols != n.dims()[0])
+                throw std::invalid_argument("x: has " + std::to_string(x.n_cols) +
+                                            " columns, the model's input dimension is " +
+                                            std::to_string(n.dims()[0]));
+            py::array_t<float> out({x.n_rows, n.dims().back()});
+            float* o = out.mutable_data();
+            py::gil_scoped_release nogil;
+            n.predict(o, x, threads);
+            return out;
+        }, py::arg("x"), py::arg("threads") = 0)
+        .def("evaluate", [](const Net& n, const CSR& x, py::array y, py::object sw, int threads) {
+            const float *yp, *swp;
+            check_labels(n, x, y, sw, &yp, &swp);
+            Stats st;
+            {
+                py::gil_scoped_release nogil;
+                st = n.evaluate(x, yp, swp, threads);
+            }
+            return py::make_tuple(st.loss_sum, st.correct_sum, st.rows);
+        }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("threads") = 0);
+}

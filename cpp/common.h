@@ -1,0 +1,176 @@
+// common.h: every scalar formula imdbfast uses, written once for the CPU and (later) CUDA.
+//
+// The loops that apply these live in cpp/*.cpp (OpenMP) and cuda/*.cu; only the loops differ.
+// No STL, no I/O here: this header must compile under nvcc as __host__ __device__ code.
+// Semantics follow Keras 3 (see the project's keras-semantics reference): the comments name
+// the Keras source each formula reproduces.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define IMDBFAST_HD __host__ __device__
+#else
+#define IMDBFAST_HD
+#endif
+
+namespace imdbfast {
+
+// ---------------------------------------------------------------------------------------------
+// Activations. Backward takes both the pre-activation z and the output a: relu's derivative is
+// defined on z (0 at z == 0, as TF), tanh's and sigmoid's on a (as TF's TanhGrad/SigmoidGrad).
+
+enum Act : int { ACT_LINEAR = 0, ACT_RELU = 1, ACT_TANH = 2, ACT_SIGMOID = 3 };
+
+// Numerically stable logistic function in float32 (never exp of a large positive number).
+IMDBFAST_HD inline float sigmoid(float z) {
+    if (z >= 0.0f) {
+        float e = expf(-z);
+        return 1.0f / (1.0f + e);
+    }
+    float e = expf(z);
+    return e / (1.0f + e);
+}
+
+IMDBFAST_HD inline float activate(int act, float z) {
+    switch (act) {
+        case ACT_RELU: return z > 0.0f ? z : 0.0f;
+        case ACT_TANH: return tanhf(z);
+        case ACT_SIGMOID: return sigmoid(z);
+        default: return z;
+    }
+}
+
+// dL/dz from dL/da.
+IMDBFAST_HD inline float activate_grad(int act, float da, float z, float a) {
+    switch (act) {
+        case ACT_RELU: return z > 0.0f ? da : 0.0f;
+        case ACT_TANH: return da * (1.0f - a * a);
+        case ACT_SIGMOID: return da * a * (1.0f - a);
+        default: return da;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Losses, per output element. The per-sample loss is the mean over the O outputs (Keras reduces
+// the last axis), the batch loss is sum(w_i * l_i) / B ("sum_over_batch_size": divided by the
+// number of samples, not by the sum of weights). Each gradient below is of that batch loss, so it
+// carries the factor w / (O * B), passed in as `scale`.
+
+enum Loss : int {
+    LOSS_BCE_LOGITS = 0,  // binary cross-entropy on a sigmoid output, computed from the logit z
+    LOSS_BCE_PROBS = 1,   // binary cross-entropy on probabilities clipped to [1e-7, 1 - 1e-7]
+    LOSS_MSE = 2,         // mean squared error on the layer output
+};
+
+// Keras's backend epsilon; 1 - 1e-7 rounds to 0.9999999f in float32.
+constexpr float kProbEpsilon = 1e-7f;
+
+// max(z,0) - z*y + log1p(exp(-|z|)): TF's sigmoid_cross_entropy_with_logits, which Keras 3 uses
+// on the TF backend because the sigmoid stashes its logits. Evaluated in double: it feeds the
+// reported loss only, which is accumulated in double.
+IMDBFAST_HD inline double bce_logits_loss(float z, float y) {
+    double zd = z, yd = y;
+    return (zd > 0.0 ? zd : 0.0) - zd * yd + log1p(exp(-fabs(zd)));
+}
+// d/dz of the above, already scaled: (sigmoid(z) - y) * scale.
+IMDBFAST_HD inline float bce_logits_grad(float p, float y, float scale) { return (p - y) * scale; }
+
+// Keras's probability form: p clipped to [eps, 1-eps], then -(y log p + (1-y) log(1-p)).
+IMDBFAST_HD inline double bce_probs_loss(float p, float y) {
+    const float hi = 1.0f - kProbEpsilon;
+    double pc = p < kProbEpsilon ? kProbEpsilon : (p > hi ? hi : p);
+    double yd = y;
+    return -(yd * log(pc) + (1.0 - yd) * log(1.0 - pc));
+}
+// d/dp, scaled; zero where the clip is active (the clip's gradient), as in Keras.
+IMDBFAST_HD inline float bce_probs_grad(float p, float y, float scale) {
+    if (p < kProbEpsilon || p > 1.0f - kProbEpsilon) return 0.0f;
+    return (-y / p + (1.0f - y) / (1.0f - p)) * scale;
+}
+
+IMDBFAST_HD inline double mse_loss(float p, float y) {
+    double d = (double)p - (double)y;
+    return d * d;
+}
+IMDBFAST_HD inline float mse_grad(float p, float y, float scale) { return 2.0f * (p - y) * scale; }
+
+// Keras's binary accuracy: strict p > 0.5, compared for equality with the label.
+IMDBFAST_HD inline float binary_correct(float p, float y) {
+    return ((p > 0.5f) ? 1.0f : 0.0f) == y ? 1.0f : 0.0f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optimizer element updates (keras/src/optimizers/{rmsprop,adam,sgd}.py), float32 throughout,
+// in Keras's order of operations. Hyper-parameters arrive already in float32, with constants
+// such as (1 - rho) precomputed once per step in double and rounded (as Keras casts them).
+
+struct RMSpropStep {
+    float lr, rho, one_minus_rho, eps, momentum;
+    int centered;
+};
+
+// v <- rho v + (1-rho) g^2 ; [centered: mg <- rho mg + (1-rho) g ; denom = v - mg^2 + eps]
+// else denom = v + eps  (epsilon INSIDE the square root) ; inc = lr g / sqrt(denom) ;
+// momentum > 0: m <- momentum m + inc ; w <- w - m   else: w <- w - inc.
+IMDBFAST_HD inline void rmsprop_elem(float& w, float g, float& v, float& m, float& mg,
+                                     const RMSpropStep& s) {
+    v = s.rho * v + s.one_minus_rho * (g * g);
+    float denom;
+    if (s.centered) {
+        mg = s.rho * mg + s.one_minus_rho * g;
+        denom = v - mg * mg + s.eps;
+    } else {
+        denom = v + s.eps;
+    }
+    float inc = (s.lr * g) / sqrtf(denom);
+    if (s.momentum > 0.0f) {
+        m = s.momentum * m + inc;
+        w = w - m;
+    } else {
+        w = w - inc;
+    }
+}
+
+struct AdamStep {
+    float alpha;  // lr * sqrt(1 - beta2^t) / (1 - beta1^t), t = iterations + 1
+    float one_minus_beta1, one_minus_beta2, eps;
+    int amsgrad;
+};
+
+// m <- m + (g - m)(1-b1) ; v <- v + (g^2 - v)(1-b2) ; [amsgrad: vh <- max(vh, v), use vh]
+// w <- w - (m alpha) / (sqrt(v) + eps)
+IMDBFAST_HD inline void adam_elem(float& w, float g, float& m, float& v, float& vhat,
+                                  const AdamStep& s) {
+    m = m + (g - m) * s.one_minus_beta1;
+    v = v + (g * g - v) * s.one_minus_beta2;
+    float vv = v;
+    if (s.amsgrad) {
+        vhat = vhat > v ? vhat : v;
+        vv = vhat;
+    }
+    w = w - (m * s.alpha) / (sqrtf(vv) + s.eps);
+}
+
+struct SGDStep {
+    float lr, momentum;
+    int nesterov;
+};
+
+// momentum == 0: w <- w - g lr.  Else m <- m momentum - g lr ;
+// nesterov: w <- w + (m momentum - g lr)  else w <- w + m.
+IMDBFAST_HD inline void sgd_elem(float& w, float g, float& m, const SGDStep& s) {
+    if (s.momentum == 0.0f) {
+        w = w - g * s.lr;
+        return;
+    }
+    m = m * s.momentum - g * s.lr;
+    if (s.nesterov) {
+        w = w + (m * s.momentum - g * s.lr);
+    } else {
+        w = w + m;
+    }
+}
+
+}  // namespace imdbfast

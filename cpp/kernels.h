@@ -1,0 +1,194 @@
+// kernels.h: the contract of imdbfast's CPU kernels. One declaration per kernel, shapes first.
+//
+// Sizes, everywhere: N rows of a data set, B rows of a batch, D input features (the vocabulary,
+// 10,000 in the book), I inputs and H outputs ("units") of a dense layer, O model outputs.
+// Layout: row-major; a kernel W is (I, H) and a bias (H), as Keras stores them, so the sparse
+// first layer gathers contiguous rows of W1.
+// Argument order (llm.c's): outputs first, then inputs, then parameters, then sizes and ranges.
+// Row-range kernels ([b0, b1)) do no threading of their own: the caller gives each thread a
+// disjoint range, so every output element is computed by one thread in one fixed order and the
+// result does not depend on the thread count. Whole-array kernels thread themselves.
+// Validation happens in the callers (bindings.cpp, Net); kernels trust their arguments.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "common.h"
+
+// Row kernels are instantiated for the common layer widths, so that a row of 16 floats is one
+// or two vector registers; any other width takes the generic (HC = 0) instantiation.
+#define IMDBFAST_DISPATCH_H(H, CALL) \
+    switch (H) {                     \
+        case 1: CALL(1); break;      \
+        case 16: CALL(16); break;    \
+        case 32: CALL(32); break;    \
+        case 64: CALL(64); break;    \
+        default: CALL(0); break;     \
+    }
+
+namespace imdbfast {
+
+// A read-only view of a CSR matrix: row r holds columns indices[indptr[r] .. indptr[r+1]),
+// sorted and unique; values == nullptr means every stored value is 1 (multi-hot).
+struct CSRView {
+    int64_t n_rows = 0, n_cols = 0;
+    const int64_t* indptr = nullptr;   // (n_rows + 1)
+    const int32_t* indices = nullptr;  // (nnz)
+    const float* values = nullptr;     // (nnz) or nullptr
+};
+
+// An owning CSR matrix (what multi-hot encoding produces and training consumes).
+struct CSR {
+    int64_t n_rows = 0, n_cols = 0;
+    std::vector<int64_t> indptr;
+    std::vector<int32_t> indices;
+    std::vector<float> values;  // empty: binary
+    bool binary = true;
+
+    CSRView view() const {
+        return CSRView{n_rows, n_cols, indptr.data(), indices.data(),
+                       binary ? nullptr : values.data()};
+    }
+    int64_t nnz() const { return indptr.empty() ? 0 : indptr.back(); }
+    // Prefix sums of per-column non-zero counts (n_cols + 1), computed once and cached:
+    // the training loop uses it to give each thread an equal share of the gradient scatter.
+    const std::vector<int64_t>& column_prefix() const;
+
+   private:
+    // shared_ptr keeps CSR movable; the mutex makes the lazy computation safe across threads.
+    std::shared_ptr<std::mutex> col_mutex_ = std::make_shared<std::mutex>();
+    mutable std::vector<int64_t> col_prefix_;
+};
+
+namespace cpu {
+
+// ---- threads (net.cpp) ----------------------------------------------------------------------
+// requested <= 0 means the global default (set_default_threads, else OpenMP's max threads).
+void set_default_threads(int n);
+int default_threads();
+int resolve_threads(int requested);
+// Threads worth using for `work` units when each thread should get at least `grain` of them.
+int threads_for(int requested, int64_t work, int64_t grain);
+bool have_openmp();
+
+// ---- csr.cpp: multi-hot encoding and conversions --------------------------------------------
+// tokens (offsets[N]) int32, offsets (N+1) int64 monotone from 0; every token in [0, D).
+// Row r of the result holds the sorted unique tokens of sequence r (duplicates set one 1).
+CSR multi_hot(const int32_t* tokens, const int64_t* offsets, int64_t N, int64_t D, int threads);
+// out (N, D) float32, fully written: 1 where a token occurs, else 0 (the book's matrix).
+void multi_hot_dense(float* out, const int32_t* tokens, const int64_t* offsets, int64_t N,
+                     int64_t D, int threads);
+// x (N, D) row-major float32 or float64, finite. Keeps non-zero values; all-ones -> binary.
+template <typename T>
+CSR csr_from_dense(const T* x, int64_t N, int64_t D, int threads);
+// Arbitrary CSR arrays (validated by the caller): sorts each row and merges duplicate columns
+// (summing values, as scipy does; a binary matrix keeps a single 1).
+CSR csr_from_arrays(const int64_t* indptr, const int32_t* indices, const float* values,
+                    int64_t N, int64_t D, int threads);
+// out (N, D) float32, fully written.
+void csr_to_dense(float* out, const CSRView& x, int threads);
+// Rows [r0, r1) or an arbitrary row list as a new matrix.
+CSR csr_take_rows(const CSRView& x, const int64_t* rows, int64_t n, int threads);
+
+// ---- layers.cpp: dense layers and activations, row-range kernels ---------------------------
+// Sparse first layer, batch rows [b0, b1): z[b, :] = sum_k val_k * W[col_k, :] + bias over the
+// non-zeros of data row rows[b] (rows == nullptr: data row b).   z (B, H), W (D, H), bias (H).
+void sparse_forward(float* z, const CSRView& x, const int64_t* rows, const float* W,
+                    const float* bias, int64_t H, int64_t b0, int64_t b1);
+// Dense layer, rows [b0, b1): z[b, :] = x[b, :] @ W + bias.   z (B, H), x (B, I), W (I, H).
+void dense_forward(float* z, const float* x, const float* W, const float* bias, int64_t I,
+                   int64_t H, int64_t b0, int64_t b1);
+// Elementwise over [n0, n1): a = act(z);  dz = act'(z, a) * da.
+void act_forward(float* a, const float* z, int act, int64_t n0, int64_t n1);
+void act_backward(float* dz, const float* da, const float* z, const float* a, int act,
+                  int64_t n0, int64_t n1);
+// Input gradient, rows [b0, b1): dx[b, :] = W @ dz[b, :].   dx (B, I), dz (B, H), W (I, H).
+void dense_backward_input(float* dx, const float* dz, const float* W, int64_t I, int64_t H,
+                          int64_t b0, int64_t b1);
+// Weight gradient rows [i0, i1): dW[i, :] = sum_b x[b, i] * dz[b, :], b ascending.
+// dW (I, H), dz (B, H), x (B, I).
+void dense_backward_weight(float* dW, const float* dz, const float* x, int64_t B, int64_t I,
+                           int64_t H, int64_t i0, int64_t i1);
+// Bias gradient columns [h0, h1): db[h] = sum_b dz[b, h], b ascending.   db (H), dz (B, H).
+void bias_backward(float* db, const float* dz, int64_t B, int64_t H, int64_t h0, int64_t h1);
+// Sparse first layer's weight gradient, compacted, for the columns (= rows of W) in [c0, c1):
+// the n_touched columns of the range that occur in the batch, ascending, go to touched[] and
+// their gradient rows to Gc (n_touched, H):  Gc[j, :] = sum over batch rows b (ascending) that
+// hold column touched[j] of val * dz[b, :].   dz (B, H).
+// Works as a counting sort of the batch's non-zeros by column, so that the random accesses go to
+// small per-range arrays instead of a D x H gradient. Scratch is reused across calls.
+struct SparseGradScratch {
+    std::vector<int32_t> count;    // (c1 - c0): all zero between calls
+    std::vector<uint64_t> seen;    // (c1 - c0) bits: columns present; all zero between calls
+    std::vector<int64_t> span;     // (2 B): each batch row's non-zeros within the range
+    std::vector<int32_t> entries;  // batch row of each non-zero, grouped by column
+    std::vector<float> evals;      // its value (non-binary input only)
+};
+void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched,
+                            SparseGradScratch& scratch, const float* dz, const CSRView& x,
+                            const int64_t* rows, int64_t B, int64_t H, int64_t c0, int64_t c1);
+
+// ---- loss.cpp: loss + gradient of the output layer, fused -----------------------------------
+// Rows [b0, b1) of a batch of B rows; data row of batch row b is rows[b] (nullptr: b).
+// z, a (B, O): the last layer's pre-activation and output; y (N, O) labels; sw (N) sample
+// weights or nullptr. Writes dz (B, O) = d(batch loss)/dz, loss_row[b] = w_b * l_b (the
+// per-sample loss, mean over O) and correct_row[b] = binary accuracy of row b (mean over O).
+void loss_forward_backward(float* dz, double* loss_row, double* correct_row, const float* z,
+                           const float* a, const float* y, const float* sw, const int64_t* rows,
+                           int last_act, int loss, int64_t O, int64_t B, int64_t b0,
+                           int64_t b1);
+// The same without gradients (evaluate): loss_row and correct_row only.
+void loss_forward(double* loss_row, double* correct_row, const float* z, const float* a,
+                  const float* y, const float* sw, const int64_t* rows, int last_act, int loss,
+                  int64_t O, int64_t b0, int64_t b1);
+
+// ---- optimizers.cpp -------------------------------------------------------------------------
+enum OptKind : int { OPT_RMSPROP = 0, OPT_ADAM = 1, OPT_SGD = 2 };
+
+struct OptimizerConfig {
+    int kind = OPT_RMSPROP;
+    double learning_rate = 1e-3;
+    double rho = 0.9;        // RMSprop
+    double momentum = 0.0;   // RMSprop, SGD
+    double epsilon = 1e-7;   // RMSprop, Adam
+    double beta_1 = 0.9;     // Adam
+    double beta_2 = 0.999;   // Adam
+    bool centered = false;   // RMSprop
+    bool nesterov = false;   // SGD
+    bool amsgrad = false;    // Adam
+};
+
+// Optimizer state slots per parameter, in Keras's order:
+//   RMSprop: velocity, [momentum if momentum > 0], [average_gradient if centered]
+//   Adam:    momentum (m), velocity (v), [velocity_hat if amsgrad]
+//   SGD:     [momentum if momentum > 0]
+int optimizer_num_slots(const OptimizerConfig& c);
+// True when a zero gradient leaves the weight unchanged and only decays the slots
+// geometrically, so untouched rows may be brought up to date lazily (RMSprop without momentum,
+// SGD without momentum).
+bool optimizer_is_lazy(const OptimizerConfig& c);
+
+// Dense update of elements [n0, n1) at optimizer step `iteration` (0-based; Keras's
+// `iterations` before the step). slots: optimizer_num_slots pointers, each like w.
+void optimizer_update(const OptimizerConfig& c, int64_t iteration, float* w, const float* g,
+                      float* const* slots, int64_t n0, int64_t n1);
+// Lazy sparse update of rows of a (D, H) parameter: for each i, row r = rows[i] first has its
+// slots decayed for the steps it missed (synced[r] .. iteration-1, all with zero gradient), then
+// takes the step with gradient Gc[i, :] (compact, (n_rows, H)); synced[r] becomes iteration + 1.
+// Only for optimizer_is_lazy configurations.
+void optimizer_update_rows(const OptimizerConfig& c, int64_t iteration, float* W, const float* Gc,
+                           float* const* slots, int64_t H, const int64_t* rows, int64_t n_rows,
+                           int64_t* synced);
+// Bring rows [r0, r1) up to date through `iterations` steps (no gradient): slots decay only.
+void optimizer_catch_up(const OptimizerConfig& c, int64_t iterations, float* const* slots,
+                        int64_t H, int64_t* synced, int64_t r0, int64_t r1);
+
+// ---- net.cpp: seeded shuffles ---------------------------------------------------------------
+// A permutation of [0, n) determined by (seed, epoch) alone: Fisher-Yates driven by SplitMix64.
+void shuffle_order(int64_t* order, int64_t n, uint64_t seed, int64_t epoch);
+
+}  // namespace cpu
+}  // namespace imdbfast

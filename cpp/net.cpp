@@ -1,0 +1,367 @@
+// net.cpp: the compiled training loop, inference and evaluation; thread-count policy; shuffles.
+//
+// One training step, for a batch of B rows (all inside one OpenMP region per chunk of steps):
+//   phase 1, rows split evenly among threads: forward through every layer, the loss and its
+//            gradient, and the backward pass down to dz of the first layer; everything here is
+//            per row, so rows are independent.                                     -- barrier
+//   phase 2, parameters split among threads: the sparse first layer's gradient is scattered by
+//            column ranges (each thread owns the W1 rows of its range, balanced by non-zeros),
+//            and the thread updates exactly those rows; the small layers' gradients and
+//            updates are divided row by row.                                        -- barrier
+// Every float is computed by one thread, in an order fixed by the data alone (batch rows
+// ascending), so the weights are bitwise identical for any thread count. Small batches run on
+// one thread: a parallel step would cost more in synchronisation than it saves.
+#include "net.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <mutex>
+#include <stdexcept>
+
+#ifdef IMDBFAST_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace imdbfast {
+namespace cpu {
+
+static std::atomic<int> g_default_threads{0};
+
+void set_default_threads(int n) { g_default_threads.store(n > 0 ? n : 0); }
+
+int default_threads() {
+    int n = g_default_threads.load();
+    if (n > 0) return n;
+#ifdef IMDBFAST_HAVE_OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+bool have_openmp() {
+#ifdef IMDBFAST_HAVE_OPENMP
+    return true;
+#else
+    return false;
+#endif
+}
+
+int resolve_threads(int requested) {
+#ifdef IMDBFAST_HAVE_OPENMP
+    return std::max(1, requested > 0 ? requested : default_threads());
+#else
+    (void)requested;
+    return 1;
+#endif
+}
+
+int threads_for(int requested, int64_t work, int64_t grain) {
+    const int64_t useful = std::max<int64_t>(1, work / std::max<int64_t>(1, grain));
+    return static_cast<int>(std::min<int64_t>(resolve_threads(requested), useful));
+}
+
+namespace {
+inline uint64_t splitmix64(uint64_t& s) {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+}  // namespace
+
+void shuffle_order(int64_t* order, int64_t n, uint64_t seed, int64_t epoch) {
+    uint64_t s = seed;
+    s = splitmix64(s) ^ (static_cast<uint64_t>(epoch) * 0xD1B54A32D192ED03ull);
+    for (int64_t i = 0; i < n; ++i) order[i] = i;
+    for (int64_t i = n - 1; i > 0; --i) {
+        // Unbiased j in [0, i] (Lemire's multiply-and-reject).
+        const uint64_t bound = static_cast<uint64_t>(i) + 1;
+        __uint128_t m = static_cast<__uint128_t>(splitmix64(s)) * bound;
+        uint64_t low = static_cast<uint64_t>(m);
+        if (low < bound) {
+            const uint64_t t = (0 - bound) % bound;
+            while (low < t) {
+                m = static_cast<__uint128_t>(splitmix64(s)) * bound;
+                low = static_cast<uint64_t>(m);
+            }
+        }
+        std::swap(order[i], order[static_cast<int64_t>(m >> 64)]);
+    }
+}
+
+}  // namespace cpu
+
+namespace {
+
+int thread_num() {
+#ifdef IMDBFAST_HAVE_OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+inline void barrier() {
+#pragma omp barrier
+}
+
+// [lo, hi) of n items for part t of nt.
+inline int64_t part(int64_t n, int t, int nt) { return n * t / nt; }
+
+// Non-zeros per thread below which a training step runs on one thread. Measured on the 2-core
+// development machine: a step of ~64k non-zeros (batch 512) gains from two threads, one of a few
+// thousand (batch <= ~40) loses to the barriers.
+constexpr int64_t kStepGrainNnz = 8192;
+constexpr int64_t kTile = 256;  // rows per inference work item
+
+}  // namespace
+
+Net::Net(std::vector<int64_t> dims, std::vector<int> acts, int loss, cpu::OptimizerConfig opt)
+    : dims_(std::move(dims)), acts_(std::move(acts)), loss_(loss), opt_(opt) {
+    const int L = n_layers();
+    params_.resize(2 * L);
+    slots_.resize(2 * L);
+    grads_.resize(2 * L);
+    for (int p = 0; p < 2 * L; ++p) {
+        params_[p].assign(static_cast<size_t>(param_size(p)), 0.0f);
+        grads_[p].assign(static_cast<size_t>(param_size(p)), 0.0f);
+        slots_[p].assign(n_slots(), AlignedFloats(static_cast<size_t>(param_size(p)), 0.0f));
+    }
+    synced_.assign(static_cast<size_t>(dims_[0]), 0);
+}
+
+int64_t Net::param_size(int p) const {
+    const int l = p / 2;
+    return p % 2 == 0 ? dims_[l] * dims_[l + 1] : dims_[l + 1];
+}
+
+void Net::sync_optimizer() {
+    if (!cpu::optimizer_is_lazy(opt_)) return;
+    float* s[3] = {nullptr, nullptr, nullptr};
+    for (int k = 0; k < n_slots(); ++k) s[k] = slots_[0][k].data();
+    cpu::optimizer_catch_up(opt_, iterations_, s, dims_[1], synced_.data(), 0, dims_[0]);
+}
+
+void Net::set_iterations(int64_t it) {
+    sync_optimizer();
+    iterations_ = it;
+    std::fill(synced_.begin(), synced_.end(), it);
+}
+
+void Net::forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
+                       const CSRView& x, const int64_t* rows, int64_t b0, int64_t b1) const {
+    const int L = n_layers();
+    cpu::sparse_forward(z[0].data(), x, rows, param(0), param(1), dims_[1], b0, b1);
+    cpu::act_forward(a[0].data(), z[0].data(), acts_[0], b0 * dims_[1], b1 * dims_[1]);
+    for (int l = 1; l < L; ++l) {
+        const int64_t I = dims_[l], H = dims_[l + 1];
+        cpu::dense_forward(z[l].data(), a[l - 1].data(), param(2 * l), param(2 * l + 1), I, H, b0,
+                           b1);
+        cpu::act_forward(a[l].data(), z[l].data(), acts_[l], b0 * H, b1 * H);
+    }
+}
+
+Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const int64_t* order,
+                         int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
+                         int threads, double* batch_loss, double* batch_acc) {
+    std::unique_lock<std::shared_mutex> lock(mutex_, std::try_to_lock);
+    if (!lock.owns_lock())
+        throw std::runtime_error("this model is being used by another thread; fit needs it alone");
+    const int L = n_layers();
+    const int64_t D = dims_[0], H0 = dims_[1], O = dims_[L], B = batch_size;
+    const int64_t steps = batch_end - batch_begin;
+    Stats total;
+    if (steps <= 0) return total;
+    const CSRView xv = x.view();
+
+    // Threads: worth it only when a step has enough non-zeros to share.
+    const int64_t step_nnz = N > 0 ? x.nnz() / N * std::min(B, N) : 0;
+    const int nt = cpu::threads_for(threads, step_nnz, kStepGrainNnz);
+    std::vector<int64_t> cb(static_cast<size_t>(nt) + 1, D);
+    cb[0] = 0;
+    if (nt > 1) {  // column ranges with equal shares of the data set's non-zeros
+        const std::vector<int64_t>& pre = x.column_prefix();
+        for (int t = 1; t < nt; ++t)
+            cb[t] = std::lower_bound(pre.begin(), pre.end(), part(pre.back(), t, nt)) - pre.begin();
+    }
+
+    // Scratch: activations and gradients of every layer for one batch.
+    std::vector<std::vector<float>> z(L), a(L), dz(L);
+    int64_t maxH = 0;
+    for (int l = 0; l < L; ++l) {
+        const size_t n = static_cast<size_t>(B * dims_[l + 1]);
+        z[l].resize(n);
+        a[l].resize(n);
+        dz[l].resize(n);
+        maxH = std::max(maxH, dims_[l + 1]);
+    }
+    std::vector<float> da(static_cast<size_t>(B * maxH));
+    std::vector<double> loss_row(static_cast<size_t>(B)), correct_row(static_cast<size_t>(B));
+    if (static_cast<int>(w1_scratch_.size()) < nt) w1_scratch_.resize(static_cast<size_t>(nt));
+    for (int t = 0; t < nt; ++t) {
+        W1Scratch& w = w1_scratch_[t];
+        if (static_cast<int64_t>(w.touched.size()) < D) {
+            w.touched.resize(static_cast<size_t>(D));
+            w.grad.resize(static_cast<size_t>(D * H0));
+        }
+    }
+
+    // Small-parameter work items: one per kernel row of layers >= 1, one per bias.
+    struct Task { int p; int64_t row; };
+    std::vector<Task> tasks;
+    for (int l = 1; l < L; ++l)
+        for (int64_t i = 0; i < dims_[l]; ++i) tasks.push_back({2 * l, i});
+    for (int l = 0; l < L; ++l) tasks.push_back({2 * l + 1, 0});
+    const int64_t n_tasks = static_cast<int64_t>(tasks.size());
+
+    std::vector<std::array<float*, 3>> sp(2 * L);
+    for (int p = 0; p < 2 * L; ++p)
+        for (int s = 0; s < n_slots(); ++s) sp[p][s] = slots_[p][s].data();
+    const bool lazy = cpu::optimizer_is_lazy(opt_);
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int tid = thread_num();
+        for (int64_t s = 0; s < steps; ++s) {
+            const int64_t batch = batch_begin + s;
+            const int64_t r0 = batch * B, Bb = std::min(B, N - r0);
+            const int64_t* rows = order + r0;
+            const int64_t it = iterations_ + s;
+
+            // ---- phase 1: per-row forward, loss, backward to the first layer's dz
+            const int64_t b0 = part(Bb, tid, nt), b1 = part(Bb, tid + 1, nt);
+            forward_rows(z, a, xv, rows, b0, b1);
+            cpu::loss_forward_backward(dz[L - 1].data(), loss_row.data(), correct_row.data(),
+                                       z[L - 1].data(), a[L - 1].data(), y, sw, rows, acts_[L - 1],
+                                       loss_, O, Bb, b0, b1);
+            for (int l = L - 1; l >= 1; --l) {
+                const int64_t I = dims_[l], H = dims_[l + 1];
+                cpu::dense_backward_input(da.data(), dz[l].data(), param(2 * l), I, H, b0, b1);
+                cpu::act_backward(dz[l - 1].data(), da.data(), z[l - 1].data(), a[l - 1].data(),
+                                  acts_[l - 1], b0 * I, b1 * I);
+            }
+            barrier();
+
+            // ---- phase 2: gradients and updates, parameters split among threads
+            if (tid == 0) {
+                double ls = 0.0, cs = 0.0;
+                for (int64_t b = 0; b < Bb; ++b) {
+                    ls += loss_row[b];
+                    cs += correct_row[b];
+                }
+                total.loss_sum += ls;
+                total.correct_sum += cs;
+                total.rows += Bb;
+                if (batch_loss) batch_loss[s] = ls / static_cast<double>(Bb);
+                if (batch_acc) batch_acc[s] = cs / static_cast<double>(Bb);
+            }
+            W1Scratch& w1 = w1_scratch_[tid];
+            int64_t n_rows = 0;
+            cpu::sparse_backward_weight(w1.grad.data(), w1.touched.data(), &n_rows, w1.sort,
+                                        dz[0].data(), xv, rows, Bb, H0, cb[tid], cb[tid + 1]);
+            if (lazy) {
+                cpu::optimizer_update_rows(opt_, it, params_[0].data(), w1.grad.data(),
+                                           sp[0].data(), H0, w1.touched.data(), n_rows,
+                                           synced_.data());
+            } else {  // every row moves: a dense update of this thread's rows
+                float* G = grads_[0].data();
+                for (int64_t i = 0; i < n_rows; ++i)
+                    std::copy_n(w1.grad.data() + i * H0, H0, G + w1.touched[i] * H0);
+                cpu::optimizer_update(opt_, it, params_[0].data(), G, sp[0].data(),
+                                      cb[tid] * H0, cb[tid + 1] * H0);
+                for (int64_t i = 0; i < n_rows; ++i)
+                    std::fill_n(G + w1.touched[i] * H0, H0, 0.0f);
+            }
+            for (int64_t k = part(n_tasks, tid, nt); k < part(n_tasks, tid + 1, nt); ++k) {
+                const Task& t = tasks[k];
+                const int l = t.p / 2;
+                const int64_t H = dims_[l + 1];
+                float* g = grads_[t.p].data();
+                if (t.p % 2 == 0) {
+                    cpu::dense_backward_weight(g, dz[l].data(), a[l - 1].data(), Bb, dims_[l], H,
+                                               t.row, t.row + 1);
+                    cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(),
+                                          t.row * H, (t.row + 1) * H);
+                } else {
+                    cpu::bias_backward(g, dz[l].data(), Bb, H, 0, H);
+                    cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(), 0, H);
+                }
+            }
+            barrier();
+        }
+    }
+    iterations_ += steps;
+    return total;
+}
+
+void Net::predict(float* out, const CSR& x, int threads) const {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    const int L = n_layers();
+    const int64_t N = x.n_rows, O = dims_[L];
+    const CSRView xv = x.view();
+    const int nt = cpu::threads_for(threads, x.nnz(), 1 << 15);
+    const int64_t n_tiles = (N + kTile - 1) / kTile;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        std::vector<std::vector<float>> z(L), a(L);
+        for (int l = 0; l < L; ++l) {
+            z[l].resize(static_cast<size_t>(kTile * dims_[l + 1]));
+            a[l].resize(z[l].size());
+        }
+        std::vector<int64_t> rows(kTile);
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t t = 0; t < n_tiles; ++t) {
+            const int64_t r0 = t * kTile, n = std::min(kTile, N - r0);
+            for (int64_t j = 0; j < n; ++j) rows[j] = r0 + j;
+            forward_rows(z, a, xv, rows.data(), 0, n);
+            std::copy_n(a[L - 1].data(), n * O, out + r0 * O);
+        }
+    }
+}
+
+Stats Net::evaluate(const CSR& x, const float* y, const float* sw, int threads) const {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    const int L = n_layers();
+    const int64_t N = x.n_rows, O = dims_[L];
+    const CSRView xv = x.view();
+    const int nt = cpu::threads_for(threads, x.nnz(), 1 << 15);
+    const int64_t n_tiles = (N + kTile - 1) / kTile;
+    // Per-tile partial sums, added in tile order afterwards: fixed order for any thread count.
+    std::vector<double> tile_loss(static_cast<size_t>(n_tiles)), tile_correct(tile_loss.size());
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        std::vector<std::vector<float>> z(L), a(L);
+        for (int l = 0; l < L; ++l) {
+            z[l].resize(static_cast<size_t>(kTile * dims_[l + 1]));
+            a[l].resize(z[l].size());
+        }
+        std::vector<int64_t> rows(kTile);
+        std::vector<double> lr(kTile), cr(kTile);
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t t = 0; t < n_tiles; ++t) {
+            const int64_t r0 = t * kTile, n = std::min(kTile, N - r0);
+            for (int64_t j = 0; j < n; ++j) rows[j] = r0 + j;
+            forward_rows(z, a, xv, rows.data(), 0, n);
+            cpu::loss_forward(lr.data(), cr.data(), z[L - 1].data(), a[L - 1].data(), y, sw,
+                              rows.data(), acts_[L - 1], loss_, O, 0, n);
+            double ls = 0.0, cs = 0.0;
+            for (int64_t j = 0; j < n; ++j) {
+                ls += lr[j];
+                cs += cr[j];
+            }
+            tile_loss[t] = ls;
+            tile_correct[t] = cs;
+        }
+    }
+    Stats st;
+    for (int64_t t = 0; t < n_tiles; ++t) {
+        st.loss_sum += tile_loss[t];
+        st.correct_sum += tile_correct[t];
+    }
+    st.rows = N;
+    return st;
+}
+
+}  // namespace imdbfast

@@ -1,0 +1,105 @@
+// net.h: a sequential stack of dense layers whose first layer reads CSR input, with its
+// optimizer state, and the compiled training loop, inference and evaluation over it.
+//
+// Parameters are owned here in Keras's layout (kernel (I, H), then bias (H), layer by layer), so
+// the Python layer only validates, converts and orchestrates. A Net is used by one trainer at a
+// time; inference may run concurrently with other inference (a shared lock).
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <shared_mutex>
+#include <vector>
+
+#include "kernels.h"
+
+namespace imdbfast {
+
+// Parameter rows are read and written at random; a 16-float row must sit in one 64-byte cache
+// line, not straddle two, so parameter-sized buffers are cache-line aligned.
+template <typename T>
+struct CacheAligned {
+    using value_type = T;
+    CacheAligned() = default;
+    template <typename U>
+    CacheAligned(const CacheAligned<U>&) {}
+    T* allocate(size_t n) {
+        void* p = ::operator new(n * sizeof(T), std::align_val_t(64));
+        return static_cast<T*>(p);
+    }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+    template <typename U>
+    bool operator==(const CacheAligned<U>&) const { return true; }
+    template <typename U>
+    bool operator!=(const CacheAligned<U>&) const { return false; }
+};
+using AlignedFloats = std::vector<float, CacheAligned<float>>;
+
+struct Stats {
+    double loss_sum = 0.0;     // sum over rows of w_i * l_i, in double
+    double correct_sum = 0.0;  // sum over rows of binary accuracy
+    int64_t rows = 0;
+};
+
+class Net {
+   public:
+    // dims: D, H_1, ..., O (one more than the number of layers); acts: one per layer.
+    Net(std::vector<int64_t> dims, std::vector<int> acts, int loss, cpu::OptimizerConfig opt);
+
+    const std::vector<int64_t>& dims() const { return dims_; }
+    const std::vector<int>& acts() const { return acts_; }
+    int loss() const { return loss_; }
+    const cpu::OptimizerConfig& optimizer() const { return opt_; }
+    int n_layers() const { return static_cast<int>(acts_.size()); }
+    int64_t iterations() const { return iterations_; }
+
+    // Parameter p = 2l (kernel of layer l) or 2l + 1 (bias); size in floats.
+    int n_params() const { return 2 * n_layers(); }
+    int64_t param_size(int p) const;
+    float* param(int p) { return params_[p].data(); }
+    const float* param(int p) const { return params_[p].data(); }
+    // Optimizer slot s of parameter p, current (lazy rows are brought up to date first).
+    int n_slots() const { return cpu::optimizer_num_slots(opt_); }
+    float* slot(int p, int s) { return slots_[p][s].data(); }
+    void sync_optimizer();
+    void set_iterations(int64_t it);
+
+    // Trains on batches [batch_begin, batch_end) of the epoch whose row order is `order` (N rows,
+    // batches of batch_size, the last one partial). x: CSR (N, D); y (N, O); sw (N) or null.
+    // Optional per-batch outputs (batch_end - batch_begin each): mean loss and mean accuracy.
+    Stats train_batches(const CSR& x, const float* y, const float* sw, const int64_t* order,
+                        int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
+                        int threads, double* batch_loss, double* batch_acc);
+    // Outputs of the last layer for every row of x: out (N, O).
+    void predict(float* out, const CSR& x, int threads) const;
+    // Loss and accuracy over every row of x (no update), reduced in a fixed order.
+    Stats evaluate(const CSR& x, const float* y, const float* sw, int threads) const;
+
+    std::shared_mutex& mutex() const { return mutex_; }
+
+   private:
+    // Per-thread buffers for W1's gradient, kept across calls (they are large and would
+    // otherwise be page-faulted in again every chunk).
+    struct W1Scratch {
+        cpu::SparseGradScratch sort;
+        std::vector<int64_t> touched;  // (D)
+        AlignedFloats grad;            // (D, H1), compact rows
+    };
+    void forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
+                      const CSRView& x, const int64_t* rows, int64_t b0, int64_t b1) const;
+
+    std::vector<int64_t> dims_;
+    std::vector<int> acts_;
+    int loss_;
+    cpu::OptimizerConfig opt_;
+    std::vector<AlignedFloats> params_;                // 2 per layer
+    std::vector<std::vector<AlignedFloats>> slots_;    // [param][slot]
+    std::vector<AlignedFloats> grads_;                 // gradients; grads_[0] is W1's (kept zero)
+    std::vector<int64_t> synced_;                      // W1 rows: slots current through step
+    std::vector<W1Scratch> w1_scratch_;                // one per thread
+    int64_t iterations_ = 0;
+    mutable std::shared_mutex mutex_;
+};
+
+}  // namespace imdbfast

@@ -1,0 +1,133 @@
+"""Turning what users pass as ``x`` into the compiled core's inputs.
+
+Sequences of token ids (lists, Keras's object arrays, anything exposing flat ``tokens`` and
+``offsets``) become flat int32 tokens + int64 offsets; matrices (the book's dense 0/1 array,
+scipy.sparse, imdbfast's own CSR) become a :class:`CSR`. All counting, sorting and encoding is
+done by the compiled core; this module only checks types and shapes and flattens lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._core import CSR
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _is_sparse_matrix(x: Any) -> bool:
+    # scipy.sparse without importing scipy: it is optional.
+    return hasattr(x, "tocsr") and hasattr(x, "nnz") and hasattr(x, "shape")
+
+
+def flatten_sequences(sequences: Any, name: str = "x") -> tuple[np.ndarray, np.ndarray]:
+    """Flat int32 tokens and int64 offsets (N + 1) of a sequence of token sequences."""
+    tokens = getattr(sequences, "tokens", None)
+    offsets = getattr(sequences, "offsets", None)
+    if isinstance(tokens, np.ndarray) and isinstance(offsets, np.ndarray):
+        return _checked_tokens(tokens, name), np.ascontiguousarray(offsets, dtype=np.int64)
+    if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__len__"):
+        raise TypeError(f"{name}: expected a sequence of token sequences, got {type(sequences).__name__}")
+    n = len(sequences)
+    parts = []
+    lengths = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        s = sequences[i]
+        if isinstance(s, (str, bytes)) or not hasattr(s, "__len__"):
+            raise TypeError(f"{name}: element {i} is {type(s).__name__}, expected a sequence of ints")
+        a = np.asarray(s)
+        if a.ndim != 1 and a.size != 0:
+            raise ValueError(f"{name}: element {i} has shape {a.shape}, expected a flat sequence")
+        parts.append(a.reshape(-1))
+        lengths[i] = a.size
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if flat.size == 0:
+        flat = flat.astype(np.int64)
+    return _checked_tokens(flat, name), offsets
+
+
+def _checked_tokens(flat: np.ndarray, name: str) -> np.ndarray:
+    if flat.dtype == np.int32:
+        return np.ascontiguousarray(flat)
+    if flat.dtype.kind not in "iu":
+        if flat.dtype == object or flat.dtype.kind == "f":
+            # Keras would fail to index with these; integral floats are accepted as ids.
+            try:
+                as_float = flat.astype(np.float64)
+            except (TypeError, ValueError):
+                raise TypeError(f"{name}: token sequences must hold integers") from None
+            if not np.all(np.isfinite(as_float)) or np.any(as_float != np.round(as_float)):
+                raise TypeError(f"{name}: token sequences must hold integers, found a non-integer value")
+            flat = as_float
+        else:
+            raise TypeError(f"{name}: token sequences must hold integers, got dtype {flat.dtype}")
+    if flat.size:
+        lo, hi = flat.min(), flat.max()
+        if lo < 0:
+            raise IndexError(f"{name}: token {int(lo)} is negative")
+        if hi > _INT32_MAX:
+            raise IndexError(f"{name}: token {int(hi)} does not fit the input dimension")
+    return np.ascontiguousarray(flat, dtype=np.int32)
+
+
+def multi_hot(sequences: Any, num_words: int, *, threads: int = 0) -> CSR:
+    """Multi-hot encode token sequences as a CSR matrix of shape (N, num_words).
+
+    Row i holds a 1 in each column that occurs in ``sequences[i]`` (duplicates count once), the
+    same matrix as the book's ``vectorize_sequences`` without materialising its zeros.
+    """
+    tokens, offsets = flatten_sequences(sequences, "sequences")
+    return _core.multi_hot(tokens, offsets, _check_dim(num_words), threads)
+
+
+def multi_hot_dense(sequences: Any, num_words: int, *, threads: int = 0) -> np.ndarray:
+    """The book's dense float32 multi-hot matrix (N, num_words). Prefer :func:`multi_hot`."""
+    tokens, offsets = flatten_sequences(sequences, "sequences")
+    return _core.multi_hot_dense(tokens, offsets, _check_dim(num_words), threads)
+
+
+def _check_dim(num_words: Any) -> int:
+    if isinstance(num_words, bool) or not isinstance(num_words, (int, np.integer)):
+        raise TypeError(f"num_words: expected an int, got {type(num_words).__name__}")
+    if not 1 <= int(num_words) <= _INT32_MAX:
+        raise ValueError(f"num_words: must be in [1, 2**31 - 1], got {num_words}")
+    return int(num_words)
+
+
+def to_csr(x: Any, num_words: int | None = None, *, threads: int = 0, name: str = "x") -> CSR:
+    """Any supported ``x`` as a CSR matrix with ``num_words`` columns (inferred for matrices).
+
+    Accepts an imdbfast CSR, a scipy.sparse matrix, a 2-D numeric array (dense rows, zeros
+    dropped, values kept) or a sequence of token sequences (multi-hot; needs ``num_words``).
+    """
+    if isinstance(x, CSR):
+        m = x
+    elif _is_sparse_matrix(x):
+        s = x.tocsr()
+        n_rows, n_cols = s.shape
+        if s.nnz and s.indices.max() > _INT32_MAX:
+            raise ValueError(f"{name}: column index does not fit int32")
+        data = np.ascontiguousarray(s.data, dtype=np.float32)
+        m = CSR(np.ascontiguousarray(s.indptr, dtype=np.int64),
+                np.ascontiguousarray(s.indices, dtype=np.int32),
+                None if np.all(data == 1.0) else data, int(n_rows), int(n_cols), threads)
+    elif isinstance(x, np.ndarray) and x.dtype != object and x.ndim == 2:
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{name}: a 2-D array must be numeric, got dtype {x.dtype}")
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float32)  # ints and bools: exact in float32 for 0/1 and counts
+        m = _core.csr_from_dense(np.ascontiguousarray(x), threads)
+    elif isinstance(x, np.ndarray) and x.dtype != object and x.ndim != 2:
+        raise ValueError(f"{name}: a numeric array must be 2-D (rows, features), got shape {x.shape}")
+    else:
+        if num_words is None:
+            raise ValueError(f"{name}: token sequences need num_words (the input dimension)")
+        return multi_hot(x, num_words, threads=threads)
+    if num_words is not None and m.n_cols != num_words:
+        raise ValueError(f"{name}: has {m.n_cols} columns, expected {num_words}")
+    return m
