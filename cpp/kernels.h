@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "common.h"
@@ -30,6 +31,23 @@
     }
 
 namespace imdbfast {
+
+// Parameter rows are read and written at random; a 16-float row must sit in one 64-byte cache
+// line, not straddle two, so parameter-sized buffers are cache-line aligned.
+template <typename T>
+struct CacheAligned {
+    using value_type = T;
+    CacheAligned() = default;
+    template <typename U>
+    CacheAligned(const CacheAligned<U>&) {}
+    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+    template <typename U>
+    bool operator==(const CacheAligned<U>&) const { return true; }
+    template <typename U>
+    bool operator!=(const CacheAligned<U>&) const { return false; }
+};
+using AlignedFloats = std::vector<float, CacheAligned<float>>;
 
 // A read-only view of a CSR matrix: row r holds columns indices[indptr[r] .. indptr[r+1]),
 // sorted and unique; values == nullptr means every stored value is 1 (multi-hot).
@@ -126,6 +144,8 @@ struct SparseGradScratch {
     std::vector<int64_t> span;     // (2 B): each batch row's non-zeros within the range
     std::vector<int32_t> entries;  // batch row of each non-zero, grouped by column
     std::vector<float> evals;      // its value (non-binary input only)
+    std::vector<int64_t> touched;  // (c1 - c0): columns present, ascending
+    std::vector<float> row;        // (H): one gradient row, for widths not specialised
 };
 void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched,
                             SparseGradScratch& scratch, const float* dz, const CSRView& x,
@@ -185,6 +205,12 @@ void optimizer_update_rows(const OptimizerConfig& c, int64_t iteration, float* W
 // Bring rows [r0, r1) up to date through `iterations` steps (no gradient): slots decay only.
 void optimizer_catch_up(const OptimizerConfig& c, int64_t iterations, float* const* slots,
                         int64_t H, int64_t* synced, int64_t r0, int64_t r1);
+// sparse_backward_weight fused with optimizer_update_rows (lazy configurations only): each
+// gradient row of W's columns [c0, c1) goes from registers straight into the row's update.
+void sparse_backward_update(const OptimizerConfig& c, int64_t iteration, float* W,
+                            float* const* slots, int64_t* synced, SparseGradScratch& scratch,
+                            const float* dz, const CSRView& x, const int64_t* rows, int64_t B,
+                            int64_t H, int64_t c0, int64_t c1);
 
 // ---- net.cpp: seeded shuffles ---------------------------------------------------------------
 // A permutation of [0, n) determined by (seed, epoch) alone: Fisher-Yates driven by SplitMix64.

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "kernels.h"
+#include "sparse_grad.h"
 
 namespace imdbfast {
 namespace cpu {
@@ -20,18 +21,6 @@ namespace {
 constexpr int64_t kPrefetch = 16;
 
 inline void prefetch_row(const float* p) { __builtin_prefetch(p); }
-
-// Batch rows are data rows in shuffled order, so each row's column list starts somewhere new in
-// a multi-megabyte array: fetch the first cache lines of the row `ahead` positions on early.
-constexpr int64_t kRowsAhead = 2;
-inline void prefetch_data_row(const CSRView& x, const int64_t* rows, int64_t b, int64_t b_end) {
-    if (b + kRowsAhead >= b_end) return;
-    const int64_t r = rows ? rows[b + kRowsAhead] : b + kRowsAhead;
-    const int32_t* p = x.indices + x.indptr[r];
-    for (int j = 0; j < 4; ++j) __builtin_prefetch(p + 16 * j);
-    if (x.values)
-        for (int j = 0; j < 4; ++j) __builtin_prefetch(x.values + x.indptr[r] + 16 * j);
-}
 
 // Gather-sum for one batch row: acc = sum_k val_k W[col_k] in a fixed order: non-zero k goes to
 // accumulator k % 4, and the four are combined as (a0 + a1) + (a2 + a3).
@@ -94,103 +83,14 @@ void gather_row(float* out, const int32_t* cols, const float* vals, int64_t L, c
 
 template <int HC>
 void sparse_forward_impl(float* z, const CSRView& x, const int64_t* rows, const float* W,
-                         const float* bias, int64_t H, int64_t b0, int64_t b1) {
+                         const float* bias, int64_t Hrt, int64_t b0, int64_t b1) {
+    const int64_t H = HC > 0 ? HC : Hrt;
     for (int64_t b = b0; b < b1; ++b) {
         prefetch_data_row(x, rows, b, b1);
         const int64_t r = rows ? rows[b] : b;
         const int64_t s = x.indptr[r], L = x.indptr[r + 1] - s;
-        gather_row<HC>(z + b * H, x.indices + s, x.values ? x.values + s : nullptr, L, W, bias, H);
+        gather_row<HC>(z + b * H, x.indices + s, x.values ? x.values + s : nullptr, L, W, bias, Hrt);
     }
-}
-
-// First position in the sorted columns [p, e) whose column is >= c.
-inline int64_t lower_col(const int32_t* idx, int64_t p, int64_t e, int64_t c) {
-    return std::lower_bound(idx + p, idx + e, static_cast<int32_t>(c)) - idx;
-}
-
-template <int HC>
-void sparse_grad_impl(float* Gc, int64_t* touched, int64_t* n_touched, SparseGradScratch& sc,
-                      const float* dz, const CSRView& x, const int64_t* rows, int64_t B,
-                      int64_t Hrt, int64_t c0, int64_t c1) {
-    const int64_t H = HC > 0 ? HC : Hrt;
-    const int64_t R = c1 - c0;
-    if (static_cast<int64_t>(sc.count.size()) < R) {
-        sc.count.assign(static_cast<size_t>(R), 0);
-        sc.seen.assign(static_cast<size_t>(R / 64 + 1), 0);
-    }
-    uint64_t* seen = sc.seen.data();
-    if (static_cast<int64_t>(sc.span.size()) < 2 * B) sc.span.resize(static_cast<size_t>(2 * B));
-    int32_t* count = sc.count.data();
-    // 1. this range's slice of every batch row, and the number of non-zeros per column
-    int64_t n_entries = 0;
-    for (int64_t b = 0; b < B; ++b) {
-        prefetch_data_row(x, rows, b, B);
-        const int64_t r = rows ? rows[b] : b;
-        int64_t p = x.indptr[r], e = x.indptr[r + 1];
-        if (c0 > 0) p = lower_col(x.indices, p, e, c0);
-        if (c1 < x.n_cols) e = lower_col(x.indices, p, e, c1);
-        sc.span[2 * b] = p;
-        sc.span[2 * b + 1] = e;
-        for (int64_t k = p; k < e; ++k) {
-            const int64_t c = x.indices[k] - c0;
-            count[c]++;
-            seen[c >> 6] |= uint64_t(1) << (c & 63);
-        }
-        n_entries += e - p;
-    }
-    if (static_cast<int64_t>(sc.entries.size()) < n_entries) sc.entries.resize(static_cast<size_t>(n_entries));
-    if (x.values && static_cast<int64_t>(sc.evals.size()) < n_entries) sc.evals.resize(static_cast<size_t>(n_entries));
-    // 2. touched columns, ascending (a scan of the bitmap, cheap for sparse small batches), and
-    //    the start of each column's group (count becomes a cursor)
-    int64_t nt = 0, pos = 0;
-    for (int64_t w = 0; w <= (R - 1) / 64; ++w) {
-        uint64_t word = seen[w];
-        seen[w] = 0;
-        while (word) {
-            const int64_t c = w * 64 + __builtin_ctzll(word);
-            word &= word - 1;
-            touched[nt++] = c0 + c;
-            const int32_t n = count[c];
-            count[c] = static_cast<int32_t>(pos);
-            pos += n;
-        }
-    }
-    // 3. place each non-zero's batch row in its column's group, batch rows ascending
-    int32_t* ent = sc.entries.data();
-    for (int64_t b = 0; b < B; ++b) {
-        for (int64_t k = sc.span[2 * b]; k < sc.span[2 * b + 1]; ++k) {
-            const int32_t j = count[x.indices[k] - c0]++;
-            ent[j] = static_cast<int32_t>(b);
-            if (x.values) sc.evals[j] = x.values[k];
-        }
-    }
-    // 4. one gradient row per touched column; count (now each group's end) is reset to zero
-    int64_t start = 0;
-    for (int64_t t = 0; t < nt; ++t) {
-        const int64_t c = touched[t] - c0;
-        const int64_t end = count[c];
-        count[c] = 0;
-        float g[HC > 0 ? HC : 1];
-        float* out = Gc + t * H;
-        float* acc = HC > 0 ? g : out;
-        for (int64_t h = 0; h < H; ++h) acc[h] = 0.0f;
-        if (x.values) {
-            for (int64_t j = start; j < end; ++j) {
-                const float v = sc.evals[j];
-                const float* d = dz + int64_t(ent[j]) * H;
-                for (int64_t h = 0; h < H; ++h) acc[h] += v * d[h];
-            }
-        } else {
-            for (int64_t j = start; j < end; ++j) {
-                const float* d = dz + int64_t(ent[j]) * H;
-                for (int64_t h = 0; h < H; ++h) acc[h] += d[h];
-            }
-        }
-        if (HC > 0)
-            for (int64_t h = 0; h < H; ++h) out[h] = acc[h];
-        start = end;
-    }
-    *n_touched = nt;
 }
 
 }  // namespace
@@ -205,9 +105,21 @@ void sparse_forward(float* z, const CSRView& x, const int64_t* rows, const float
 void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched,
                             SparseGradScratch& scratch, const float* dz, const CSRView& x,
                             const int64_t* rows, int64_t B, int64_t H, int64_t c0, int64_t c1) {
-#define CALL(HC) sparse_grad_impl<HC>(Gc, touched, n_touched, scratch, dz, x, rows, B, H, c0, c1)
+    struct ToBuffer {
+        float* Gc;
+        int64_t* touched;
+        int64_t H, n;
+        void prefetch(int64_t) const {}
+        void operator()(int64_t col, const float* g) {
+            touched[n] = col;
+            std::copy_n(g, H, Gc + n * H);
+            ++n;
+        }
+    } sink{Gc, touched, H, 0};
+#define CALL(HC) sparse_grad_rows<HC>(sink, scratch, dz, x, rows, B, H, c0, c1)
     IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL
+    *n_touched = sink.n;
 }
 
 namespace {

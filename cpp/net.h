@@ -10,31 +10,12 @@
 #include <cstdlib>
 #include <new>
 #include <shared_mutex>
+#include <tuple>
 #include <vector>
 
 #include "kernels.h"
 
 namespace imdbfast {
-
-// Parameter rows are read and written at random; a 16-float row must sit in one 64-byte cache
-// line, not straddle two, so parameter-sized buffers are cache-line aligned.
-template <typename T>
-struct CacheAligned {
-    using value_type = T;
-    CacheAligned() = default;
-    template <typename U>
-    CacheAligned(const CacheAligned<U>&) {}
-    T* allocate(size_t n) {
-        void* p = ::operator new(n * sizeof(T), std::align_val_t(64));
-        return static_cast<T*>(p);
-    }
-    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
-    template <typename U>
-    bool operator==(const CacheAligned<U>&) const { return true; }
-    template <typename U>
-    bool operator!=(const CacheAligned<U>&) const { return false; }
-};
-using AlignedFloats = std::vector<float, CacheAligned<float>>;
 
 struct Stats {
     double loss_sum = 0.0;     // sum over rows of w_i * l_i, in double
@@ -98,6 +79,8 @@ class Net {
     std::vector<AlignedFloats> grads_;                 // gradients; grads_[0] is W1's (kept zero)
     std::vector<int64_t> synced_;                      // W1 rows: slots current through step
     std::vector<W1Scratch> w1_scratch_;                // one per thread
+    std::vector<int64_t> split_;                       // W1 column range of each thread
+    std::tuple<const CSR*, int64_t, int64_t, int> split_key_{nullptr, 0, 0, 0};
     int64_t iterations_ = 0;
     mutable std::shared_mutex mutex_;
 };

@@ -8,10 +8,12 @@
 // step. rho^k comes from a table built in double and rounded once, where the dense update
 // rounds after each of the k multiplications: the two agree to about k float32 ulps, and tests
 // check lazy against dense within that.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "kernels.h"
+#include "sparse_grad.h"
 
 namespace imdbfast {
 namespace cpu {
@@ -39,27 +41,34 @@ SGDStep sgd_step(const OptimizerConfig& c) {
                    c.nesterov ? 1 : 0};
 }
 
-// rho^k in float32, for the lazy catch-up. Per thread, rebuilt when rho changes; it stops
-// growing once rho^k underflows to zero (k ~ 1000 for rho = 0.9), beyond which the factor is 0.
-float decay_factor(float rho, int64_t k) {
-    constexpr int64_t kMaxTable = int64_t(1) << 16;
+// rho^k in float32 for the lazy catch-up: each entry is pow(rho, k) in double rounded once, so
+// the value never depends on how or by which thread the table was built. The per-thread table is
+// looked up once per call (thread_local access in a shared library is a function call) and grows
+// until rho^k underflows to zero (k ~ 1000 for rho = 0.9); past that the factor is 0.
+struct DecayTable {
+    const float* p;
+    int64_t n;
+    float operator()(int64_t k) const { return k < n ? p[k] : 0.0f; }
+};
+
+DecayTable decay_table(float rho, int64_t k_max) {
+    constexpr int64_t kMaxTable = int64_t(1) << 20;
     thread_local std::vector<float> table;
     thread_local float table_rho = -1.0f;
-    if (k == 0) return 1.0f;
     if (table_rho != rho) {
         table.assign(1, 1.0f);
         table_rho = rho;
     }
-    if (k < static_cast<int64_t>(table.size())) return table[k];
-    if (table.back() == 0.0f) return 0.0f;
-    if (k >= kMaxTable) return static_cast<float>(std::pow(static_cast<double>(rho), double(k)));
-    double p = std::pow(static_cast<double>(rho), double(table.size() - 1));
-    while (static_cast<int64_t>(table.size()) <= k) {
-        p *= rho;
-        table.push_back(static_cast<float>(p));
-        if (table.back() == 0.0f) return k < static_cast<int64_t>(table.size()) ? table[k] : 0.0f;
-    }
-    return table[k];
+    const int64_t want = std::min(k_max, kMaxTable - 1) + 1;
+    while (static_cast<int64_t>(table.size()) < want && table.back() != 0.0f)
+        table.push_back(static_cast<float>(std::pow(static_cast<double>(rho), double(table.size()))));
+    // Past a table capped before underflow (rho within ~1e-5 of 1), fall back to pow: rare.
+    return DecayTable{table.data(), static_cast<int64_t>(table.size())};
+}
+
+float decay_factor(const DecayTable& t, float rho, int64_t k) {
+    if (k < t.n || t.p[t.n - 1] == 0.0f) return t(k);
+    return static_cast<float>(std::pow(static_cast<double>(rho), double(k)));
 }
 
 }  // namespace
@@ -118,12 +127,13 @@ void optimizer_catch_up(const OptimizerConfig& c, int64_t iterations, float* con
         return;
     }
     const float rho = static_cast<float>(c.rho);
+    const DecayTable table = decay_table(rho, iterations);
     float* v = slots[0];
     float* mg = c.centered ? slots[1] : nullptr;
     for (int64_t r = r0; r < r1; ++r) {
         const int64_t k = iterations - synced[r];
         if (k > 0) {
-            const float f = decay_factor(rho, k);
+            const float f = decay_factor(table, rho, k);
             for (int64_t h = 0; h < H; ++h) v[r * H + h] *= f;
             if (mg)
                 for (int64_t h = 0; h < H; ++h) mg[r * H + h] *= f;
@@ -134,55 +144,71 @@ void optimizer_catch_up(const OptimizerConfig& c, int64_t iterations, float* con
 
 namespace {
 
+// The lazy update of one row r with gradient row g (H floats): catch up the steps it missed,
+// then take this step. One instance per call; the step's constants are computed once.
 template <int HC>
-void update_rows_impl(const OptimizerConfig& c, int64_t iteration, float* W, const float* Gc,
-                      float* const* slots, int64_t Hrt, const int64_t* rows, int64_t n_rows,
-                      int64_t* synced) {
-    const int64_t H = HC > 0 ? HC : Hrt;
-    constexpr int64_t kAhead = 8;  // rows are visited at random: prefetch W, G, v rows ahead
-    float dummy = 0.0f;
-    if (c.kind == OPT_RMSPROP) {
-        const RMSpropStep s = rmsprop_step(c);
-        float* v = slots[0];
-        float* mg = c.centered ? slots[1] : nullptr;
-        for (int64_t i = 0; i < n_rows; ++i) {
-            if (i + kAhead < n_rows) {
-                const int64_t q = rows[i + kAhead];
-                __builtin_prefetch(W + q * H, 1);
-                __builtin_prefetch(v + q * H, 1);
-                __builtin_prefetch(synced + q, 1);
-            }
-            const int64_t r = rows[i];
-            const int64_t k = iteration - synced[r];
+struct LazyRowUpdate {
+    const OptimizerConfig& c;
+    int64_t iteration;
+    float* W;
+    float* v;   // RMSprop velocity (null for SGD)
+    float* mg;  // RMSprop average gradient when centered, else null
+    int64_t* synced;
+    int64_t H;
+    RMSpropStep rs;
+    SGDStep ss;
+    DecayTable table;
+
+    LazyRowUpdate(const OptimizerConfig& cfg, int64_t it, float* w, float* const* slots,
+                  int64_t* sy, int64_t h)
+        : c(cfg), iteration(it), W(w), v(nullptr), mg(nullptr), synced(sy), H(HC > 0 ? HC : h),
+          rs(rmsprop_step(cfg)), ss(sgd_step(cfg)), table(decay_table(rs.rho, it)) {
+        if (c.kind == OPT_RMSPROP) {
+            v = slots[0];
+            mg = c.centered ? slots[1] : nullptr;
+        }
+    }
+
+    void prefetch(int64_t r) const {
+        __builtin_prefetch(W + r * H, 1);
+        if (v) __builtin_prefetch(v + r * H, 1);
+        __builtin_prefetch(synced + r, 1);
+    }
+
+    void operator()(int64_t r, const float* g) const {
+        float* w = W + r * H;
+        float d1 = 0.0f, d2 = 0.0f;  // slots this configuration does not have
+        if (v) {
             float* vr = v + r * H;
             float* mgr = mg ? mg + r * H : nullptr;
+            const int64_t k = iteration - synced[r];
             if (k > 0) {
-                const float f = decay_factor(s.rho, k);
+                const float f = decay_factor(table, rs.rho, k);
                 for (int64_t h = 0; h < H; ++h) vr[h] *= f;
                 if (mgr)
                     for (int64_t h = 0; h < H; ++h) mgr[h] *= f;
             }
-            float* w = W + r * H;
-            const float* g = Gc + i * H;
             if (mgr) {
-                for (int64_t h = 0; h < H; ++h) rmsprop_elem(w[h], g[h], vr[h], dummy, mgr[h], s);
+                for (int64_t h = 0; h < H; ++h) rmsprop_elem(w[h], g[h], vr[h], d1, mgr[h], rs);
             } else {
-                for (int64_t h = 0; h < H; ++h) {
-                    float d1 = 0.0f, d2 = 0.0f;  // unused: momentum 0, not centered
-                    rmsprop_elem(w[h], g[h], vr[h], d1, d2, s);
-                }
+                for (int64_t h = 0; h < H; ++h) rmsprop_elem(w[h], g[h], vr[h], d1, d2, rs);
             }
-            synced[r] = iteration + 1;
+        } else {
+            for (int64_t h = 0; h < H; ++h) sgd_elem(w[h], g[h], d1, ss);
         }
-        return;
-    }
-    const SGDStep s = sgd_step(c);  // lazy SGD: momentum 0, no slots
-    for (int64_t i = 0; i < n_rows; ++i) {
-        const int64_t r = rows[i];
-        float* w = W + r * H;
-        const float* g = Gc + i * H;
-        for (int64_t h = 0; h < H; ++h) sgd_elem(w[h], g[h], dummy, s);
         synced[r] = iteration + 1;
+    }
+};
+
+template <int HC>
+void update_rows_impl(const OptimizerConfig& c, int64_t iteration, float* W, const float* Gc,
+                      float* const* slots, int64_t H, const int64_t* rows, int64_t n_rows,
+                      int64_t* synced) {
+    const LazyRowUpdate<HC> update(c, iteration, W, slots, synced, H);
+    constexpr int64_t kAhead = 8;  // rows are visited at random: prefetch their W and v ahead
+    for (int64_t i = 0; i < n_rows; ++i) {
+        if (i + kAhead < n_rows) update.prefetch(rows[i + kAhead]);
+        update(rows[i], Gc + i * update.H);
     }
 }
 
@@ -192,6 +218,19 @@ void optimizer_update_rows(const OptimizerConfig& c, int64_t iteration, float* W
                            float* const* slots, int64_t H, const int64_t* rows, int64_t n_rows,
                            int64_t* synced) {
 #define CALL(HC) update_rows_impl<HC>(c, iteration, W, Gc, slots, H, rows, n_rows, synced)
+    IMDBFAST_DISPATCH_H(H, CALL)
+#undef CALL
+}
+
+void sparse_backward_update(const OptimizerConfig& c, int64_t iteration, float* W,
+                            float* const* slots, int64_t* synced, SparseGradScratch& scratch,
+                            const float* dz, const CSRView& x, const int64_t* rows, int64_t B,
+                            int64_t H, int64_t c0, int64_t c1) {
+#define CALL(HC)                                                                   \
+    {                                                                              \
+        const LazyRowUpdate<HC> update(c, iteration, W, slots, synced, H);         \
+        sparse_grad_rows<HC>(update, scratch, dz, x, rows, B, H, c0, c1);          \
+    }
     IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL
 }
