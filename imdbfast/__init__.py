@@ -2,7 +2,14 @@
 
 __version__ = "0.1.0"
 
-from ._core import CSR, get_num_threads, set_num_threads  # noqa: E402
+try:
+    from ._core import CSR, get_num_threads, set_num_threads  # noqa: E402
+except ImportError as e:  # pragma: no cover - depends on how Python was started
+    raise ImportError(
+        "imdbfast's compiled core (imdbfast._core) is missing. Install the package with "
+        "`pip install .`; if you are in the source checkout, `python -m ...` puts the source "
+        "folder first on sys.path and hides the installed package: run `pytest` instead."
+    ) from e
 from ._encoding import multi_hot, multi_hot_dense, to_csr  # noqa: E402
 
 

@@ -1,0 +1,225 @@
+"""A plain float64 NumPy reference of every imdbfast kernel and of whole Keras training steps.
+
+This is the source of truth the compiled float32 kernels are tested against. It follows Keras 3's
+formulas (see the project's keras-semantics reference): kernels stored (in, out), glorot-uniform
+init, RMSprop with epsilon inside the square root, Adam and SGD as keras/src/optimizers, binary
+cross-entropy from the logit of a sigmoid output (TF's graph-mode path) or on clipped
+probabilities, MSE, batch loss = sum(w_i * l_i) / B, strict ``> 0.5`` accuracy, epoch loss
+weighted by batch size. It is written for clarity, not speed, and is itself checked by finite
+differences (tests/test_gradcheck.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-7  # keras.config.epsilon()
+# Keras clips float32 predictions, so the clip points are float32 numbers: 1 - 1e-7 is
+# 0.99999988 there, which caps the loss of a confident mistake at 15.942 (not 16.118).
+CLIP_LO = float(np.float32(EPS))
+CLIP_HI = float(np.float32(1 - EPS))
+
+
+# ---- encoding ------------------------------------------------------------------------------------
+
+def multi_hot(sequences, num_words: int) -> np.ndarray:
+    """The book's vectorize_sequences: (N, num_words) with 1.0 where a token occurs."""
+    out = np.zeros((len(sequences), num_words))
+    for i, seq in enumerate(sequences):
+        out[i, list(seq)] = 1.0
+    return out
+
+
+# ---- activations ---------------------------------------------------------------------------------
+
+def act(name: str, z: np.ndarray) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-z))
+    return z.copy()
+
+
+def act_grad(name: str, da: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """dL/dz from dL/da; relu'(0) = 0 as in TF."""
+    if name == "relu":
+        return da * (z > 0)
+    if name == "tanh":
+        return da * (1.0 - a * a)
+    if name == "sigmoid":
+        return da * a * (1.0 - a)
+    return da.copy()
+
+
+# ---- losses: per-sample loss (mean over outputs) and d(batch loss)/d(output) ----------------------
+
+def loss_and_grad(kind: str, z, a, y, sw=None):
+    """Returns (per-sample weighted loss (B,), dz (B, O), per-sample accuracy (B,)).
+
+    kind: 'bce_logits' (sigmoid output, loss from the logit z), 'bce_probs' (Keras's clipped
+    probability form on a = the output), 'mse'. The gradient is of sum(w_i l_i) / B w.r.t. z.
+    """
+    B, O = z.shape
+    w = np.ones(B) if sw is None else np.asarray(sw, dtype=np.float64)
+    scale = (w / (O * B))[:, None]
+    if kind == "bce_logits":
+        elem = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+        dz = (a - y) * scale
+    elif kind == "bce_probs":
+        p = np.clip(a, CLIP_LO, CLIP_HI)
+        elem = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        inside = (a >= CLIP_LO) & (a <= CLIP_HI)  # the clip passes gradient only inside
+        dp = np.where(inside, (-y / p + (1 - y) / (1 - p)), 0.0) * scale
+        dz = dp  # caller applies the output activation's derivative
+    elif kind == "mse":
+        elem = (a - y) ** 2
+        dz = 2 * (a - y) * scale
+    else:
+        raise ValueError(kind)
+    acc = ((a > 0.5).astype(np.float64) == y).mean(axis=1)
+    return w * elem.mean(axis=1), dz, acc
+
+
+# ---- the network --------------------------------------------------------------------------------
+
+def forward(params, acts, x):
+    """params: [W1, b1, W2, b2, ...] (Keras layout); x (B, D). Returns lists z, a per layer."""
+    zs, as_ = [], []
+    h = x
+    for l, name in enumerate(acts):
+        z = h @ params[2 * l] + params[2 * l + 1]
+        h = act(name, z)
+        zs.append(z)
+        as_.append(h)
+    return zs, as_
+
+
+def gradients(params, acts, loss, x, y, sw=None):
+    """Batch loss sum(w_i l_i)/B, accuracy sum, and the gradient of every parameter."""
+    zs, as_ = forward(params, acts, x)
+    lrow, dz, acc = loss_and_grad(loss, zs[-1], as_[-1], y, sw)
+    if loss != "bce_logits":
+        dz = act_grad(acts[-1], dz, zs[-1], as_[-1])
+    grads = [None] * len(params)
+    for l in range(len(acts) - 1, -1, -1):
+        inp = x if l == 0 else as_[l - 1]
+        grads[2 * l] = inp.T @ dz
+        grads[2 * l + 1] = dz.sum(axis=0)
+        if l > 0:
+            da = dz @ params[2 * l].T
+            dz = act_grad(acts[l - 1], da, zs[l - 1], as_[l - 1])
+    return lrow.sum() / x.shape[0], acc.sum(), grads, lrow
+
+
+# ---- optimizers (keras/src/optimizers), one step on one variable --------------------------------
+
+def optimizer_slots(kind: str, cfg: dict, shape) -> list:
+    if kind == "rmsprop":
+        n = 1 + (cfg.get("momentum", 0) > 0) + bool(cfg.get("centered", False))
+    elif kind == "adam":
+        n = 2 + bool(cfg.get("amsgrad", False))
+    else:
+        n = 1 if cfg.get("momentum", 0) != 0 else 0
+    return [np.zeros(shape) for _ in range(n)]
+
+
+def optimizer_step(kind: str, cfg: dict, iteration: int, w, g, slots):
+    """Returns the new w; slots are updated in place. iteration: Keras's iterations before."""
+    w = np.array(w, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    if kind == "rmsprop":
+        lr, rho, eps = cfg.get("learning_rate", 1e-3), cfg.get("rho", 0.9), cfg.get("epsilon", 1e-7)
+        mom, centered = cfg.get("momentum", 0.0), cfg.get("centered", False)
+        v = slots[0]
+        v[...] = rho * v + (1 - rho) * g * g
+        if centered:
+            mg = slots[-1]
+            mg[...] = rho * mg + (1 - rho) * g
+            denom = v - mg * mg + eps
+        else:
+            denom = v + eps
+        inc = lr * g / np.sqrt(denom)
+        if mom > 0:
+            m = slots[1]
+            m[...] = mom * m + inc
+            return w - m
+        return w - inc
+    if kind == "adam":
+        lr, b1, b2 = cfg.get("learning_rate", 1e-3), cfg.get("beta_1", 0.9), cfg.get("beta_2", 0.999)
+        eps = cfg.get("epsilon", 1e-7)
+        t = iteration + 1
+        alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        m, v = slots[0], slots[1]
+        m[...] = m + (g - m) * (1 - b1)
+        v[...] = v + (g * g - v) * (1 - b2)
+        vv = v
+        if cfg.get("amsgrad", False):
+            slots[2][...] = np.maximum(slots[2], v)
+            vv = slots[2]
+        return w - (m * alpha) / (np.sqrt(vv) + eps)
+    if kind == "sgd":
+        lr, mom = cfg.get("learning_rate", 0.01), cfg.get("momentum", 0.0)
+        if mom == 0:
+            return w - g * lr
+        m = slots[0]
+        m[...] = m * mom - g * lr
+        if cfg.get("nesterov", False):
+            return w + (m * mom - g * lr)
+        return w + m
+    raise ValueError(kind)
+
+
+class Model:
+    """A float64 Keras-math model: Dense layers, one optimizer, the training loop."""
+
+    def __init__(self, weights, acts, loss="bce_logits", optimizer="rmsprop", **cfg):
+        self.params = [np.array(w, dtype=np.float64) for w in weights]
+        self.acts = list(acts)
+        self.loss = loss
+        self.kind = optimizer
+        self.cfg = cfg
+        self.slots = [optimizer_slots(optimizer, cfg, p.shape) for p in self.params]
+        self.iterations = 0
+
+    def train_step(self, x, y, sw=None):
+        """One batch; returns (batch loss, correct count) computed before the update."""
+        loss, acc, grads, _ = gradients(self.params, self.acts, self.loss, x, y, sw)
+        for i, g in enumerate(grads):
+            self.params[i] = optimizer_step(self.kind, self.cfg, self.iterations, self.params[i],
+                                            g, self.slots[i])
+        self.iterations += 1
+        return loss, acc
+
+    def train_epoch(self, x, y, order, batch_size, sw=None):
+        """Per-batch (loss, accuracy) and the epoch's Keras logs (loss weighted by batch size)."""
+        per_batch, total_loss, total_acc = [], 0.0, 0.0
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            loss, acc = self.train_step(x[rows], y[rows], None if sw is None else sw[rows])
+            per_batch.append((loss, acc / len(rows)))
+            total_loss += loss * len(rows)
+            total_acc += acc
+        return per_batch, total_loss / len(order), total_acc / len(order)
+
+    def predict(self, x):
+        return forward(self.params, self.acts, x)[1][-1]
+
+    def evaluate(self, x, y, sw=None):
+        zs, as_ = forward(self.params, self.acts, x)
+        lrow, _, acc = loss_and_grad(self.loss, zs[-1], as_[-1], y, sw)
+        return lrow.mean(), acc.mean()
+
+
+def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=(fan_in, fan_out))
+
+
+def init_weights(rng: np.random.Generator, dims) -> list:
+    """Keras's Dense defaults: glorot-uniform kernels, zero biases; float32 like Keras."""
+    out = []
+    for i, o in zip(dims[:-1], dims[1:]):
+        out += [glorot_uniform(rng, i, o).astype(np.float32), np.zeros(o, dtype=np.float32)]
+    return out

@@ -1,0 +1,152 @@
+"""Multi-hot encoding and CSR conversions against the float64 reference (exact: 0/1 values)."""
+
+import numpy as np
+import pytest
+
+import imdbfast
+from imdbfast import _core
+
+import reference as ref
+from conftest import flat, synthetic_sequences
+
+
+def csr_dense(m):
+    return m.to_dense().astype(np.float64)
+
+
+@pytest.mark.parametrize("num_words", [1, 7, 100, 10000])
+def test_multi_hot_matches_reference(rng, num_words, threads):
+    seqs = synthetic_sequences(rng, 300, num_words, empty_every=17)
+    seqs[5] = [num_words - 1] * 4 + [0, 0]  # duplicates, the largest index and 0
+    m = imdbfast.multi_hot(seqs, num_words, threads=threads)
+    assert (m.n_rows, m.n_cols, m.binary) == (300, num_words, True)
+    np.testing.assert_array_equal(csr_dense(m), ref.multi_hot(seqs, num_words))
+    # Rows sorted and unique, as the kernels require.
+    for r in range(m.n_rows):
+        cols = m.indices[m.indptr[r]:m.indptr[r + 1]]
+        assert np.all(np.diff(cols) > 0)
+    dense = imdbfast.multi_hot_dense(seqs, num_words, threads=threads)
+    assert dense.dtype == np.float32 and dense.shape == (300, num_words)
+    np.testing.assert_array_equal(dense, ref.multi_hot(seqs, num_words))
+
+
+def test_multi_hot_sorted_fallback_for_wide_sparse_rows(rng):
+    # Few tokens spread over a huge vocabulary take the sort path instead of the bitmap scan.
+    seqs = [list(rng.integers(0, 50_000_000, size=int(rng.integers(0, 30)))) for _ in range(50)]
+    seqs[3] = [49_999_999, 0, 49_999_999, 12345]
+    m = imdbfast.multi_hot(seqs, 50_000_000)
+    for r, s in enumerate(seqs):
+        np.testing.assert_array_equal(m.indices[m.indptr[r]:m.indptr[r + 1]], np.unique(np.asarray(s, dtype=np.int64)))
+
+
+def test_multi_hot_same_for_any_thread_count(rng):
+    tokens, offsets = flat(synthetic_sequences(rng, 2000, 5000))
+    a = _core.multi_hot(tokens, offsets, 5000, 1)
+    b = _core.multi_hot(tokens, offsets, 5000, 2)
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.indices, b.indices)
+
+
+def test_input_forms_agree(rng):
+    seqs = synthetic_sequences(rng, 50, 300)
+    expected = ref.multi_hot(seqs, 300)
+    as_object = np.empty(len(seqs), dtype=object)
+    as_object[:] = [list(s) for s in seqs]
+    tuples = [tuple(s) for s in seqs]
+    arrays = [np.asarray(s, dtype=np.int64) for s in seqs]
+    for form in (seqs, as_object, tuples, arrays):
+        np.testing.assert_array_equal(csr_dense(imdbfast.to_csr(form, 300)), expected)
+    # Dense matrices in float64, float32, int and bool; values other than 1 are kept.
+    for dtype in (np.float64, np.float32, np.int64, np.bool_):
+        m = imdbfast.to_csr(expected.astype(dtype))
+        assert m.binary
+        np.testing.assert_array_equal(csr_dense(m), expected)
+    counts = expected * 3.5
+    m = imdbfast.to_csr(counts)
+    assert not m.binary
+    np.testing.assert_array_equal(csr_dense(m), counts)
+    # An imdbfast CSR passes through untouched.
+    m = imdbfast.to_csr(expected)
+    assert imdbfast.to_csr(m) is m
+
+
+def test_scipy_sparse_input(rng):
+    sp = pytest.importorskip("scipy.sparse")
+    dense = (rng.random((40, 60)) < 0.1) * rng.integers(1, 4, size=(40, 60)).astype(np.float64)
+    m = imdbfast.to_csr(sp.csr_matrix(dense))
+    np.testing.assert_array_equal(csr_dense(m), dense)
+    m = imdbfast.to_csr(sp.coo_matrix(dense))  # any scipy format is converted
+    np.testing.assert_array_equal(csr_dense(m), dense)
+
+
+def test_csr_from_arrays_sorts_and_merges_duplicates():
+    indptr = np.array([0, 3, 3, 6], dtype=np.int64)
+    indices = np.array([5, 1, 5, 2, 2, 0], dtype=np.int32)
+    data = np.array([1.0, 2.0, 0.5, 3.0, 4.0, 1.0], dtype=np.float32)
+    m = imdbfast.CSR(indptr, indices, data, 3, 6)
+    expected = np.zeros((3, 6))
+    expected[0, 1], expected[0, 5] = 2.0, 1.5  # duplicates are summed, as scipy does
+    expected[2, 0], expected[2, 2] = 1.0, 7.0
+    np.testing.assert_array_equal(csr_dense(m), expected)
+    binary = imdbfast.CSR(indptr, indices, None, 3, 6)  # a multi-hot keeps a single 1
+    np.testing.assert_array_equal(csr_dense(binary), expected > 0)
+
+
+def test_take_rows_and_views(rng):
+    seqs = synthetic_sequences(rng, 30, 50)
+    m = imdbfast.multi_hot(seqs, 50)
+    rows = np.array([29, 0, 0, 7], dtype=np.int64)
+    np.testing.assert_array_equal(csr_dense(m.take(rows)), ref.multi_hot([seqs[r] for r in rows], 50))
+    assert not m.indices.flags.writeable  # views of an immutable matrix
+    with pytest.raises(IndexError, match="rows"):
+        m.take(np.array([30], dtype=np.int64))
+
+
+def test_empty_inputs():
+    m = imdbfast.multi_hot([], 10)
+    assert (m.n_rows, m.nnz) == (0, 0)
+    m = imdbfast.multi_hot([[], []], 10)
+    assert (m.n_rows, m.nnz) == (2, 0)
+    assert imdbfast.multi_hot_dense([[]], 3).tolist() == [[0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    ([[1, 2, 10]], IndexError, "outside"),           # token == num_words
+    ([[1, -1]], IndexError, "negative"),
+    ([[1.5]], TypeError, "integers"),
+    ([["a"]], TypeError, "integers"),
+    ([1, 2], TypeError, "element 0"),
+    ("abc", TypeError, "sequence"),
+    ([[[1, 2]]], ValueError, "flat"),
+])
+def test_bad_sequences(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        imdbfast.multi_hot(bad, 10)
+
+
+def test_bad_core_arguments():
+    tokens = np.array([1, 2, 3], dtype=np.int32)
+    with pytest.raises(TypeError, match="tokens: expected a int32"):
+        _core.multi_hot(tokens.astype(np.int64), np.array([0, 3], dtype=np.int64), 10)
+    with pytest.raises(ValueError, match="offsets: not monotone"):
+        _core.multi_hot(tokens, np.array([0, 2, 1, 3], dtype=np.int64), 10)
+    with pytest.raises(ValueError, match="does not match the token count"):
+        _core.multi_hot(tokens, np.array([0, 2], dtype=np.int64), 10)
+    with pytest.raises(ValueError, match="must start at 0"):
+        _core.multi_hot(tokens, np.array([1, 3], dtype=np.int64), 10)
+    with pytest.raises(ValueError, match="num_words"):
+        _core.multi_hot(tokens, np.array([0, 3], dtype=np.int64), 0)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.multi_hot(np.arange(6, dtype=np.int32)[::2], np.array([0, 3], dtype=np.int64), 10)
+    with pytest.raises(ValueError, match="NaN"):
+        imdbfast.to_csr(np.array([[0.0, np.nan]]))
+    with pytest.raises(ValueError, match="2-D"):
+        imdbfast.to_csr(np.zeros(5))
+    with pytest.raises(ValueError, match="num_words"):
+        imdbfast.to_csr([[1, 2]])
+    with pytest.raises(ValueError, match="columns, expected"):
+        imdbfast.to_csr(np.zeros((2, 5)), 6)
+    with pytest.raises(TypeError, match="num_words"):
+        imdbfast.multi_hot([[1]], 10.0)
+    with pytest.raises(IndexError, match="column"):
+        imdbfast.CSR(np.array([0, 1], dtype=np.int64), np.array([9], dtype=np.int32), None, 1, 5)
