@@ -1,0 +1,97 @@
+"""Data helpers shared by the tests and the benchmarks (which put this folder on sys.path).
+
+The real IMDB data is read from $IMDBFAST_DATA (a folder holding imdb.npz), else from
+../shared/data beside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path | None:
+    env = os.environ.get("IMDBFAST_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for c in candidates:
+        if (c / "imdb.npz").is_file():
+            return c
+    return None
+
+
+def keras_load_data(path: Path, num_words: int = 10000):
+    """Keras's imdb.load_data algorithm in plain Python (the trusted test copy of the data).
+
+    Returns ((tokens, offsets, y) for train, (tokens, offsets, y) for test) with tokens flat.
+    """
+    with np.load(path / "imdb.npz", allow_pickle=True) as f:
+        x_train, y_train, x_test, y_test = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+    rng = np.random.RandomState(113)
+    idx = np.arange(len(x_train))
+    rng.shuffle(idx)
+    x_train, y_train = x_train[idx], y_train[idx]
+    idx = np.arange(len(x_test))
+    rng.shuffle(idx)
+    x_test, y_test = x_test[idx], y_test[idx]
+    out = []
+    for xs, ys in ((x_train, y_train), (x_test, y_test)):
+        lengths = np.array([len(s) + 1 for s in xs], dtype=np.int64)
+        offsets = np.zeros(len(xs) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        tokens = np.concatenate([np.concatenate(([1], np.asarray(s, dtype=np.int64) + 3)) for s in xs])
+        tokens[tokens >= num_words] = 2  # start token included, as Keras
+        out.append((tokens.astype(np.int32), offsets, np.asarray(ys, dtype=np.float32)))
+    return out
+
+
+
+def synthetic_imdb(n: int = 25000, num_words: int = 10000, seed: int = 0):
+    """An IMDB-shaped set, flat: review lengths log-normal around the real mean (239 tokens),
+    word ranks Zipf-distributed over the real 88,584-word vocabulary, start token and OOV mapped
+    as load_data does (about 131 distinct words per review, like the real data)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.lognormal(5.2, 0.75, n), 10, 2500).astype(np.int64)
+    ranks = np.arange(1, 88585)
+    p = 1.0 / ranks ** 1.05
+    p /= p.sum()
+    words = rng.choice(ranks, size=int(lengths.sum()), p=p) + 3
+    words[words >= num_words] = 2
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths + 1, out=offsets[1:])
+    tokens = np.empty(offsets[-1], dtype=np.int32)
+    starts = offsets[:-1]
+    mask = np.ones(offsets[-1], dtype=bool)
+    mask[starts] = False
+    tokens[starts] = 1
+    tokens[mask] = words
+    y = rng.integers(0, 2, n).astype(np.float32)
+    return tokens, offsets, y
+
+
+def synthetic_sequences(rng: np.random.Generator, n: int, num_words: int, mean_len: int = 40,
+                        empty_every: int = 0):
+    """IMDB-shaped ragged data: Zipf-distributed word ids, varied lengths, duplicates."""
+    seqs = []
+    for i in range(n):
+        if empty_every and i % empty_every == 0:
+            seqs.append([])
+            continue
+        length = int(rng.integers(1, 2 * mean_len))
+        words = np.minimum(rng.zipf(1.3, size=length) - 1, num_words - 1)
+        seqs.append([int(w) for w in words])
+    return seqs
+
+
+def flat(seqs):
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.array([t for s in seqs for t in s], dtype=np.int32)
+    return tokens, offsets
+
+
