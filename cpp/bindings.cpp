@@ -367,7 +367,7 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release nogil;
             cpu::dense_backward_input(dxp, dzp, w, I, H, 0, B);
             cpu::dense_backward_weight(dWp, dzp, xp, B, I, H, 0, I);
-            cpu::bias_backward(dbp, dzp, B, H, 0, H);
+            cpu::bias_backward(dbp, dzp, B, H);
         }
         return py::make_tuple(dx, dW, db);
     }, py::arg("dz"), py::arg("x"), py::arg("W"), "Returns (dx, dW, db).");

@@ -126,12 +126,12 @@ void act_backward(float* dz, const float* da, const float* z, const float* a, in
 // Input gradient, rows [b0, b1): dx[b, :] = W @ dz[b, :].   dx (B, I), dz (B, H), W (I, H).
 void dense_backward_input(float* dx, const float* dz, const float* W, int64_t I, int64_t H,
                           int64_t b0, int64_t b1);
-// Weight gradient rows [i0, i1): dW[i, :] = sum_b x[b, i] * dz[b, :], b ascending.
-// dW (I, H), dz (B, H), x (B, I).
+// Weight gradient rows [i0, i1): dW[i, :] = sum_b x[b, i] * dz[b, :], in a fixed order (four
+// interleaved partial sums over b).   dW (I, H), dz (B, H), x (B, I).
 void dense_backward_weight(float* dW, const float* dz, const float* x, int64_t B, int64_t I,
                            int64_t H, int64_t i0, int64_t i1);
-// Bias gradient columns [h0, h1): db[h] = sum_b dz[b, h], b ascending.   db (H), dz (B, H).
-void bias_backward(float* db, const float* dz, int64_t B, int64_t H, int64_t h0, int64_t h1);
+// Bias gradient: db[h] = sum_b dz[b, h], in the same fixed order.   db (H), dz (B, H).
+void bias_backward(float* db, const float* dz, int64_t B, int64_t H);
 // Sparse first layer's weight gradient, compacted, for the columns (= rows of W) in [c0, c1):
 // the n_touched columns of the range that occur in the batch, ascending, go to touched[] and
 // their gradient rows to Gc (n_touched, H):  Gc[j, :] = sum over batch rows b (ascending) that

@@ -309,7 +309,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
                     cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(),
                                           t.row * H, (t.row + 1) * H);
                 } else {
-                    cpu::bias_backward(g, dz[l].data(), Bb, H, 0, H);
+                    cpu::bias_backward(g, dz[l].data(), Bb, H);
                     cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(), 0, H);
                 }
             }

@@ -35,6 +35,33 @@ inline int64_t lower_col(const int32_t* idx, int64_t p, int64_t e, int64_t c) {
     return std::lower_bound(idx + p, idx + e, static_cast<int32_t>(c)) - idx;
 }
 
+// acc = sum over j in [start, end) of val_j * dz[ent[j]]  (val_j = 1 when vals is null), in a
+// fixed order: entry j goes to partial sum j % 4, combined as (p0 + p1) + (p2 + p3), so that a
+// frequent column's long group is four independent add chains rather than one.
+template <int HC>
+inline void sum_group(float* __restrict acc, const float* __restrict dz, const int32_t* ent,
+                      const float* vals, int64_t start, int64_t end, int64_t Hrt) {
+    const int64_t H = HC > 0 ? HC : Hrt;
+    constexpr int64_t kW = HC > 0 ? HC : 64;
+    for (int64_t h0 = 0; h0 < H; h0 += kW) {
+        const int64_t w = std::min<int64_t>(kW, H - h0);
+        float p[4][kW];
+        for (int q = 0; q < 4; ++q)
+            for (int64_t h = 0; h < w; ++h) p[q][h] = 0.0f;
+        for (int64_t j = start; j < end; ++j) {
+            const float v = vals ? vals[j] : 1.0f;
+            const float* d = dz + int64_t(ent[j]) * H + h0;
+            float* pq = p[(j - start) & 3];
+            if (vals) {
+                for (int64_t h = 0; h < w; ++h) pq[h] += v * d[h];
+            } else {
+                for (int64_t h = 0; h < w; ++h) pq[h] += d[h];
+            }
+        }
+        for (int64_t h = 0; h < w; ++h) acc[h0 + h] = (p[0][h] + p[1][h]) + (p[2][h] + p[3][h]);
+    }
+}
+
 // The gradient rows of W1 for columns [c0, c1) (see sparse_backward_weight in kernels.h), handed
 // one at a time, columns ascending, to sink(column, const float* row of H floats): the row lives
 // in registers or scratch only until sink returns. sink.prefetch(column) is told a few columns
@@ -105,21 +132,10 @@ void sparse_grad_rows(Sink&& sink, SparseGradScratch& sc, const float* dz, const
         const int64_t c = touched[t];
         const int64_t end = count[c];
         count[c] = 0;
-        float g[HC > 0 ? HC : 1];
-        float* acc = HC > 0 ? g : sc.row.data();
-        for (int64_t h = 0; h < H; ++h) acc[h] = 0.0f;
-        if (x.values) {
-            for (int64_t j = start; j < end; ++j) {
-                const float v = sc.evals[j];
-                const float* d = dz + int64_t(ent[j]) * H;
-                for (int64_t h = 0; h < H; ++h) acc[h] += v * d[h];
-            }
-        } else {
-            for (int64_t j = start; j < end; ++j) {
-                const float* d = dz + int64_t(ent[j]) * H;
-                for (int64_t h = 0; h < H; ++h) acc[h] += d[h];
-            }
-        }
+        float g[HC > 0 ? HC : 1];  // a register block for the specialised widths
+        float* acc = g;
+        if constexpr (HC == 0) acc = sc.row.data();
+        sum_group<HC>(acc, dz, ent, x.values ? sc.evals.data() : nullptr, start, end, H);
         sink(c0 + c, static_cast<const float*>(acc));
         start = end;
     }
