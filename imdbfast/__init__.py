@@ -1,4 +1,15 @@
-"""imdbfast: the Deep Learning with Python IMDB model with Keras's API, on a compiled core."""
+"""imdbfast: the Deep Learning with Python IMDB model with Keras's API, on a compiled core.
+
+    import imdbfast
+    from imdbfast import layers
+    model = imdbfast.Sequential([layers.Dense(16, activation="relu"),
+                                 layers.Dense(16, activation="relu"),
+                                 layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=4, batch_size=512)
+
+or, in one call, ``model = imdbfast.fit(x_train, y_train)``.
+"""
 
 __version__ = "0.1.0"
 
@@ -10,7 +21,11 @@ except ImportError as e:  # pragma: no cover - depends on how Python was started
         "`pip install .`; if you are in the source checkout, `python -m ...` puts the source "
         "folder first on sys.path and hides the installed package: run `pytest` instead."
     ) from e
+
+from . import callbacks, layers, optimizers  # noqa: E402
+from ._backend import cuda_available  # noqa: E402
 from ._encoding import multi_hot, multi_hot_dense, to_csr  # noqa: E402
+from .models import Sequential, fit, load_model  # noqa: E402
 
 
 def build_info() -> dict:
@@ -22,11 +37,18 @@ def build_info() -> dict:
 
 __all__ = [
     "CSR",
+    "Sequential",
     "__version__",
     "build_info",
+    "callbacks",
+    "cuda_available",
+    "fit",
     "get_num_threads",
+    "layers",
+    "load_model",
     "multi_hot",
     "multi_hot_dense",
+    "optimizers",
     "set_num_threads",
     "to_csr",
 ]

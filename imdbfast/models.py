@@ -1,0 +1,569 @@
+"""``Sequential``: Keras's model API over the compiled core. This module only orchestrates —
+it checks arguments, converts inputs, keeps History and callbacks, and calls the core, which
+trains whole chunks of batches with the GIL released.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _core
+from . import optimizers as _optimizers
+from ._backend import resolve_device
+from ._encoding import flatten_sequences, to_csr
+from .callbacks import Callback, CallbackList, History, ProgbarLogger, format_logs
+from .layers import Dense, Input
+
+LOSSES = {"binary_crossentropy": "bce", "bce": "bce", "mse": "mse", "mean_squared_error": "mse"}
+METRICS = ("accuracy", "acc", "binary_accuracy")
+ROWS_PER_CHUNK = 8192  # the compiled loop returns to Python this often (progress, Ctrl-C)
+FORMAT = "imdbfast-model"
+FORMAT_VERSION = 1
+
+
+class Sequential:
+    """A stack of Dense layers, used exactly as ``keras.Sequential`` in the book::
+
+        model = imdbfast.Sequential([layers.Dense(16, activation="relu"),
+                                     layers.Dense(16, activation="relu"),
+                                     layers.Dense(1, activation="sigmoid")])
+        model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
+        history = model.fit(x_train, y_train, epochs=20, batch_size=512,
+                            validation_data=(x_val, y_val))
+
+    ``x`` may be token sequences (multi-hot encoded with the input dimension), the book's dense
+    0/1 matrix, a scipy.sparse matrix or an ``imdbfast.CSR``. ``seed`` fixes the initial weights
+    (and, unless fit is given its own, the shuffles); ``threads`` the thread count.
+    """
+
+    def __init__(self, layers: Sequence[Any] | None = None, *, name: str | None = None,
+                 seed: int | None = None, threads: int | None = None, device: str = "cpu"):
+        self.name = name or "sequential"
+        self.layers: list[Dense] = []
+        self.seed = _check_seed(seed)
+        self.threads = _check_threads(threads)
+        self.device = resolve_device(device)
+        self._input_dim: int | None = None
+        self._net = None
+        self._compile_config: dict | None = None
+        self.optimizer = None
+        self.loss = None
+        self.metrics_names: list[str] = []
+        self.stop_training = False
+        self.history: History | None = None
+        for layer in layers or []:
+            self.add(layer)
+
+    # ---- structure -------------------------------------------------------------------------
+    def add(self, layer: Any) -> None:
+        if self._net is not None:
+            raise RuntimeError("add: the model is already built; layers cannot be added")
+        if isinstance(layer, Input):
+            if self.layers or self._input_dim is not None:
+                raise ValueError("add: an Input must come first")
+            self._input_dim = layer.shape[0]
+            return
+        if not isinstance(layer, Dense):
+            raise TypeError(f"add: expected an imdbfast.layers.Dense or Input, got {layer!r}")
+        if layer.input_dim is not None:
+            if self.layers:
+                raise ValueError("add: only the first layer may set input_dim / input_shape")
+            self._input_dim = layer.input_dim
+        self.layers.append(layer)
+
+    @property
+    def built(self) -> bool:
+        return self._net is not None
+
+    def build(self, input_dim: int | None = None) -> None:
+        """Create the weights (glorot-uniform kernels, zero biases) for ``input_dim`` inputs."""
+        if self.built:
+            return
+        if not self.layers:
+            raise ValueError("build: the model has no layers")
+        dim = input_dim if input_dim is not None else self._input_dim
+        if dim is None:
+            raise ValueError("build: the input dimension is unknown; give the first layer "
+                             "input_dim=, start with imdbfast.layers.Input(shape=(d,)), or fit on "
+                             "a matrix")
+        if self._input_dim is not None and dim != self._input_dim:
+            raise ValueError(f"build: input dimension {dim} differs from the declared {self._input_dim}")
+        self._input_dim = int(dim)
+        rng = np.random.default_rng(self.seed)
+        weights, fan_in = [], self._input_dim
+        for layer in self.layers:
+            weights += layer.initial_weights(fan_in, rng)
+            fan_in = layer.units
+        self._make_net(weights)
+
+    def _dims(self) -> list[int]:
+        return [self._input_dim] + [l.units for l in self.layers]
+
+    def _core_loss(self) -> str:
+        if self._compile_config is None:
+            return "mse"  # inference only until compiled
+        if self._compile_config["loss"] == "mse":
+            return "mse"
+        last_sigmoid = self.layers[-1].activation == "sigmoid"
+        return "bce_logits" if last_sigmoid and self._compile_config["bce"] == "logits" else "bce_probs"
+
+    def _make_net(self, weights: list) -> None:
+        opt = self.optimizer or _optimizers.SGD()
+        net = _core.Net(self._dims(), [l.activation for l in self.layers], self._core_loss(),
+                        **opt._core_args())
+        net.set_weights(weights)
+        self._net = net
+
+    def count_params(self) -> int:
+        self._require_built("count_params")
+        return int(sum(w.size for w in self._net.get_weights()))
+
+    def summary(self, print_fn=print) -> None:
+        """Keras-style table of layers, output shapes and parameter counts."""
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        fan_in = self._input_dim
+        for i, layer in enumerate(self.layers):
+            name = layer.name or ("dense" if i == 0 else f"dense_{i}")
+            params = "?" if fan_in is None else str(fan_in * layer.units + layer.units)
+            rows.append((f"{name} (Dense)", f"(None, {layer.units})", params))
+            fan_in = layer.units
+        widths = [max(len(r[c]) for r in rows) + 2 for c in range(3)]
+        lines = [f'Model: "{self.name}"', "-" * sum(widths)]
+        for j, r in enumerate(rows):
+            lines.append("".join(r[c].ljust(widths[c]) for c in range(3)))
+            if j == 0:
+                lines.append("=" * sum(widths))
+        total = self.count_params() if self.built else None
+        lines.append("=" * sum(widths))
+        lines.append(f"Total params: {total if total is not None else 'unknown (not built)'}")
+        print_fn("\n".join(lines))
+
+    # ---- weights -----------------------------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        """[kernel (in, units), bias (units,), ...] as float32 copies, Keras's order."""
+        self._require_built("get_weights")
+        return self._net.get_weights()
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        self._require_built("set_weights")
+        weights = list(weights)
+        expected = [w.shape for w in self._net.get_weights()]
+        if len(weights) != len(expected):
+            raise ValueError(f"set_weights: expected {len(expected)} arrays, got {len(weights)}")
+        arrays = []
+        for i, (w, shape) in enumerate(zip(weights, expected)):
+            a = np.asarray(w)
+            if a.shape != shape:
+                raise ValueError(f"set_weights: array {i} has shape {a.shape}, expected {shape}")
+            arrays.append(np.ascontiguousarray(a, dtype=np.float32))
+        self._net.set_weights(arrays)
+
+    # ---- compile / fit / evaluate / predict --------------------------------------------------
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = "binary_crossentropy",
+                metrics: Sequence[str] | None = None, *, bce: str = "logits") -> None:
+        """Keras's compile. ``bce='logits'`` (default) computes binary cross-entropy from the
+        sigmoid's logit as TF-Keras does; ``bce='clip'`` uses clipped probabilities as the
+        JAX/torch backends do (they differ only at saturation)."""
+        opt = _optimizers.get(optimizer)
+        if not isinstance(loss, str) or loss.lower() not in LOSSES:
+            raise ValueError(f"loss: unknown {loss!r}; valid: {sorted(LOSSES)}")
+        metrics = list(metrics or [])
+        for m in metrics:
+            if m not in METRICS:
+                raise ValueError(f"metrics: unknown {m!r}; valid: {list(METRICS)}")
+        if len(metrics) > 1:
+            raise ValueError("metrics: give accuracy once")
+        if bce not in ("logits", "clip"):
+            raise ValueError(f"bce: expected 'logits' or 'clip', got {bce!r}")
+        if not self.layers:
+            raise ValueError("compile: the model has no layers")
+        self.optimizer = opt
+        self.loss = loss
+        self.metrics_names = metrics
+        self._compile_config = {"optimizer": _optimizers.serialize(opt),
+                                "loss": LOSSES[loss.lower()], "loss_name": loss,
+                                "metrics": metrics, "bce": bce}
+        if self.built:  # recompiling keeps the weights and resets the optimizer, as Keras
+            self._make_net(self._net.get_weights())
+
+    def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None, epochs: int = 1,
+            verbose: Any = "auto", callbacks: Sequence[Callback] | None = None,
+            validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
+            class_weight: dict | None = None, sample_weight: Any = None, initial_epoch: int = 0,
+            validation_batch_size: int | None = None, validation_freq: int = 1, *,
+            seed: int | None = None, threads: int | None = None) -> History:
+        """Train as Keras does; returns the History (also kept as ``model.history``).
+
+        Everything is checked before the first step, so a bad argument leaves the model as it
+        was. ``seed`` fixes the epoch shuffles (default: derived from the model's seed, else
+        random). Epoch ``e`` (0-based, counting from ``initial_epoch``) visits the rows in the
+        order ``imdbfast._core.shuffle_order(n, seed, e)``.
+        """
+        self._require_compiled("fit")
+        batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
+        epochs = _check_nonneg_int(epochs, "epochs")
+        initial_epoch = _check_nonneg_int(initial_epoch, "initial_epoch")
+        if initial_epoch >= epochs:
+            raise ValueError(f"initial_epoch: {initial_epoch} must be < epochs ({epochs}): "
+                             "epochs is the index of the last epoch, not a count of new ones")
+        validation_freq = _check_positive_int(validation_freq, "validation_freq")
+        vbs = _check_positive_int(validation_batch_size or batch_size, "validation_batch_size")
+        if shuffle not in (True, False):
+            raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
+        verbose = _check_verbose(verbose)
+        nthreads = self._threads(threads)
+        xs = self._inputs(x, "x")
+        n = xs.n_rows
+        ys = self._labels(y, n, "y")
+        sw = _sample_weights(sample_weight, class_weight, ys, n)
+        if validation_data is not None:
+            val = self._validation(validation_data)
+        elif validation_split:
+            if not (isinstance(validation_split, (int, float)) and 0 < validation_split < 1):
+                raise ValueError(f"validation_split: must be in (0, 1), got {validation_split!r}")
+            split_at = int(n * (1.0 - validation_split))
+            if split_at == 0 or split_at == n:
+                raise ValueError(f"validation_split: {validation_split} of {n} rows leaves "
+                                 f"{split_at} for training and {n - split_at} for validation")
+            head, tail = np.arange(split_at, dtype=np.int64), np.arange(split_at, n, dtype=np.int64)
+            val = (xs.take(tail, nthreads), ys[split_at:], None if sw is None else sw[split_at:])
+            xs, ys, sw = xs.take(head, nthreads), ys[:split_at], None if sw is None else sw[:split_at]
+            n = split_at
+        else:
+            val = None
+        if n == 0:
+            raise ValueError("x: no training rows")
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            raise TypeError("callbacks: expected a list of Callback objects")
+        shuffle_seed = self._shuffle_seed(seed)
+
+        steps = -(-n // batch_size)
+        history = History()
+        cbs = [history] + ([ProgbarLogger(verbose)] if verbose else []) + list(callbacks or [])
+        params = {"verbose": verbose, "epochs": epochs, "steps": steps}
+        cb = CallbackList(cbs, self, params)
+        history.params = params
+        self.history = history
+        self.stop_training = False
+        per_chunk = max(1, ROWS_PER_CHUNK // batch_size)
+        logs: dict = {}
+        cb.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            cb.on_epoch_begin(epoch)
+            order = (_core.shuffle_order(n, shuffle_seed, epoch) if shuffle
+                     else np.arange(n, dtype=np.int64))
+            loss_sum = correct = 0.0
+            rows = 0
+            for b0 in range(0, steps, per_chunk):
+                b1 = min(steps, b0 + per_chunk)
+                cb.on_train_batch_begin(b0)
+                ls, cs, r, _, _ = self._net.train_batches(xs, ys, sw, order, batch_size, b0, b1,
+                                                          nthreads)
+                loss_sum, correct, rows = loss_sum + ls, correct + cs, rows + r
+                logs = self._logs(loss_sum, correct, rows)
+                cb.on_train_batch_end(b1 - 1, logs)
+                if self.stop_training:
+                    break
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                vl, vc, vn = self._net.evaluate(val[0], val[1], val[2], nthreads)
+                logs.update({"val_" + k: v for k, v in self._logs(vl, vc, vn).items()})
+            cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cb.on_train_end(logs)
+        return history
+
+    def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
+                 verbose: Any = "auto", sample_weight: Any = None, return_dict: bool = False, *,
+                 threads: int | None = None):
+        """[loss, accuracy] (or the loss alone without metrics, or a dict), over all rows."""
+        self._require_compiled("evaluate")
+        batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
+        verbose = _check_verbose(verbose)
+        xs = self._inputs(x, "x")
+        ys = self._labels(y, xs.n_rows, "y")
+        sw = _sample_weights(sample_weight, None, ys, xs.n_rows)
+        if xs.n_rows == 0:
+            raise ValueError("x: no rows to evaluate")
+        start = _now()
+        loss_sum, correct, n = self._net.evaluate(xs, ys, sw, self._threads(threads))
+        logs = self._logs(loss_sum, correct, n)
+        if verbose:
+            _print_done(-(-n // batch_size), start, logs)
+        if return_dict:
+            return logs
+        return logs["loss"] if not self.metrics_names else [logs["loss"], logs[self.metrics_names[0]]]
+
+    def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto", *,
+                threads: int | None = None) -> np.ndarray:
+        """The last layer's outputs as a float32 array (N, units): probabilities for the book."""
+        batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
+        verbose = _check_verbose(verbose)
+        xs = self._inputs(x, "x")
+        start = _now()
+        out = self._net.predict(xs, self._threads(threads))
+        if verbose:
+            _print_done(-(-xs.n_rows // batch_size), start, {})
+        return out
+
+    # ---- saving ------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write architecture, weights, optimizer state and compile settings to one ``.npz``
+        (no pickles; see docs/FORMAT.md), atomically: a temporary file renamed into place."""
+        self._require_built("save")
+        from . import __version__
+
+        config = {"format": FORMAT, "version": FORMAT_VERSION, "imdbfast_version": __version__,
+                  "name": self.name, "input_dim": self._input_dim, "seed": self.seed,
+                  "layers": [l.get_config() for l in self.layers], "compile": self._compile_config}
+        arrays = {"config": np.array(json.dumps(config))}
+        for i, w in enumerate(self._net.get_weights()):
+            arrays[f"weight_{i}"] = w
+        if self._compile_config is not None:
+            arrays["iterations"] = np.array(self._net.iterations, dtype=np.int64)
+            for p, slots in enumerate(self._net.get_slots()):
+                for s, a in enumerate(slots):
+                    arrays[f"slot_{p}_{s}"] = a
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".imdbfast-", suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise RuntimeError(f"{what}: the model is not built yet (call build(input_dim), "
+                               "fit it, or declare the input dimension)")
+
+    def _require_compiled(self, what: str) -> None:
+        if self._compile_config is None:
+            raise RuntimeError(f"{what}: call compile(optimizer, loss, metrics) first")
+
+    def _threads(self, threads: int | None) -> int:
+        t = _check_threads(threads)
+        return t if t is not None else (self.threads or 0)
+
+    def _shuffle_seed(self, seed: int | None) -> int:
+        seed = _check_seed(seed)
+        if seed is not None:
+            return seed
+        if self.seed is not None:
+            return int(np.random.SeedSequence([self.seed, 1]).generate_state(1, np.uint64)[0])
+        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+
+    def _inputs(self, x: Any, name: str):
+        if x is None:
+            raise ValueError(f"{name}: no input data")
+        if not self.built:
+            dim = self._input_dim
+            if dim is None:
+                if isinstance(x, _core.CSR):
+                    dim = x.n_cols
+                elif hasattr(x, "shape") and len(getattr(x, "shape", ())) == 2 and \
+                        getattr(x, "dtype", object) != object:
+                    dim = int(x.shape[1])
+                else:
+                    raise ValueError(f"{name}: token sequences need the input dimension: give the "
+                                     "first layer input_dim= (the num_words the data was loaded "
+                                     "with) or start with imdbfast.layers.Input(shape=(d,))")
+            self.build(dim)
+        return to_csr(x, self._input_dim, threads=self._threads(None), name=name)
+
+    def _labels(self, y: Any, n: int, name: str) -> np.ndarray:
+        if y is None:
+            raise ValueError(f"{name}: no labels")
+        a = np.asarray(y)
+        if a.dtype == object or a.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: labels must be numeric, got dtype {a.dtype}")
+        outputs = self.layers[-1].units
+        if a.ndim == 1 and outputs == 1:
+            a = a.reshape(-1, 1)
+        if a.ndim != 2 or a.shape[1] != outputs:
+            raise ValueError(f"{name}: expected shape ({n},) or ({n}, {outputs}), got {a.shape}")
+        if a.shape[0] != n:
+            raise ValueError(f"{name}: {a.shape[0]} labels for {n} rows of x")
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}: labels hold NaN or infinity")
+        if self._compile_config and self._compile_config["loss"] == "bce" and \
+                a.size and (a.min() < 0 or a.max() > 1):
+            raise ValueError(f"{name}: binary cross-entropy needs labels in [0, 1], found "
+                             f"[{a.min()}, {a.max()}]")
+        return a
+
+    def _validation(self, data: Any):
+        if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+            raise ValueError("validation_data: expected (x_val, y_val) or (x_val, y_val, sample_weight)")
+        xv = self._inputs(data[0], "validation_data[0]")
+        yv = self._labels(data[1], xv.n_rows, "validation_data[1]")
+        swv = _sample_weights(data[2] if len(data) == 3 else None, None, yv, xv.n_rows)
+        if xv.n_rows == 0:
+            raise ValueError("validation_data: no rows")
+        return xv, yv, swv
+
+    def _logs(self, loss_sum: float, correct: float, n: int) -> dict:
+        logs = {"loss": loss_sum / n}
+        for m in self.metrics_names:
+            logs[m] = correct / n
+        return logs
+
+    def __repr__(self) -> str:
+        return f"Sequential({self.layers!r})"
+
+
+def load_model(path: str | os.PathLike) -> Sequential:
+    """A model written by ``Sequential.save``: same weights, optimizer state and settings."""
+    try:
+        f = np.load(os.fspath(path), allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"load_model: {os.fspath(path)!r} is not an imdbfast model file: {e}") from None
+    with f:
+        if "config" not in f.files:
+            raise ValueError(f"load_model: {os.fspath(path)!r} has no imdbfast config")
+        config = json.loads(str(f["config"]))
+        if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
+            raise ValueError(f"load_model: unsupported format {config.get('format')!r} "
+                             f"version {config.get('version')!r} (this imdbfast reads "
+                             f"{FORMAT!r} version {FORMAT_VERSION})")
+        model = Sequential([Input((config["input_dim"],))] +
+                           [Dense(**l) for l in config["layers"]],
+                           name=config.get("name"), seed=config.get("seed"))
+        comp = config.get("compile")
+        model.build()
+        if comp is not None:
+            model.compile(_optimizers.get(comp["optimizer"]), comp["loss_name"], comp["metrics"],
+                          bce=comp["bce"])
+        n_weights = 2 * len(model.layers)
+        model.set_weights([f[f"weight_{i}"] for i in range(n_weights)])
+        if comp is not None:
+            net = model._net
+            net.set_slots([[f[f"slot_{p}_{s}"] for s in range(net.n_slots)]
+                           for p in range(n_weights)])
+            net.iterations = int(f["iterations"])
+    return model
+
+
+def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "relu",
+        optimizer: Any = "rmsprop", loss: str = "binary_crossentropy",
+        metrics: Sequence[str] = ("accuracy",), epochs: int = 4, batch_size: int = 512,
+        validation_data: Any = None, validation_split: float = 0.0, seed: int | None = None,
+        verbose: Any = "auto", device: str = "cpu", threads: int | None = None,
+        input_dim: int | None = None, callbacks: Sequence[Callback] | None = None,
+        shuffle: bool = True, sample_weight: Any = None, class_weight: dict | None = None
+        ) -> Sequential:
+    """The book's model in one call: Dense(u, activation) for u in ``layers``, then
+    Dense(1, sigmoid); compiled and trained. Returns the model (its ``history`` attached).
+
+    ``input_dim`` defaults to the matrix's width, or to 10,000 (the book's num_words) for token
+    sequences.
+    """
+    if input_dim is None:
+        input_dim = _input_dim_of(x)
+    model = Sequential([Input((input_dim,))] + [Dense(u, activation) for u in layers] +
+                       [Dense(1, "sigmoid")], seed=seed, threads=threads, device=device)
+    model.compile(optimizer, loss, list(metrics))
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
+              validation_split=validation_split, validation_data=validation_data,
+              shuffle=shuffle, sample_weight=sample_weight, class_weight=class_weight)
+    return model
+
+
+def _input_dim_of(x: Any) -> int:
+    if isinstance(x, _core.CSR):
+        return x.n_cols
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) == 2 and getattr(x, "dtype", object) != object:
+        return int(shape[1])
+    dim = getattr(x, "num_words", None)
+    if dim:
+        return int(dim)
+    tokens, _ = flatten_sequences(x)
+    if tokens.size and tokens.max() >= 10000:
+        raise ValueError("input_dim: token sequences hold ids >= 10000 (the book's num_words); "
+                         "pass input_dim= the num_words the data was loaded with")
+    return 10000
+
+
+def _sample_weights(sample_weight: Any, class_weight: dict | None, y: np.ndarray, n: int):
+    if sample_weight is not None and class_weight is not None:
+        raise ValueError("class_weight and sample_weight cannot be given together")
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise TypeError("class_weight: expected a dict {class: weight}")
+        classes = np.rint(y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)).astype(np.int64)
+        w = np.ones(n, dtype=np.float32)
+        for k, v in class_weight.items():
+            w[classes == int(k)] = float(v)
+        sample_weight = w
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.dtype == object or w.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight: must be numeric, got dtype {w.dtype}")
+    w = np.ascontiguousarray(w.reshape(-1) if w.ndim == 2 and w.shape[1] == 1 else w, dtype=np.float32)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight: expected shape ({n},), got {np.shape(sample_weight)}")
+    if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
+        raise ValueError("sample_weight: weights must be finite and >= 0")
+    return w
+
+
+def _check_positive_int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    return int(v)
+
+
+def _check_nonneg_int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+    return int(v)
+
+
+def _check_verbose(v: Any) -> int:
+    if v == "auto":
+        return 1
+    if v in (0, 1, 2) and not isinstance(v, bool):
+        return int(v)
+    raise ValueError(f"verbose: expected 'auto', 0, 1 or 2, got {v!r}")
+
+
+def _check_seed(seed: Any) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected an int >= 0 or None, got {seed!r}")
+    return int(seed)
+
+
+def _check_threads(threads: Any) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads: expected an int >= 1 or None, got {threads!r}")
+    return int(threads)
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _print_done(steps: int, start: float, logs: dict) -> None:
+    from .callbacks import format_step_time
+
+    elapsed = _now() - start
+    print(f"{steps}/{steps} {'━' * 20} {elapsed:.0f}s {format_step_time(elapsed / steps)}"
+          f"{format_logs(logs)}", flush=True)

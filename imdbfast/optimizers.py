@@ -1,0 +1,104 @@
+"""Optimizers with Keras 3's names, defaults and update rules (the math is in cpp/common.h).
+
+An optimizer object only holds hyper-parameters; its state (slots, iteration count) lives with
+the model in the compiled core, as Keras keeps it in the optimizer's variables.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class Optimizer:
+    """Base class: ``kind`` names the compiled update rule; ``get_config`` gives the arguments."""
+
+    kind = ""
+
+    def __init__(self, learning_rate: float, **hyper: Any):
+        self.learning_rate = _finite("learning_rate", learning_rate, low=0.0)
+        self._hyper = hyper
+
+    def get_config(self) -> dict:
+        return {"learning_rate": self.learning_rate, **self._hyper}
+
+    def _core_args(self) -> dict:
+        return {"optimizer": self.kind, **self.get_config()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+class RMSprop(Optimizer):
+    """Keras's RMSprop: epsilon inside the square root; rows of the sparse first layer that a
+    batch does not touch are updated lazily (the same math, far less memory traffic)."""
+
+    kind = "rmsprop"
+
+    def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-7, centered: bool = False):
+        super().__init__(learning_rate, rho=_finite("rho", rho, 0.0, 1.0, high_open=True),
+                         momentum=_finite("momentum", momentum, 0.0, 1.0),
+                         epsilon=_finite("epsilon", epsilon, 0.0), centered=bool(centered))
+
+
+class Adam(Optimizer):
+    """Keras's Adam (bias correction folded into the step size, epsilon outside the root)."""
+
+    kind = "adam"
+
+    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, amsgrad: bool = False):
+        super().__init__(learning_rate, beta_1=_finite("beta_1", beta_1, 0.0, 1.0, high_open=True),
+                         beta_2=_finite("beta_2", beta_2, 0.0, 1.0, high_open=True),
+                         epsilon=_finite("epsilon", epsilon, 0.0), amsgrad=bool(amsgrad))
+
+
+class SGD(Optimizer):
+    """Keras's SGD, with optional (Nesterov) momentum."""
+
+    kind = "sgd"
+
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False):
+        super().__init__(learning_rate, momentum=_finite("momentum", momentum, 0.0, 1.0),
+                         nesterov=bool(nesterov))
+
+
+_BY_NAME = {"rmsprop": RMSprop, "adam": Adam, "sgd": SGD}
+
+
+def get(identifier: Any) -> Optimizer:
+    """An optimizer from a name ('rmsprop', 'adam', 'sgd'), a config dict, or an instance."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, dict):
+        name = identifier.get("class_name", "").lower()
+        if name not in _BY_NAME:
+            raise ValueError(f"optimizer: unknown class {identifier.get('class_name')!r}")
+        return _BY_NAME[name](**identifier.get("config", {}))
+    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
+        return _BY_NAME[identifier.lower()]()
+    raise ValueError(f"optimizer: unknown {identifier!r}; valid: {sorted(_BY_NAME)} or an "
+                     "imdbfast.optimizers.Optimizer instance")
+
+
+def serialize(opt: Optimizer) -> dict:
+    return {"class_name": type(opt).__name__, "config": opt.get_config()}
+
+
+def _finite(name: str, value: Any, low: float | None = None, high: float | None = None,
+            high_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: must be finite, got {value!r}")
+    if low is not None and v < low:
+        raise ValueError(f"{name}: must be >= {low}, got {value!r}")
+    if high is not None and (v >= high if high_open else v > high):
+        raise ValueError(f"{name}: must be {'<' if high_open else '<='} {high}, got {value!r}")
+    return v
