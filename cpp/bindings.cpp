@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <stdexcept>
@@ -271,6 +272,41 @@ PYBIND11_MODULE(_core, m) {
         return std::make_shared<CSR>(cpu::multi_hot(t, o, N, n_cols, threads));
     }, py::arg("tokens"), py::arg("offsets"), py::arg("num_words"), py::arg("threads") = 0,
        "Multi-hot CSR (N, num_words) of ragged sequences given as flat int32 tokens + int64 offsets.");
+
+    m.def("ragged_take", [](py::array tokens, py::array offsets, py::array rows, int64_t prefix,
+                            int64_t add, int threads) {
+        const int64_t nt = tokens.ndim() == 1 ? tokens.shape(0) : -1;
+        const int32_t* t = check<int32_t>(tokens, "tokens", {nt});
+        const int64_t N = offsets.ndim() == 1 ? offsets.shape(0) - 1 : -1;
+        if (N < 0) throw std::invalid_argument("offsets: expected a 1-D array of N + 1 offsets");
+        const int64_t* o = check<int64_t>(offsets, "offsets", {N + 1});
+        check_offsets(o, N, nt, "offsets");
+        const int64_t n = rows.ndim() == 1 ? rows.shape(0) : -1;
+        const int64_t* r = check<int64_t>(rows, "rows", {n});
+        check_rows(r, n, N, "rows");
+        if (prefix > INT32_MAX) throw std::invalid_argument("prefix: does not fit int32");
+        if (add != 0) {  // every shifted id must stay in int32
+            int32_t lo = INT32_MAX, hi = INT32_MIN;
+            for (int64_t k = 0; k < nt; ++k) {
+                lo = std::min(lo, t[k]);
+                hi = std::max(hi, t[k]);
+            }
+            if (nt && (hi + add > INT32_MAX || lo + add < INT32_MIN))
+                throw std::invalid_argument("add: shifted ids do not fit int32");
+        }
+        CSR out;
+        {
+            py::gil_scoped_release nogil;
+            // A ragged array has CSR's layout: offsets are the indptr, tokens the indices.
+            out = cpu::ragged_take(CSRView{N, INT32_MAX, o, t, nullptr}, r, n, prefix, add, threads);
+        }
+        const py::ssize_t total = static_cast<py::ssize_t>(out.indices.size());
+        return py::make_tuple(vector_to_array(std::move(out.indices), {total}),
+                              vector_to_array(std::move(out.indptr), {static_cast<py::ssize_t>(n + 1)}));
+    }, py::arg("tokens"), py::arg("offsets"), py::arg("rows"), py::arg("prefix") = -1,
+       py::arg("add") = 0, py::arg("threads") = 0,
+       "Rows `rows` of a ragged int32 array as new (tokens, offsets); each row becomes "
+       "[prefix] + (row + add), the prefix only when prefix >= 0.");
 
     m.def("multi_hot_dense", [](py::array tokens, py::array offsets, int64_t n_cols, int threads) {
         positive_dim(n_cols, "num_words");

@@ -318,5 +318,26 @@ CSR csr_take_rows(const CSRView& x, const int64_t* rows, int64_t n, int threads)
     return out;
 }
 
+CSR ragged_take(const CSRView& x, const int64_t* rows, int64_t n, int64_t prefix, int64_t add,
+                int threads) {
+    CSR out;
+    out.n_rows = n;
+    out.n_cols = x.n_cols;
+    const int64_t extra = prefix >= 0 ? 1 : 0;
+    out.indptr.assign(static_cast<size_t>(n) + 1, 0);
+    for (int64_t i = 0; i < n; ++i)
+        out.indptr[i + 1] = out.indptr[i] + extra + (x.indptr[rows[i] + 1] - x.indptr[rows[i]]);
+    out.indices.resize(static_cast<size_t>(out.indptr[n]));
+    const int nt = threads_for(threads, out.indptr[n], 1 << 18);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t i = 0; i < n; ++i) {
+        int32_t* o = out.indices.data() + out.indptr[i];
+        if (extra) *o++ = static_cast<int32_t>(prefix);
+        for (int64_t k = x.indptr[rows[i]]; k < x.indptr[rows[i] + 1]; ++k)
+            *o++ = static_cast<int32_t>(x.indices[k] + add);
+    }
+    return out;
+}
+
 }  // namespace cpu
 }  // namespace imdbfast

@@ -110,6 +110,11 @@ CSR csr_from_arrays(const int64_t* indptr, const int32_t* indices, const float* 
 void csr_to_dense(float* out, const CSRView& x, int threads);
 // Rows [r0, r1) or an arbitrary row list as a new matrix.
 CSR csr_take_rows(const CSRView& x, const int64_t* rows, int64_t n, int threads);
+// Ragged token rows (CSR layout, values ignored): out row i = [prefix] + (row rows[i] + add),
+// the prefix only when prefix >= 0 (Keras's load_data: start_char, then ids + index_from).
+// The caller checks that every shifted id fits int32.
+CSR ragged_take(const CSRView& x, const int64_t* rows, int64_t n, int64_t prefix, int64_t add,
+                int threads);
 
 // ---- layers.cpp: dense layers and activations, row-range kernels ---------------------------
 // Sparse first layer, batch rows [b0, b1): z[b, :] = sum_k val_k * W[col_k, :] + bias over the

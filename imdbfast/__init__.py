@@ -22,10 +22,11 @@ except ImportError as e:  # pragma: no cover - depends on how Python was started
         "folder first on sys.path and hides the installed package: run `pytest` instead."
     ) from e
 
-from . import callbacks, layers, optimizers  # noqa: E402
+from . import callbacks, datasets, layers, optimizers  # noqa: E402
 from ._backend import cuda_available  # noqa: E402
 from ._encoding import multi_hot, multi_hot_dense, to_csr  # noqa: E402
 from .models import Sequential, fit, load_model  # noqa: E402
+from .sequences import Sequences  # noqa: E402
 
 
 def build_info() -> dict:
@@ -37,11 +38,13 @@ def build_info() -> dict:
 
 __all__ = [
     "CSR",
+    "Sequences",
     "Sequential",
     "__version__",
     "build_info",
     "callbacks",
     "cuda_available",
+    "datasets",
     "fit",
     "get_num_threads",
     "layers",

@@ -1,0 +1,104 @@
+"""``Sequences``: ragged token sequences kept flat (int32 tokens + int64 offsets).
+
+It is what ``imdbfast.datasets.imdb.load_data`` returns and behaves like Keras's object arrays
+of lists for the book's code (``len``, ``x[i]`` -> list of ints, iteration, slicing,
+``np.asarray(x, dtype=object)``, equality), while the compiled core reads the flat arrays
+directly: no Python lists are built unless someone asks for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import _core
+
+
+class Sequences:
+    """Rows ``tokens[offsets[i]:offsets[i + 1]]``. ``num_words``, when known, is the vocabulary
+    size the tokens were filtered to (models use it as their input dimension)."""
+
+    __slots__ = ("tokens", "offsets", "num_words")
+
+    def __init__(self, tokens: Any, offsets: Any, num_words: int | None = None):
+        tokens = np.ascontiguousarray(tokens, dtype=np.int32)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        if tokens.ndim != 1 or offsets.ndim != 1 or offsets.size < 1:
+            raise ValueError("Sequences: tokens and offsets must be 1-D, offsets of length N + 1")
+        if offsets[0] != 0 or offsets[-1] != tokens.size or np.any(np.diff(offsets) < 0):
+            raise ValueError("Sequences: offsets must rise from 0 to len(tokens)")
+        self.tokens, self.offsets, self.num_words = tokens, offsets, num_words
+
+    @classmethod
+    def from_lists(cls, sequences: Any, num_words: int | None = None) -> "Sequences":
+        from ._encoding import flatten_sequences
+
+        tokens, offsets = flatten_sequences(sequences, "sequences")
+        return cls(tokens, offsets, num_words)
+
+    def __len__(self) -> int:
+        return self.offsets.size - 1
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self),)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __getitem__(self, key: Any):
+        if isinstance(key, (int, np.integer)):
+            n = len(self)
+            i = int(key) + n if key < 0 else int(key)
+            if not 0 <= i < n:
+                raise IndexError(f"index {key} is out of range for {n} sequences")
+            return self.tokens[self.offsets[i]:self.offsets[i + 1]].tolist()
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step == 1:
+                lo, hi = self.offsets[start], self.offsets[max(start, stop)]
+                return Sequences(self.tokens[lo:hi], self.offsets[start:max(start, stop) + 1] - lo,
+                                 self.num_words)
+            return self.take(np.arange(start, stop, step))
+        rows = np.asarray(key)
+        if rows.dtype == bool:
+            if rows.shape != (len(self),):
+                raise IndexError(f"boolean index of shape {rows.shape} for {len(self)} sequences")
+            rows = np.flatnonzero(rows)
+        if rows.dtype.kind not in "iu":
+            raise IndexError("Sequences are indexed by ints, slices, int arrays or boolean masks")
+        return self.take(rows)
+
+    def take(self, rows: Any) -> "Sequences":
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        rows = np.where(rows < 0, rows + len(self), rows)
+        tokens, offsets = _core.ragged_take(self.tokens, self.offsets, np.ascontiguousarray(rows))
+        return Sequences(tokens, offsets, self.num_words)
+
+    def __iter__(self) -> Iterator[list]:
+        for i in range(len(self)):
+            yield self.tokens[self.offsets[i]:self.offsets[i + 1]].tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is not None and np.dtype(dtype) != object:
+            raise TypeError("Sequences are ragged: only dtype=object is possible "
+                            "(use multi_hot or .tokens / .offsets)")
+        out = np.empty(len(self), dtype=object)
+        out[:] = list(self)
+        return out
+
+    def __eq__(self, other: object):
+        if isinstance(other, Sequences):
+            return bool(np.array_equal(self.offsets, other.offsets) and
+                        np.array_equal(self.tokens, other.tokens))
+        try:
+            return len(other) == len(self) and all(list(a) == b for a, b in zip(other, self))
+        except TypeError:
+            return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        head = ", ".join(str(self[i][:5])[:-1] + ", ...]" for i in range(min(2, len(self))))
+        return f"Sequences({len(self)} rows, {self.tokens.size} tokens: [{head}{', ...' if len(self) > 2 else ''}])"
