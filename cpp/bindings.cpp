@@ -339,6 +339,52 @@ PYBIND11_MODULE(_core, m) {
         return std::make_shared<CSR>(cpu::csr_from_dense<float>(p, N, D, threads));
     }, py::arg("x"), py::arg("threads") = 0);
 
+    // ---- raw text ------------------------------------------------------------------------------
+    py::class_<Vocabulary, std::shared_ptr<Vocabulary>>(m, "Vocabulary", "A word index for encoding raw text.")
+        .def(py::init([](py::dict word_index) {
+                 std::vector<std::string> words;
+                 std::vector<int64_t> ranks;
+                 words.reserve(word_index.size());
+                 for (auto item : word_index) {
+                     if (!py::isinstance<py::str>(item.first) || !py::isinstance<py::int_>(item.second))
+                         throw py::type_error("word_index: expected a dict of str -> int");
+                     words.push_back(item.first.cast<std::string>());
+                     ranks.push_back(item.second.cast<int64_t>());
+                 }
+                 return std::make_shared<Vocabulary>(words, ranks);
+             }),
+             py::arg("word_index"))
+        .def("__len__", &Vocabulary::size)
+        .def("encode", [](const Vocabulary& v, py::list texts, int64_t num_words, int64_t skip_top,
+                          int64_t start_char, int64_t oov_char, int64_t index_from, int threads) {
+            const int64_t N = static_cast<int64_t>(texts.size());
+            std::vector<const char*> ptr(static_cast<size_t>(N));
+            std::vector<int64_t> len(static_cast<size_t>(N));
+            for (int64_t i = 0; i < N; ++i) {
+                PyObject* o = texts[i].ptr();
+                if (!PyUnicode_Check(o))
+                    throw py::type_error("texts: element " + std::to_string(i) + " is not a str");
+                Py_ssize_t n = 0;
+                const char* s = PyUnicode_AsUTF8AndSize(o, &n);  // cached by the str: stays valid
+                if (!s) throw py::error_already_set();
+                ptr[i] = s;
+                len[i] = n;
+            }
+            TextEncoding e{num_words, skip_top, start_char, oov_char, index_from};
+            std::vector<int32_t> tokens;
+            std::vector<int64_t> offsets;
+            {
+                py::gil_scoped_release nogil;
+                cpu::texts_to_sequences(tokens, offsets, ptr.data(), len.data(), N, v, e, threads);
+            }
+            const py::ssize_t total = static_cast<py::ssize_t>(tokens.size());
+            return py::make_tuple(vector_to_array(std::move(tokens), {total}),
+                                  vector_to_array(std::move(offsets), {static_cast<py::ssize_t>(N + 1)}));
+        }, py::arg("texts"), py::arg("num_words"), py::arg("skip_top"), py::arg("start_char"),
+           py::arg("oov_char"), py::arg("index_from"), py::arg("threads") = 0,
+           "Encode a list of str as (tokens, offsets); None-like arguments are passed as -1 "
+           "(start_char, oov_char) or 0 (num_words).");
+
     // ---- single kernels (tests and embedding; the training loop calls the same functions) ----
     m.def("sparse_forward", [](const CSR& x, py::array rows, py::array W, py::array b) {
         const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;

@@ -15,6 +15,9 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common.h"
@@ -81,6 +84,24 @@ struct CSR {
     mutable std::vector<int64_t> col_prefix_;
 };
 
+// A word index (word -> frequency rank), for encoding raw text. Words are raw UTF-8 bytes.
+class Vocabulary {
+   public:
+    Vocabulary(const std::vector<std::string>& words, const std::vector<int64_t>& ranks);
+    int64_t rank(std::string_view word) const;  // -1 when absent
+    size_t size() const { return map_.size(); }
+
+   private:
+    std::string storage_;
+    std::unordered_map<std::string_view, int32_t> map_;
+};
+
+// Keras's load_data encoding of word ranks (negative = None for start_char / oov_char,
+// num_words <= 0 = no limit).
+struct TextEncoding {
+    int64_t num_words = 0, skip_top = 0, start_char = 1, oov_char = 2, index_from = 3;
+};
+
 namespace cpu {
 
 // ---- threads (net.cpp) ----------------------------------------------------------------------
@@ -115,6 +136,12 @@ CSR csr_take_rows(const CSRView& x, const int64_t* rows, int64_t n, int threads)
 // The caller checks that every shifted id fits int32.
 CSR ragged_take(const CSRView& x, const int64_t* rows, int64_t n, int64_t prefix, int64_t add,
                 int threads);
+
+// ---- text.cpp: raw text -> word ids -------------------------------------------------------
+// texts[i] (lengths[i] UTF-8 bytes) -> ragged ids (tokens, offsets (N + 1)): see text.cpp.
+void texts_to_sequences(std::vector<int32_t>& tokens, std::vector<int64_t>& offsets,
+                        const char* const* texts, const int64_t* lengths, int64_t N,
+                        const Vocabulary& vocab, const TextEncoding& e, int threads);
 
 // ---- layers.cpp: dense layers and activations, row-range kernels ---------------------------
 // Sparse first layer, batch rows [b0, b1): z[b, :] = sum_k val_k * W[col_k, :] + bias over the

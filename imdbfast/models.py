@@ -56,6 +56,8 @@ class Sequential:
         self.metrics_names: list[str] = []
         self.stop_training = False
         self.history: History | None = None
+        self.text_encoding: dict | None = None  # how words became ids (see predict_texts)
+        self.word_index: dict | None = None
         for layer in layers or []:
             self.add(layer)
 
@@ -221,6 +223,7 @@ class Sequential:
         n = xs.n_rows
         ys = self._labels(y, n, "y")
         sw = _sample_weights(sample_weight, class_weight, ys, n)
+        encoding = getattr(x, "encoding", None)  # from load_data / texts_to_sequences
         if validation_data is not None:
             val = self._validation(validation_data)
         elif validation_split:
@@ -250,6 +253,8 @@ class Sequential:
         history.params = params
         self.history = history
         self.stop_training = False
+        if encoding is not None:
+            self.text_encoding = dict(encoding, num_words=self._input_dim)
         per_chunk = max(1, ROWS_PER_CHUNK // batch_size)
         logs: dict = {}
         cb.on_train_begin()
@@ -311,6 +316,24 @@ class Sequential:
             _print_done(-(-xs.n_rows // batch_size), start, {})
         return out
 
+    def predict_texts(self, texts: Sequence[str], word_index: dict | None = None, *,
+                      threads: int | None = None) -> np.ndarray:
+        """Probabilities for raw review strings: each is encoded as the training data was
+        (``self.text_encoding``, recorded by fit from load_data's output, else load_data's
+        defaults with the model's input dimension as num_words) with ``word_index`` (else the
+        model's own, else Keras's word index found as load_data finds its file)."""
+        from .datasets import imdb
+
+        self._require_built("predict_texts")
+        enc = dict(self.text_encoding or {})
+        enc["num_words"] = self._input_dim
+        enc.setdefault("start_char", 1)
+        enc.setdefault("oov_char", 2)
+        enc.setdefault("index_from", 3)
+        enc.setdefault("skip_top", 0)
+        x = imdb.texts_to_sequences(texts, word_index or self.word_index, **enc)
+        return self.predict(x, verbose=0, threads=threads)
+
     # ---- saving ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write architecture, weights, optimizer state and compile settings to one ``.npz``
@@ -320,8 +343,19 @@ class Sequential:
 
         config = {"format": FORMAT, "version": FORMAT_VERSION, "imdbfast_version": __version__,
                   "name": self.name, "input_dim": self._input_dim, "seed": self.seed,
-                  "layers": [l.get_config() for l in self.layers], "compile": self._compile_config}
+                  "layers": [l.get_config() for l in self.layers], "compile": self._compile_config,
+                  "text_encoding": self.text_encoding}
         arrays = {"config": np.array(json.dumps(config))}
+        word_index = self.word_index
+        if word_index is None and self.text_encoding is not None:
+            from .datasets import imdb
+
+            try:  # the word index travels with a model trained on words
+                word_index = imdb.get_word_index()
+            except (OSError, ValueError):
+                word_index = None
+        if word_index is not None:
+            arrays["word_index"] = np.frombuffer(json.dumps(word_index).encode("utf-8"), dtype=np.uint8)
         for i, w in enumerate(self._net.get_weights()):
             arrays[f"weight_{i}"] = w
         if self._compile_config is not None:
@@ -444,6 +478,9 @@ def load_model(path: str | os.PathLike) -> Sequential:
         if comp is not None:
             model.compile(_optimizers.get(comp["optimizer"]), comp["loss_name"], comp["metrics"],
                           bce=comp["bce"])
+        model.text_encoding = config.get("text_encoding")
+        if "word_index" in f.files:
+            model.word_index = json.loads(f["word_index"].tobytes().decode("utf-8"))
         n_weights = 2 * len(model.layers)
         model.set_weights([f[f"weight_{i}"] for i in range(n_weights)])
         if comp is not None:

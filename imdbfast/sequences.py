@@ -17,11 +17,14 @@ from . import _core
 
 class Sequences:
     """Rows ``tokens[offsets[i]:offsets[i + 1]]``. ``num_words``, when known, is the vocabulary
-    size the tokens were filtered to (models use it as their input dimension)."""
+    size the tokens were filtered to (models use it as their input dimension); ``encoding``, when
+    the rows came from words, records how (load_data's arguments), so that a model trained on
+    them can encode raw text the same way."""
 
-    __slots__ = ("tokens", "offsets", "num_words")
+    __slots__ = ("tokens", "offsets", "num_words", "encoding")
 
-    def __init__(self, tokens: Any, offsets: Any, num_words: int | None = None):
+    def __init__(self, tokens: Any, offsets: Any, num_words: int | None = None,
+                 encoding: dict | None = None):
         tokens = np.ascontiguousarray(tokens, dtype=np.int32)
         offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         if tokens.ndim != 1 or offsets.ndim != 1 or offsets.size < 1:
@@ -29,6 +32,7 @@ class Sequences:
         if offsets[0] != 0 or offsets[-1] != tokens.size or np.any(np.diff(offsets) < 0):
             raise ValueError("Sequences: offsets must rise from 0 to len(tokens)")
         self.tokens, self.offsets, self.num_words = tokens, offsets, num_words
+        self.encoding = encoding
 
     @classmethod
     def from_lists(cls, sequences: Any, num_words: int | None = None) -> "Sequences":
@@ -59,7 +63,7 @@ class Sequences:
             if step == 1:
                 lo, hi = self.offsets[start], self.offsets[max(start, stop)]
                 return Sequences(self.tokens[lo:hi], self.offsets[start:max(start, stop) + 1] - lo,
-                                 self.num_words)
+                                 self.num_words, self.encoding)
             return self.take(np.arange(start, stop, step))
         rows = np.asarray(key)
         if rows.dtype == bool:
@@ -74,7 +78,7 @@ class Sequences:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         rows = np.where(rows < 0, rows + len(self), rows)
         tokens, offsets = _core.ragged_take(self.tokens, self.offsets, np.ascontiguousarray(rows))
-        return Sequences(tokens, offsets, self.num_words)
+        return Sequences(tokens, offsets, self.num_words, self.encoding)
 
     def __iter__(self) -> Iterator[list]:
         for i in range(len(self)):

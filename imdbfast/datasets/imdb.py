@@ -2,8 +2,10 @@
 
 Where the file comes from, in order: an explicit path; ``$IMDBFAST_DATA`` (a folder); Keras's
 cache (``$KERAS_HOME/datasets`` or ``~/.keras/datasets``), so Keras users need no second copy;
-imdbfast's cache (``$IMDBFAST_CACHE`` or ``~/.cache/imdbfast``). Downloading is not built yet:
-without a file, a clear error says where to put one.
+imdbfast's cache (``$IMDBFAST_CACHE`` or ``~/.cache/imdbfast``); else a download from Keras's
+origin into imdbfast's cache, checked against Keras's published hash before use and written
+atomically. Offline (or with ``IMDBFAST_OFFLINE=1``) a clear error says where to put the file. A
+file found on disk is not checked against the download hash.
 
 Safe: the npz's object arrays are unpickled by a restricted unpickler that can only rebuild
 NumPy arrays (as Keras 3 does); anything else is refused before it runs. Fast: the first load
@@ -30,6 +32,12 @@ from ..sequences import Sequences
 
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 _CACHE_VERSION = 1
+# Keras's origin and published checksums; $IMDBFAST_ORIGIN replaces the origin (a mirror).
+ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+KNOWN_FILES = {
+    "imdb.npz": ("sha256", "69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f"),
+    "imdb_word_index.json": ("md5", "bfafd718b763782e994055a2d397834f"),
+}
 
 
 def load_data(path: str = "imdb.npz", num_words: int | None = None, skip_top: int = 0,
@@ -86,7 +94,9 @@ def load_data(path: str = "imdb.npz", num_words: int | None = None, skip_top: in
             kept = np.concatenate(([0], np.cumsum(~bad, dtype=np.int64)))
             tokens, offsets = tokens[~bad], kept[offsets]
         del bad
-        out.append((Sequences(tokens, offsets, num_words), labels))
+        encoding = dict(num_words=num_words, skip_top=skip_top, start_char=start_char,
+                        oov_char=oov_char, index_from=index_from)
+        out.append((Sequences(tokens, offsets, num_words, encoding), labels))
     return tuple(out)
 
 
@@ -109,6 +119,121 @@ def decode_review(sequence: Any, word_index: dict | None = None, index_from: int
     become '?'."""
     reverse = reverse_word_index(word_index)
     return " ".join(reverse.get(int(i) - index_from, "?") for i in sequence)
+
+
+# ---- raw text -----------------------------------------------------------------------------
+
+_vocab_cache: list = [None, None]  # [word_index dict, its compiled Vocabulary]
+
+
+def _vocabulary(word_index: dict | None):
+    from .. import _core
+
+    index = word_index if word_index is not None else get_word_index()
+    if _vocab_cache[0] is not index:
+        if not isinstance(index, dict):
+            raise TypeError(f"word_index: expected a dict of word -> rank, got {type(index).__name__}")
+        _vocab_cache[:] = [index, _core.Vocabulary(index)]
+    return _vocab_cache[1]
+
+
+def texts_to_sequences(texts: Any, word_index: dict | None = None, num_words: int | None = None,
+                       skip_top: int = 0, start_char: int | None = 1, oov_char: int | None = 2,
+                       index_from: int = 3, *, threads: int = 0) -> Sequences:
+    """Raw review strings -> word ids exactly as the IMDB data was built and load_data encodes
+    it (compiled; all cores): ASCII letters lower-cased, ASCII punctuation except the apostrophe
+    and ASCII whitespace separate words, words missing from the index are dropped; then
+    ``[start_char] + (rank + index_from)``, ids outside ``[skip_top, num_words)`` -> oov_char
+    (dropped if None). ``num_words=None`` keeps every id."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts: expected a list of strings, got a single string (wrap it in a list)")
+    for name, v in (("skip_top", skip_top), ("index_from", index_from)):
+        _check_int(name, v, low=0)
+    for name, v in (("num_words", num_words), ("start_char", start_char), ("oov_char", oov_char)):
+        if v is not None:
+            _check_int(name, v, low=0)
+    vocab = _vocabulary(word_index)
+    tokens, offsets = vocab.encode(list(texts), num_words or 0, skip_top,
+                                   -1 if start_char is None else start_char,
+                                   -1 if oov_char is None else oov_char, index_from, threads)
+    encoding = dict(num_words=num_words, skip_top=skip_top, start_char=start_char,
+                    oov_char=oov_char, index_from=index_from)
+    return Sequences(tokens, offsets, num_words, encoding)
+
+
+def load_aclimdb(path: str | os.PathLike, split: str = "train", word_index: dict | None = None,
+                 **encoding: Any):
+    """The Stanford Large Movie Review Dataset (``aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt``)
+    as ``(x, labels, ratings)``: x the encoded reviews (:func:`texts_to_sequences` with
+    ``encoding``'s arguments), labels 1 for pos and 0 for neg, ratings 1-10. Positive reviews come
+    first, then negative, each in file-name order: the order of the rows in imdb.npz.
+
+    ``path`` is the ``aclImdb`` folder, a folder holding it, or the ``aclImdb_v1.tar.gz``
+    archive itself (read without unpacking)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    p = Path(os.fspath(path)).expanduser()
+    if p.is_file():
+        texts, labels, ratings = _read_acl_archive(p, split)
+    elif p.is_dir():
+        root = p if (p / split).is_dir() else p / "aclImdb"
+        if not (root / split / "pos").is_dir() or not (root / split / "neg").is_dir():
+            raise FileNotFoundError(f"{p}: no aclImdb/{split}/pos and /neg folders here")
+        texts, labels, ratings = [], [], []
+        for label, sub in ((1, "pos"), (0, "neg")):
+            folder = root / split / sub
+            try:
+                names = sorted(n for n in os.listdir(folder) if n.endswith(".txt"))
+            except OSError as e:
+                raise OSError(f"{folder}: cannot be read ({e.strerror})") from None
+            for name in names:
+                ratings.append(_rating(name, folder))
+                labels.append(label)
+                texts.append(_decode((folder / name).read_bytes(), folder / name))
+    else:
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    x = texts_to_sequences(texts, word_index, **encoding)
+    return x, np.array(labels, dtype=np.int64), np.array(ratings, dtype=np.int64)
+
+
+def _rating(name: str, where: Any) -> int:
+    try:
+        rating = int(name.rsplit(".", 1)[0].split("_")[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"{where}: file {name!r} is not named <id>_<rating>.txt") from None
+    return rating
+
+
+def _decode(data: bytes, where: Any) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not UTF-8 text ({e})") from None
+
+
+def _read_acl_archive(p: Path, split: str):
+    import tarfile
+
+    found = {"pos": [], "neg": []}
+    try:
+        with tarfile.open(p, "r:*") as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if member.isfile() and len(parts) >= 4 and parts[-3] == split and \
+                        parts[-2] in found and parts[-1].endswith(".txt"):
+                    data = tar.extractfile(member).read()
+                    found[parts[-2]].append((parts[-1], _decode(data, f"{p}:{member.name}")))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ValueError(f"{p}: not a readable aclImdb archive ({e})") from None
+    if not found["pos"] or not found["neg"]:
+        raise ValueError(f"{p}: no {split}/pos and {split}/neg reviews in this archive")
+    texts, labels, ratings = [], [], []
+    for label, sub in ((1, "pos"), (0, "neg")):
+        for name, text in sorted(found[sub]):
+            ratings.append(_rating(name, p))
+            labels.append(label)
+            texts.append(text)
+    return texts, labels, ratings
 
 
 # ---- files --------------------------------------------------------------------------------
@@ -134,10 +259,60 @@ def _locate(path: str) -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    raise FileNotFoundError(
-        f"{path} not found. Put the Keras IMDB file there or point imdbfast at it: an explicit "
-        f"path, $IMDBFAST_DATA (a folder), or one of: " + ", ".join(str(c) for c in candidates) +
-        ". (Downloading is not available in this version.)")
+    where = (f"{path} not found. Put the Keras IMDB file there or point imdbfast at it: an "
+             "explicit path, $IMDBFAST_DATA (a folder), or one of: " +
+             ", ".join(str(c) for c in candidates))
+    if p.name not in KNOWN_FILES or os.environ.get("IMDBFAST_OFFLINE"):
+        raise FileNotFoundError(where + ".")
+    url = os.environ.get("IMDBFAST_ORIGIN", ORIGIN).rstrip("/") + "/" + p.name
+    try:
+        download(url, _cache_dir() / p.name, *KNOWN_FILES[p.name])
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"{where}. Downloading {url} failed: {e}") from None
+    return _cache_dir() / p.name
+
+
+def download(url: str, dest: Path, algorithm: str, digest: str, *, timeout: float = 30.0,
+             progress: Any = None) -> Path:
+    """Fetch ``url`` into ``dest``: streamed to a temporary file beside it, checked against
+    ``digest`` (``algorithm`` as hashlib names it), renamed into place only if it matches, so an
+    interrupted or corrupt download never leaves a file that looks complete. A progress line goes
+    to ``progress`` (default: stderr)."""
+    import sys
+    import urllib.request
+
+    out = progress if progress is not None else sys.stderr
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=dest.parent)
+    h = hashlib.new(algorithm)
+    try:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+            total = int(r.headers.get("Content-Length") or 0)
+            print(f"Downloading data from {url}", file=out, flush=True)
+            done = 0
+            while True:
+                chunk = r.read(1 << 20)
+                if not chunk:
+                    break
+                f.write(chunk)
+                h.update(chunk)
+                done += len(chunk)
+                if total:
+                    filled = int(30 * done / total)
+                    out.write(f"\r{done >> 20}/{total >> 20} MB [{'=' * filled}{'.' * (30 - filled)}]")
+                    out.flush()
+            if total:
+                out.write("\n")
+            if total and done != total:
+                raise OSError(f"the download stopped after {done} of {total} bytes")
+        if h.hexdigest() != digest:
+            raise ValueError(f"{algorithm} of the download is {h.hexdigest()}, expected {digest}")
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
