@@ -8,6 +8,7 @@
 // keeps four independent accumulators so consecutive row loads do not wait on one add chain.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels.h"
 #include "sparse_grad.h"
@@ -141,18 +142,26 @@ void dense_forward_impl(float* z, const float* x, const float* W, const float* b
     }
 }
 
+// dx[b, :] = sum_h dz[b, h] * W[:, h]. W is transposed once per call into (H, I) so that each
+// row is a sum of H vectors of width I (vectorised over i) rather than I dot products of
+// length H (scalar reductions). The sum over h runs in ascending order.
 template <int HC>
 void dense_backward_input_impl(float* dx, const float* dz, const float* W, int64_t I,
                                int64_t Hrt, int64_t b0, int64_t b1) {
     const int64_t H = HC > 0 ? HC : Hrt;
+    thread_local std::vector<float> wt;  // reused: no allocation per call after the first
+    if (static_cast<int64_t>(wt.size()) < H * I) wt.resize(static_cast<size_t>(H * I));
+    float* WT = wt.data();
+    for (int64_t i = 0; i < I; ++i)
+        for (int64_t h = 0; h < H; ++h) WT[h * I + i] = W[i * H + h];
     for (int64_t b = b0; b < b1; ++b) {
         const float* d = dz + b * H;
         float* o = dx + b * I;
-        for (int64_t i = 0; i < I; ++i) {
-            const float* w = W + i * H;
-            float s = 0.0f;
-            for (int64_t h = 0; h < H; ++h) s += w[h] * d[h];
-            o[i] = s;
+        for (int64_t i = 0; i < I; ++i) o[i] = 0.0f;
+        for (int64_t h = 0; h < H; ++h) {
+            const float dh = d[h];
+            const float* wr = WT + h * I;
+            for (int64_t i = 0; i < I; ++i) o[i] += dh * wr[i];
         }
     }
 }

@@ -85,38 +85,64 @@ bool optimizer_is_lazy(const OptimizerConfig& c) {
     return (c.kind == OPT_RMSPROP || c.kind == OPT_SGD) && c.momentum == 0;
 }
 
+namespace {
+
+// The dense loops, one instantiation per configuration: with the flags compile-time constants
+// the element functions fold to straight-line code and the loops vectorise. Unused slots are
+// per-iteration locals (a shared dummy would be a loop-carried dependency).
+template <bool kMomentum, bool kCentered>
+void rmsprop_loop(RMSpropStep s, float* w, const float* g, float* v, float* m, float* mg,
+                  int64_t n0, int64_t n1) {
+    s.centered = kCentered;
+    if (!kMomentum) s.momentum = 0.0f;
+    for (int64_t n = n0; n < n1; ++n) {
+        float d1 = 0.0f, d2 = 0.0f;
+        rmsprop_elem(w[n], g[n], v[n], kMomentum ? m[n] : d1, kCentered ? mg[n] : d2, s);
+    }
+}
+
+template <bool kAmsgrad>
+void adam_loop(AdamStep s, float* w, const float* g, float* m, float* v, float* vh, int64_t n0,
+               int64_t n1) {
+    s.amsgrad = kAmsgrad;
+    for (int64_t n = n0; n < n1; ++n) {
+        float d = 0.0f;
+        adam_elem(w[n], g[n], m[n], v[n], kAmsgrad ? vh[n] : d, s);
+    }
+}
+
+template <bool kMomentum, bool kNesterov>
+void sgd_loop(SGDStep s, float* w, const float* g, float* m, int64_t n0, int64_t n1) {
+    if (!kMomentum) s.momentum = 0.0f;
+    s.nesterov = kNesterov;
+    for (int64_t n = n0; n < n1; ++n) {
+        float d = 0.0f;
+        sgd_elem(w[n], g[n], kMomentum ? m[n] : d, s);
+    }
+}
+
+}  // namespace
+
 void optimizer_update(const OptimizerConfig& c, int64_t iteration, float* w, const float* g,
                       float* const* slots, int64_t n0, int64_t n1) {
-    float dummy = 0.0f;
     if (c.kind == OPT_RMSPROP) {
         const RMSpropStep s = rmsprop_step(c);
-        float* v = slots[0];
-        float* m = c.momentum > 0 ? slots[1] : nullptr;
-        float* mg = c.centered ? slots[c.momentum > 0 ? 2 : 1] : nullptr;
-        if (!m && !mg) {  // the default configuration: keep it a tight, vectorisable loop
-            for (int64_t n = n0; n < n1; ++n) rmsprop_elem(w[n], g[n], v[n], dummy, dummy, s);
-            return;
-        }
-        for (int64_t n = n0; n < n1; ++n) {
-            float d1 = 0.0f, d2 = 0.0f;
-            rmsprop_elem(w[n], g[n], v[n], m ? m[n] : d1, mg ? mg[n] : d2, s);
-        }
+        const bool mom = c.momentum > 0;
+        float* m = mom ? slots[1] : nullptr;
+        float* mg = c.centered ? slots[mom ? 2 : 1] : nullptr;
+        if (mom && c.centered) rmsprop_loop<true, true>(s, w, g, slots[0], m, mg, n0, n1);
+        else if (mom) rmsprop_loop<true, false>(s, w, g, slots[0], m, mg, n0, n1);
+        else if (c.centered) rmsprop_loop<false, true>(s, w, g, slots[0], m, mg, n0, n1);
+        else rmsprop_loop<false, false>(s, w, g, slots[0], m, mg, n0, n1);
     } else if (c.kind == OPT_ADAM) {
         const AdamStep s = adam_step(c, iteration);
-        float* m = slots[0];
-        float* v = slots[1];
-        float* vh = c.amsgrad ? slots[2] : nullptr;
-        for (int64_t n = n0; n < n1; ++n) {
-            float d = 0.0f;
-            adam_elem(w[n], g[n], m[n], v[n], vh ? vh[n] : d, s);
-        }
+        if (c.amsgrad) adam_loop<true>(s, w, g, slots[0], slots[1], slots[2], n0, n1);
+        else adam_loop<false>(s, w, g, slots[0], slots[1], nullptr, n0, n1);
     } else {
         const SGDStep s = sgd_step(c);
-        float* m = c.momentum != 0 ? slots[0] : nullptr;
-        for (int64_t n = n0; n < n1; ++n) {
-            float d = 0.0f;
-            sgd_elem(w[n], g[n], m ? m[n] : d, s);
-        }
+        if (c.momentum == 0) sgd_loop<false, false>(s, w, g, nullptr, n0, n1);
+        else if (c.nesterov) sgd_loop<true, true>(s, w, g, slots[0], n0, n1);
+        else sgd_loop<true, false>(s, w, g, slots[0], n0, n1);
     }
 }
 
@@ -177,7 +203,6 @@ struct LazyRowUpdate {
 
     void operator()(int64_t r, const float* g) const {
         float* w = W + r * H;
-        float d1 = 0.0f, d2 = 0.0f;  // slots this configuration does not have
         if (v) {
             float* vr = v + r * H;
             float* mgr = mg ? mg + r * H : nullptr;
@@ -188,13 +213,29 @@ struct LazyRowUpdate {
                 if (mgr)
                     for (int64_t h = 0; h < H; ++h) mgr[h] *= f;
             }
+            // Lazy means momentum 0; slots the configuration lacks are per-element locals.
+            RMSpropStep st = rs;
+            st.momentum = 0.0f;
             if (mgr) {
-                for (int64_t h = 0; h < H; ++h) rmsprop_elem(w[h], g[h], vr[h], d1, mgr[h], rs);
+                st.centered = 1;
+                for (int64_t h = 0; h < H; ++h) {
+                    float d1 = 0.0f;
+                    rmsprop_elem(w[h], g[h], vr[h], d1, mgr[h], st);
+                }
             } else {
-                for (int64_t h = 0; h < H; ++h) rmsprop_elem(w[h], g[h], vr[h], d1, d2, rs);
+                st.centered = 0;
+                for (int64_t h = 0; h < H; ++h) {
+                    float d1 = 0.0f, d2 = 0.0f;
+                    rmsprop_elem(w[h], g[h], vr[h], d1, d2, st);
+                }
             }
         } else {
-            for (int64_t h = 0; h < H; ++h) sgd_elem(w[h], g[h], d1, ss);
+            SGDStep st = ss;
+            st.momentum = 0.0f;
+            for (int64_t h = 0; h < H; ++h) {
+                float d1 = 0.0f;
+                sgd_elem(w[h], g[h], d1, st);
+            }
         }
         synced[r] = iteration + 1;
     }

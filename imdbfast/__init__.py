@@ -26,6 +26,7 @@ from . import callbacks, datasets, layers, optimizers  # noqa: E402
 from ._backend import cuda_available  # noqa: E402
 from ._encoding import multi_hot, multi_hot_dense, to_csr  # noqa: E402
 from .models import Sequential, fit, load_model  # noqa: E402
+from .plots import plot_history  # noqa: E402
 from .sequences import Sequences  # noqa: E402
 
 
@@ -52,6 +53,7 @@ __all__ = [
     "multi_hot",
     "multi_hot_dense",
     "optimizers",
+    "plot_history",
     "set_num_threads",
     "to_csr",
 ]

@@ -78,8 +78,12 @@ class History(Callback):
         if self.model is not None:
             self.model.history = self
 
-    def plot(self, *args, **kwargs):  # pragma: no cover - needs matplotlib (a later issue)
-        raise NotImplementedError("History.plot arrives with the plotting issue")
+    def plot(self, path=None):
+        """The book's two figures (loss, accuracy; training vs validation, by epoch); needs
+        matplotlib. Saved to ``path`` when given; returns the matplotlib Figure."""
+        from .plots import plot_history
+
+        return plot_history(self, path)
 
 
 class EarlyStopping(Callback):

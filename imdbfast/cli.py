@@ -1,0 +1,348 @@
+"""``imdbfast`` on the command line (also ``python -m imdbfast``).
+
+    imdbfast train [--validation 10000] [--epochs 4] [--plot curves.png] [--save model.npz]
+    imdbfast experiments [--plot grid.png]       # the book's "things to try", ranked
+    imdbfast predict --model model.npz "A great movie!" ...
+    imdbfast info
+
+Errors are one line on stderr and a non-zero exit (2 for usage, 1 otherwise); ``--debug`` shows
+the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+LOSSES = ("binary_crossentropy", "mse")
+ACTIVATIONS = ("relu", "tanh")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _csv(kind):
+    def parse(text: str):
+        try:
+            return [kind(v) for v in text.split(",") if v]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="imdbfast", description="The Deep Learning with Python IMDB model, fast.")
+    p.add_argument("--version", action="version", version=f"imdbfast {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    def common(sp, data=True):
+        if data:
+            sp.add_argument("--data", help="imdb.npz, or a folder holding it (default: load_data's search)")
+            sp.add_argument("--num-words", type=int, default=10000, help="vocabulary size (default 10000)")
+        sp.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+        sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        sp.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    t = sub.add_parser("train", help="the book end to end on the real data")
+    common(t)
+    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--batch-size", type=int, default=512)
+    t.add_argument("--layers", type=int, default=2, help="hidden layers (default 2)")
+    t.add_argument("--units", type=int, default=16, help="units per hidden layer (default 16)")
+    t.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="rmsprop")
+    t.add_argument("--learning-rate", type=float, default=None, help="default: the optimizer's")
+    t.add_argument("--loss", choices=LOSSES, default="binary_crossentropy")
+    t.add_argument("--validation", type=int, default=0, metavar="N",
+                   help="hold out the first N training reviews (the book: 10000)")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
+                   help="progress (default 1; 0 with --json)")
+    t.add_argument("--save", metavar="PATH", help="save the trained model (npz)")
+    t.add_argument("--plot", metavar="PATH.png", help="write the book's loss and accuracy figures")
+
+    e = sub.add_parser("experiments", help="the book's 'things to try' grid, ranked")
+    common(e)
+    e.add_argument("--epochs", type=int, default=20)
+    e.add_argument("--batch-size", type=int, default=512)
+    e.add_argument("--validation", type=int, default=10000, metavar="N")
+    e.add_argument("--optimizers", type=_csv(str), default=list(OPTIMIZERS))
+    e.add_argument("--depths", type=_csv(int), default=[1, 2, 3], help="hidden layers")
+    e.add_argument("--units", type=_csv(int), default=[16, 32, 64])
+    e.add_argument("--losses", type=_csv(str), default=list(LOSSES))
+    e.add_argument("--activations", type=_csv(str), default=list(ACTIVATIONS))
+    e.add_argument("--workers", type=int, default=None, help="models trained at once (default: cores)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--top", type=int, default=0, help="show only the best N rows")
+    e.add_argument("--plot", metavar="PATH.png", help="write a summary figure")
+
+    pr = sub.add_parser("predict", help="probability and label for review texts")
+    common(pr, data=False)
+    pr.add_argument("--model", required=True, help="a model saved by `imdbfast train --save`")
+    pr.add_argument("texts", nargs="+", help="review texts ('-' reads one per line from stdin)")
+
+    i = sub.add_parser("info", help="version, build, threads, data")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--debug", action="store_true")
+    return p
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+def _load(args):
+    from .datasets import imdb
+
+    path = "imdb.npz"
+    if args.data:
+        p = Path(args.data)
+        path = str(p / "imdb.npz") if p.is_dir() else str(p)
+    return imdb.load_data(path, num_words=args.num_words)
+
+
+def _writable(path: str | None, what: str) -> None:
+    if path is None:
+        return
+    folder = Path(path).expanduser().resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise OSError(f"{what}: cannot write to {path} (folder missing or not writable)")
+
+
+def _model(args, layers: int, units: int, activation: str, optimizer: str, loss: str,
+           seed: int | None, threads: int | None, lr: float | None = None):
+    import imdbfast
+    from imdbfast import layers as L, optimizers
+
+    opt = optimizers.get(optimizer)
+    if lr is not None:
+        opt = type(opt)(learning_rate=lr)
+    m = imdbfast.Sequential([L.Input((args.num_words,))] +
+                            [L.Dense(units, activation=activation) for _ in range(layers)] +
+                            [L.Dense(1, activation="sigmoid")], seed=seed, threads=threads)
+    m.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+    return m
+
+
+def cmd_train(args) -> int:
+    import imdbfast
+
+    _writable(args.save, "--save")
+    _writable(args.plot, "--plot")
+    if args.plot:
+        from . import plots  # fail now, not after training, if matplotlib is missing
+
+        plots._figure(1, 1)
+    if args.layers < 1 or args.units < 1:
+        raise ValueError("--layers and --units must be >= 1")
+    times = {}
+    t0 = time.perf_counter()
+    (x_train, y_train), (x_test, y_test) = _load(args)
+    times["load_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    x = imdbfast.multi_hot(x_train, args.num_words)
+    xt = imdbfast.multi_hot(x_test, args.num_words)
+    times["encode_s"] = time.perf_counter() - t0
+    validation = None
+    if args.validation:
+        if not 0 < args.validation < x.n_rows:
+            raise ValueError(f"--validation: must be between 1 and {x.n_rows - 1}")
+        import numpy as np
+
+        head = np.arange(args.validation)
+        tail = np.arange(args.validation, x.n_rows)
+        validation = (x.take(head), y_train[:args.validation])
+        x, y_train = x.take(tail), y_train[args.validation:]
+    model = _model(args, args.layers, args.units, args.activation, args.optimizer, args.loss,
+                   args.seed, args.threads, args.learning_rate)
+    model.text_encoding = x_train.encoding
+    verbose = args.verbose if args.verbose is not None else (0 if args.json else 1)
+    t0 = time.perf_counter()
+    history = model.fit(x, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_data=validation, verbose=verbose)
+    times["train_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    test_loss, test_acc = model.evaluate(xt, y_test, verbose=0)
+    times["evaluate_s"] = time.perf_counter() - t0
+    if args.save:
+        model.save(args.save)
+    if args.plot:
+        from . import plots
+
+        plots.plot_history(history, args.plot)
+    if args.json:
+        print(json.dumps({"test_loss": test_loss, "test_accuracy": test_acc,
+                          "history": history.history, "times": times,
+                          "config": {k: v for k, v in vars(args).items()
+                                     if k not in ("json", "debug", "func")}}))
+    else:
+        print(f"Test loss: {test_loss:.4f} - test accuracy: {test_acc:.4f}")
+        print("Time: " + ", ".join(f"{k[:-2]} {v:.3f}s" for k, v in times.items()))
+        if args.save:
+            print(f"Saved the model to {args.save}")
+        if args.plot:
+            print(f"Wrote the loss and accuracy figures to {args.plot}")
+    return 0
+
+
+def cmd_experiments(args) -> int:
+    import numpy as np
+
+    import imdbfast
+    from imdbfast import callbacks
+
+    _writable(args.plot, "--plot")
+    for name, values, allowed in (("--optimizers", args.optimizers, OPTIMIZERS),
+                                  ("--losses", args.losses, LOSSES),
+                                  ("--activations", args.activations, ACTIVATIONS)):
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise ValueError(f"{name}: unknown {bad or 'empty list'}; valid: {', '.join(allowed)}")
+    if not args.depths or not args.units or min(args.depths + args.units) < 1:
+        raise ValueError("--depths and --units must be lists of ints >= 1")
+    t_start = time.perf_counter()
+    (x_train, y_train), (x_test, y_test) = _load(args)
+    x = imdbfast.multi_hot(x_train, args.num_words)
+    xt = imdbfast.multi_hot(x_test, args.num_words)
+    n_val = args.validation
+    if not 0 < n_val < x.n_rows:
+        raise ValueError(f"--validation: must be between 1 and {x.n_rows - 1}")
+    x_val, y_val = x.take(np.arange(n_val)), y_train[:n_val]
+    x_fit, y_fit = x.take(np.arange(n_val, x.n_rows)), y_train[n_val:]
+    grid = list(itertools.product(args.optimizers, args.depths, args.units, args.losses,
+                                  args.activations))
+    workers = args.workers or os.cpu_count() or 1
+    threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
+
+    def run(cfg):
+        opt, depth, units, loss, act = cfg
+        model = _model(args, depth, units, act, opt, loss, args.seed, threads)
+        best = callbacks.EarlyStopping(monitor="val_accuracy", patience=args.epochs,
+                                       restore_best_weights=True)
+        t0 = time.perf_counter()
+        h = model.fit(x_fit, y_fit, epochs=args.epochs, batch_size=args.batch_size,
+                      validation_data=(x_val, y_val), verbose=0, callbacks=[best])
+        test_loss, test_acc = model.evaluate(xt, y_test, verbose=0)  # the best epoch's weights
+        val = h.history["val_accuracy"]
+        return {"name": f"{opt} {depth}x{units} {act} {'bce' if loss.startswith('binary') else 'mse'}",
+                "optimizer": opt, "hidden_layers": depth, "units": units, "loss": loss,
+                "activation": act, "best_val_accuracy": max(val),
+                "best_epoch": int(np.argmax(val)) + 1, "test_accuracy": test_acc,
+                "test_loss": test_loss, "time_s": time.perf_counter() - t0}
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # the core releases the GIL
+        rows = list(pool.map(run, grid))
+    rows.sort(key=lambda r: (-r["best_val_accuracy"], r["name"]))
+    total = time.perf_counter() - t_start
+    if args.plot:
+        from . import plots
+
+        plots.plot_experiments(rows, args.plot, f"Things to try: {args.epochs} epochs, "
+                               f"{n_val:,} validation reviews (ranked by best validation accuracy)")
+    if args.json:
+        print(json.dumps({"results": rows, "total_s": total, "workers": workers,
+                          "threads_per_model": threads}))
+        return 0
+    shown = rows[:args.top] if args.top else rows
+    print(f"{'rank':>4}  {'configuration':<28} {'best val acc':>12} {'epoch':>5} {'test acc':>9} {'time':>7}")
+    for i, r in enumerate(shown, 1):
+        print(f"{i:>4}  {r['name']:<28} {r['best_val_accuracy']:>12.4f} {r['best_epoch']:>5} "
+              f"{r['test_accuracy']:>9.4f} {r['time_s']:>6.2f}s")
+    print(f"{len(rows)} models, {args.epochs} epochs each, in {total:.1f}s "
+          f"({workers} at a time, {threads} thread(s) each)")
+    if args.plot:
+        print(f"Wrote the summary figure to {args.plot}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import imdbfast
+
+    texts = list(args.texts)
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    model = imdbfast.load_model(args.model)
+    p = model.predict_texts(texts, threads=args.threads)[:, 0]
+    if args.json:
+        print(json.dumps([{"text": t, "probability": float(v), "label": int(v > 0.5)}
+                          for t, v in zip(texts, p)]))
+    else:
+        for t, v in zip(texts, p):
+            short = t if len(t) <= 60 else t[:57] + "..."
+            print(f"{v:.4f}  {'positive' if v > 0.5 else 'negative'}  {short}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import imdbfast
+    from imdbfast.datasets import imdb
+
+    found = {}
+    for name in ("imdb.npz", "imdb_word_index.json", "aclImdb_v1.tar.gz"):
+        try:
+            found[name] = str(imdb._locate(name)) if name in imdb.KNOWN_FILES else _find_plain(name)
+        except FileNotFoundError:
+            found[name] = None
+    info = {"version": __version__, "build": imdbfast.build_info(),
+            "threads": imdbfast.get_num_threads(), "cuda_available": imdbfast.cuda_available(),
+            "data": found, "cache": str(imdb._cache_dir())}
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    b = info["build"]
+    print(f"imdbfast {info['version']} (compiler {b['compiler']}, {b['simd']})")
+    print(f"OpenMP: {'yes' if b['openmp'] else 'no'}, threads: {info['threads']}; "
+          f"CUDA: {'available' if info['cuda_available'] else 'not built'}")
+    for name, where in found.items():
+        print(f"{name}: {where or 'not found (see load_data for where to put it)'}")
+    print(f"cache: {info['cache']}")
+    return 0
+
+
+def _find_plain(name: str) -> str:
+    if os.environ.get("IMDBFAST_DATA") and (Path(os.environ["IMDBFAST_DATA"]) / name).is_file():
+        return str(Path(os.environ["IMDBFAST_DATA"]) / name)
+    raise FileNotFoundError(name)
+
+
+COMMANDS = {"train": cmd_train, "experiments": cmd_experiments, "predict": cmd_predict,
+            "info": cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        if not args.command:
+            raise UsageError("imdbfast: choose a command: train, experiments, predict, info (see --help)")
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imdbfast: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's contract: one line unless --debug
+        if debug:
+            raise
+        print(f"imdbfast: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
