@@ -91,3 +91,32 @@ def test_evaluate(benchmark, data, trained, threads):
     loss, correct, n = benchmark(trained.evaluate, data.xt, data.t_y2, None, threads)
     assert n == data.xt.n_rows and 0 < loss / n < 1
     benchmark.extra_info["reviews_per_s"] = n / benchmark.stats["median"]
+
+
+@pytest.fixture(scope="module")
+def scaled(data):
+    """The training set tiled 1x, 4x and 16x (rows repeated; every epoch shuffles them)."""
+    out = {}
+    for k in (1, 4, 16):
+        rows = np.tile(np.arange(data.x.n_rows, dtype=np.int64), k)
+        out[k] = (data.x.take(rows), np.tile(data.y2, (k, 1)))
+    return out
+
+
+@pytest.mark.benchmark(group="epoch_scaling")
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("scale", [1, 4, 16])
+def test_epoch_scaling(benchmark, scaled, scale, threads):
+    x, y = scaled[scale]
+    n, bs = x.n_rows, 512
+    nb = -(-n // bs)
+
+    def epoch(net, order):
+        return net.train_batches(x, y, None, order, bs, 0, nb, threads)
+
+    loss, correct, rows, _, _ = benchmark.pedantic(
+        epoch, setup=lambda: ((book_net(), _core.shuffle_order(n, 0, 0)), {}),
+        rounds=3 if scale == 16 else 7, warmup_rounds=1)
+    assert rows == n and loss / rows < 0.7
+    benchmark.extra_info["ns_per_nonzero"] = benchmark.stats["median"] / x.nnz * 1e9
+    benchmark.extra_info["rows"] = n
