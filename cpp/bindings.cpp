@@ -692,7 +692,7 @@ PYBIND11_MODULE(_core, m) {
             const int64_t* op = check<int64_t>(order, "order", {N});
             check_rows(op, N, N, "order");
             if (batch_size < 1) throw std::invalid_argument("batch_size: must be >= 1");
-            const int64_t n_batches = (N + batch_size - 1) / batch_size;
+            const int64_t n_batches = N == 0 ? 0 : 1 + (N - 1) / batch_size;  // no overflow
             if (batch_begin < 0 || batch_end < batch_begin || batch_end > n_batches)
                 throw std::out_of_range("batches: [" + std::to_string(batch_begin) + ", " +
                                         std::to_string(batch_end) + ") is not within [0, " +
@@ -714,25 +714,36 @@ PYBIND11_MODULE(_core, m) {
            "Train on batches [batch_begin, batch_end) of the epoch ordered by `order`. Returns "
            "(sum of weighted losses, sum of accuracies, rows, per-batch mean losses, per-batch "
            "accuracies); the per-batch arrays are empty unless per_batch.")
-        .def("predict", [](const Net& n, const CSR& x, int threads) {
+        .def("predict", [](const Net& n, const CSR& x, int threads, int64_t first, int64_t last) {
             if (x.n_cols != n.dims()[0])
                 throw std::invalid_argument("x: has " + std::to_string(x.n_cols) +
                                             " columns, the model's input dimension is " +
                                             std::to_string(n.dims()[0]));
-            py::array_t<float> out({x.n_rows, n.dims().back()});
+            if (last < 0) last = x.n_rows;
+            if (first < 0 || first > last || last > x.n_rows)
+                throw std::out_of_range("rows: [" + std::to_string(first) + ", " + std::to_string(last) +
+                                        ") is not within the " + std::to_string(x.n_rows) + " rows of x");
+            py::array_t<float> out({last - first, n.dims().back()});
             float* o = out.mutable_data();
             py::gil_scoped_release nogil;
-            n.predict(o, x, threads);
+            n.predict(o, x, first, last, threads);
             return out;
-        }, py::arg("x"), py::arg("threads") = 0)
-        .def("evaluate", [](const Net& n, const CSR& x, py::array y, py::object sw, int threads) {
+        }, py::arg("x"), py::arg("threads") = 0, py::arg("first") = 0, py::arg("last") = -1,
+           "Outputs for rows [first, last) of x (last = -1: to the end).")
+        .def("evaluate", [](const Net& n, const CSR& x, py::array y, py::object sw, int threads,
+                            int64_t first, int64_t last) {
             const float *yp, *swp;
             check_labels(n, x, y, sw, &yp, &swp);
+            if (last < 0) last = x.n_rows;
+            if (first < 0 || first > last || last > x.n_rows)
+                throw std::out_of_range("rows: [" + std::to_string(first) + ", " + std::to_string(last) +
+                                        ") is not within the " + std::to_string(x.n_rows) + " rows of x");
             Stats st;
             {
                 py::gil_scoped_release nogil;
-                st = n.evaluate(x, yp, swp, threads);
+                st = n.evaluate(x, yp, swp, first, last, threads);
             }
             return py::make_tuple(st.loss_sum, st.correct_sum, st.rows);
-        }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("threads") = 0);
+        }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("threads") = 0,
+           py::arg("first") = 0, py::arg("last") = -1);
 }

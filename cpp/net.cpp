@@ -196,14 +196,16 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     if (!lock.owns_lock())
         throw std::runtime_error("this model is being used by another thread; fit needs it alone");
     const int L = n_layers();
-    const int64_t D = dims_[0], H0 = dims_[1], O = dims_[L], B = batch_size;
+    // Batches never exceed the data: scratch is sized by the rows a step can really have.
+    const int64_t D = dims_[0], H0 = dims_[1], O = dims_[L], B = batch_size,
+                  Bmax = std::max<int64_t>(1, std::min(batch_size, N));
     const int64_t steps = batch_end - batch_begin;
     Stats total;
     if (steps <= 0) return total;
     const CSRView xv = x.view();
 
     // Threads: worth it only when a step has enough non-zeros to share.
-    const int64_t step_nnz = N > 0 ? x.nnz() / N * std::min(B, N) : 0;
+    const int64_t step_nnz = N > 0 ? x.nnz() / N * Bmax : 0;
     const int nt = cpu::threads_for(threads, step_nnz, kStepGrainNnz);
     if (split_key_ != std::make_tuple(&x, x.nnz(), B, nt)) {
         split_ = column_split(x, B, nt);
@@ -215,14 +217,14 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     std::vector<std::vector<float>> z(L), a(L), dz(L);
     int64_t maxH = 0;
     for (int l = 0; l < L; ++l) {
-        const size_t n = static_cast<size_t>(B * dims_[l + 1]);
+        const size_t n = static_cast<size_t>(Bmax * dims_[l + 1]);
         z[l].resize(n);
         a[l].resize(n);
         dz[l].resize(n);
         maxH = std::max(maxH, dims_[l + 1]);
     }
-    std::vector<float> da(static_cast<size_t>(B * maxH));
-    std::vector<double> loss_row(static_cast<size_t>(B)), correct_row(static_cast<size_t>(B));
+    std::vector<float> da(static_cast<size_t>(Bmax * maxH));
+    std::vector<double> loss_row(static_cast<size_t>(Bmax)), correct_row(static_cast<size_t>(Bmax));
     if (static_cast<int>(w1_scratch_.size()) < nt) w1_scratch_.resize(static_cast<size_t>(nt));
     for (int t = 0; t < nt; ++t) {
         W1Scratch& w = w1_scratch_[t];
@@ -250,7 +252,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
         const int tid = thread_num();
         for (int64_t s = 0; s < steps; ++s) {
             const int64_t batch = batch_begin + s;
-            const int64_t r0 = batch * B, Bb = std::min(B, N - r0);
+            const int64_t r0 = batch * B, Bb = std::min(B, N - r0);  // <= Bmax
             const int64_t* rows = order + r0;
             const int64_t it = iterations_ + s;
 
@@ -320,12 +322,12 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     return total;
 }
 
-void Net::predict(float* out, const CSR& x, int threads) const {
+void Net::predict(float* out, const CSR& x, int64_t first, int64_t last, int threads) const {
     std::shared_lock<std::shared_mutex> lock(mutex_);
     const int L = n_layers();
-    const int64_t N = x.n_rows, O = dims_[L];
+    const int64_t N = last - first, O = dims_[L];
     const CSRView xv = x.view();
-    const int nt = cpu::threads_for(threads, x.nnz(), 1 << 15);
+    const int nt = cpu::threads_for(threads, x.indptr[last] - x.indptr[first], 1 << 15);
     const int64_t n_tiles = (N + kTile - 1) / kTile;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -338,19 +340,20 @@ void Net::predict(float* out, const CSR& x, int threads) const {
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < n_tiles; ++t) {
             const int64_t r0 = t * kTile, n = std::min(kTile, N - r0);
-            for (int64_t j = 0; j < n; ++j) rows[j] = r0 + j;
+            for (int64_t j = 0; j < n; ++j) rows[j] = first + r0 + j;
             forward_rows(z, a, xv, rows.data(), 0, n);
             std::copy_n(a[L - 1].data(), n * O, out + r0 * O);
         }
     }
 }
 
-Stats Net::evaluate(const CSR& x, const float* y, const float* sw, int threads) const {
+Stats Net::evaluate(const CSR& x, const float* y, const float* sw, int64_t first, int64_t last,
+                    int threads) const {
     std::shared_lock<std::shared_mutex> lock(mutex_);
     const int L = n_layers();
-    const int64_t N = x.n_rows, O = dims_[L];
+    const int64_t N = last - first, O = dims_[L];
     const CSRView xv = x.view();
-    const int nt = cpu::threads_for(threads, x.nnz(), 1 << 15);
+    const int nt = cpu::threads_for(threads, x.indptr[last] - x.indptr[first], 1 << 15);
     const int64_t n_tiles = (N + kTile - 1) / kTile;
     // Per-tile partial sums, added in tile order afterwards: fixed order for any thread count.
     std::vector<double> tile_loss(static_cast<size_t>(n_tiles)), tile_correct(tile_loss.size());
@@ -366,7 +369,7 @@ Stats Net::evaluate(const CSR& x, const float* y, const float* sw, int threads) 
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < n_tiles; ++t) {
             const int64_t r0 = t * kTile, n = std::min(kTile, N - r0);
-            for (int64_t j = 0; j < n; ++j) rows[j] = r0 + j;
+            for (int64_t j = 0; j < n; ++j) rows[j] = first + r0 + j;
             forward_rows(z, a, xv, rows.data(), 0, n);
             cpu::loss_forward(lr.data(), cr.data(), z[L - 1].data(), a[L - 1].data(), y, sw,
                               rows.data(), acts_[L - 1], loss_, O, 0, n);

@@ -52,10 +52,11 @@ class Net {
     Stats train_batches(const CSR& x, const float* y, const float* sw, const int64_t* order,
                         int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
                         int threads, double* batch_loss, double* batch_acc);
-    // Outputs of the last layer for every row of x: out (N, O).
-    void predict(float* out, const CSR& x, int threads) const;
-    // Loss and accuracy over every row of x (no update), reduced in a fixed order.
-    Stats evaluate(const CSR& x, const float* y, const float* sw, int threads) const;
+    // Outputs of the last layer for rows [r0, r1) of x: out (r1 - r0, O).
+    void predict(float* out, const CSR& x, int64_t r0, int64_t r1, int threads) const;
+    // Loss and accuracy over rows [r0, r1) of x (no update), reduced in a fixed order.
+    Stats evaluate(const CSR& x, const float* y, const float* sw, int64_t r0, int64_t r1,
+                   int threads) const;
 
     std::shared_mutex& mutex() const { return mutex_; }
 

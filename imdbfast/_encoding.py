@@ -35,7 +35,11 @@ def flatten_sequences(sequences: Any, name: str = "x") -> tuple[np.ndarray, np.n
     parts = []
     lengths = np.empty(n, dtype=np.int64)
     for i in range(n):
-        s = sequences[i]
+        try:
+            s = sequences[i]
+        except (IndexError, KeyError) as e:
+            raise ValueError(f"{name}: element {i} of {n} could not be read ({e!r}): does its "
+                             "len() match its contents?") from None
         if isinstance(s, (str, bytes)) or not hasattr(s, "__len__"):
             raise TypeError(f"{name}: element {i} is {type(s).__name__}, expected a sequence of ints")
         a = np.asarray(s)

@@ -5,9 +5,11 @@ trains whole chunks of batches with the GIL released.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,6 +24,7 @@ from .layers import Dense, Input
 LOSSES = {"binary_crossentropy": "bce", "bce": "bce", "mse": "mse", "mean_squared_error": "mse"}
 METRICS = ("accuracy", "acc", "binary_accuracy")
 ROWS_PER_CHUNK = 8192  # the compiled loop returns to Python this often (progress, Ctrl-C)
+INFERENCE_CHUNK = 1 << 16  # rows per compiled predict/evaluate call (~10 ms: Ctrl-C stays prompt)
 FORMAT = "imdbfast-model"
 FORMAT_VERSION = 1
 
@@ -58,6 +61,7 @@ class Sequential:
         self.history: History | None = None
         self.text_encoding: dict | None = None  # how words became ids (see predict_texts)
         self.word_index: dict | None = None
+        self._fit_lock = threading.Lock()  # one fit at a time per model
         for layer in layers or []:
             self.add(layer)
 
@@ -207,6 +211,18 @@ class Sequential:
         order ``imdbfast._core.shuffle_order(n, seed, e)``.
         """
         self._require_compiled("fit")
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("fit: this model is already being trained in another thread")
+        try:
+            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                             validation_data, shuffle, class_weight, sample_weight,
+                             initial_epoch, validation_batch_size, validation_freq, seed, threads)
+        finally:
+            self._fit_lock.release()
+
+    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+             validation_data, shuffle, class_weight, sample_weight, initial_epoch,
+             validation_batch_size, validation_freq, seed, threads) -> History:
         batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
         epochs = _check_nonneg_int(epochs, "epochs")
         initial_epoch = _check_nonneg_int(initial_epoch, "initial_epoch")
@@ -275,7 +291,7 @@ class Sequential:
                 if self.stop_training:
                     break
             if val is not None and (epoch + 1) % validation_freq == 0:
-                vl, vc, vn = self._net.evaluate(val[0], val[1], val[2], nthreads)
+                vl, vc, vn = self._evaluate_sums(val[0], val[1], val[2], nthreads)
                 logs.update({"val_" + k: v for k, v in self._logs(vl, vc, vn).items()})
             cb.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -296,7 +312,7 @@ class Sequential:
         if xs.n_rows == 0:
             raise ValueError("x: no rows to evaluate")
         start = _now()
-        loss_sum, correct, n = self._net.evaluate(xs, ys, sw, self._threads(threads))
+        loss_sum, correct, n = self._evaluate_sums(xs, ys, sw, self._threads(threads))
         logs = self._logs(loss_sum, correct, n)
         if verbose:
             _print_done(-(-n // batch_size), start, logs)
@@ -311,7 +327,11 @@ class Sequential:
         verbose = _check_verbose(verbose)
         xs = self._inputs(x, "x")
         start = _now()
-        out = self._net.predict(xs, self._threads(threads))
+        nthreads = self._threads(threads)
+        out = np.empty((xs.n_rows, self.layers[-1].units), dtype=np.float32)
+        for r0 in range(0, xs.n_rows, INFERENCE_CHUNK):  # Python regains control in between
+            r1 = min(xs.n_rows, r0 + INFERENCE_CHUNK)
+            out[r0:r1] = self._net.predict(xs, nthreads, r0, r1)
         if verbose:
             _print_done(-(-xs.n_rows // batch_size), start, {})
         return out
@@ -363,6 +383,7 @@ class Sequential:
             for p, slots in enumerate(self._net.get_slots()):
                 for s, a in enumerate(slots):
                     arrays[f"slot_{p}_{s}"] = a
+        arrays["checksum"] = np.array(_checksum(arrays))  # over everything above
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".imdbfast-", suffix=".npz", dir=folder)
@@ -375,6 +396,14 @@ class Sequential:
             raise
 
     # ---- helpers -----------------------------------------------------------------------------
+    def _evaluate_sums(self, xs, ys, sw, nthreads: int):
+        """Loss and accuracy sums in chunks of rows (added in order: the same for any split)."""
+        loss_sum = correct = 0.0
+        for r0 in range(0, xs.n_rows, INFERENCE_CHUNK):
+            l, c, _ = self._net.evaluate(xs, ys, sw, nthreads, r0, min(xs.n_rows, r0 + INFERENCE_CHUNK))
+            loss_sum, correct = loss_sum + l, correct + c
+        return loss_sum, correct, xs.n_rows
+
     def _require_built(self, what: str) -> None:
         if not self.built:
             raise RuntimeError(f"{what}: the model is not built yet (call build(input_dim), "
@@ -457,7 +486,18 @@ class Sequential:
 
 
 def load_model(path: str | os.PathLike) -> Sequential:
-    """A model written by ``Sequential.save``: same weights, optimizer state and settings."""
+    """A model written by ``Sequential.save``: same weights, optimizer state and settings.
+    Files of another format or version, damaged or altered files are refused (ValueError)."""
+    import zipfile
+    import zlib
+
+    try:
+        return _load_model(path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
+        raise ValueError(f"load_model: {os.fspath(path)!r} is corrupt ({e})") from None
+
+
+def _load_model(path: str | os.PathLike) -> Sequential:
     try:
         f = np.load(os.fspath(path), allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -465,11 +505,17 @@ def load_model(path: str | os.PathLike) -> Sequential:
     with f:
         if "config" not in f.files:
             raise ValueError(f"load_model: {os.fspath(path)!r} has no imdbfast config")
-        config = json.loads(str(f["config"]))
+        try:
+            config = json.loads(str(f["config"]))
+        except ValueError:
+            raise ValueError(f"load_model: {os.fspath(path)!r} has a damaged config") from None
         if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
             raise ValueError(f"load_model: unsupported format {config.get('format')!r} "
                              f"version {config.get('version')!r} (this imdbfast reads "
                              f"{FORMAT!r} version {FORMAT_VERSION})")
+        arrays = {k: f[k] for k in f.files if k != "checksum"}
+        if "checksum" not in f.files or str(f["checksum"]) != _checksum(arrays):
+            raise ValueError(f"load_model: {os.fspath(path)!r} is corrupt (checksum mismatch)")
         model = Sequential([Input((config["input_dim"],))] +
                            [Dense(**l) for l in config["layers"]],
                            name=config.get("name"), seed=config.get("seed"))
@@ -514,6 +560,16 @@ def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "
               validation_split=validation_split, validation_data=validation_data,
               shuffle=shuffle, sample_weight=sample_weight, class_weight=class_weight)
     return model
+
+
+def _checksum(arrays: dict) -> str:
+    """SHA-256 over every member's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _input_dim_of(x: Any) -> int:

@@ -1,0 +1,274 @@
+"""Hardening: leaks, Ctrl-C, concurrent use, durable files, hostile inputs, and property-based
+agreement with the reference. docs/RELIABILITY.md summarises what is guaranteed."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import imdbfast
+from imdbfast import layers
+
+import reference as ref
+from conftest import synthetic_sequences
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def small_model(seed=0, dim=200):
+    m = imdbfast.Sequential([layers.Input((dim,)), layers.Dense(8, activation="relu"),
+                             layers.Dense(1, activation="sigmoid")], seed=seed)
+    m.compile("rmsprop", "binary_crossentropy", ["accuracy"])
+    return m
+
+
+def test_no_leak_over_1000_build_fit_predict_cycles(rng):
+    seqs = synthetic_sequences(rng, 200, 200, mean_len=20)
+    y = rng.integers(0, 2, 200)
+    x = imdbfast.multi_hot(seqs, 200)
+
+    def cycle(i):
+        m = small_model(i)
+        m.fit(x, y, epochs=1, batch_size=32, verbose=0)
+        m.predict(seqs, verbose=0)
+        del m
+
+    for i in range(100):  # warm up allocator pools, thread pools, caches
+        cycle(i)
+    before = rss_mb()
+    for i in range(1000):
+        cycle(i)
+    growth = rss_mb() - before
+    assert growth < 5.0, f"RSS grew by {growth:.2f} MB over 1000 cycles"
+
+
+INTERRUPT_SCRIPT = r"""
+import json, os, signal, sys, threading, time
+import numpy as np
+sys.path.insert(0, {tests!r})
+from datautil import synthetic_imdb
+import imdbfast
+from imdbfast import layers
+tok, off, y = synthetic_imdb(n=25000, seed=0)
+x = imdbfast.multi_hot(imdbfast.Sequences(tok, off), 10000)
+rows = np.tile(np.arange(25000), 16)
+x, y = x.take(rows), np.tile(y, 16)
+m = imdbfast.Sequential([layers.Input((10000,))] + [layers.Dense(64, activation="relu")] * 3 +
+                        [layers.Dense(1, activation="sigmoid")], seed=0)
+m.compile("rmsprop", "binary_crossentropy", ["accuracy"])
+out = {{}}
+def interrupt(after, key):
+    time.sleep(after)
+    out[key + "_sent"] = time.perf_counter()
+    os.kill(os.getpid(), signal.SIGINT)
+for what, batch in (("fit", 512), ("fit_bs5", 5), ("predict", None)):
+    threading.Thread(target=interrupt, args=(0.3, what)).start()
+    try:
+        if batch:
+            m.fit(x, y, epochs=100, batch_size=batch, verbose=0)
+        else:
+            for _ in range(100):
+                m.predict(x, verbose=0)
+        out[what] = "finished"
+    except KeyboardInterrupt:
+        out[what + "_delay_ms"] = (time.perf_counter() - out[what + "_sent"]) * 1e3
+    w = m.get_weights()
+    out[what + "_weights_finite"] = bool(all(np.all(np.isfinite(a)) for a in w))
+    p = m.predict(x.take(np.arange(100)), verbose=0)  # still usable
+    out[what + "_usable"] = bool(p.shape == (100, 1) and np.all(np.isfinite(p)))
+print(json.dumps(out))
+"""
+
+
+def test_ctrl_c_stops_fit_and_predict_promptly(tmp_path):
+    script = tmp_path / "interrupt.py"
+    script.write_text(INTERRUPT_SCRIPT.format(tests=os.path.dirname(__file__)))
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    for what in ("fit", "fit_bs5", "predict"):
+        assert f"{what}_delay_ms" in out, f"{what} was not interrupted: {out}"
+        # The compiled loop returns to Python every ~10-40 ms; on this noisy 2-vCPU machine
+        # allow 250 ms (docs/RELIABILITY.md records the measured delays, typically < 100 ms).
+        assert out[f"{what}_delay_ms"] < 250, out
+        assert out[f"{what}_weights_finite"] and out[f"{what}_usable"], out
+
+
+def test_two_models_trained_concurrently_equal_sequential(rng):
+    seqs = synthetic_sequences(rng, 3000, 500, mean_len=60)
+    y = rng.integers(0, 2, 3000)
+    x = imdbfast.multi_hot(seqs, 500)
+
+    def train(seed, out):
+        m = small_model(seed, 500)
+        m.fit(x, y, epochs=3, batch_size=256, verbose=0, threads=1)
+        out[seed] = m.get_weights()
+
+    sequential = {}
+    train(1, sequential)
+    train(2, sequential)
+    concurrent = {}
+    threads = [threading.Thread(target=train, args=(s, concurrent)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in (1, 2):
+        for a, b in zip(sequential[s], concurrent[s]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_concurrent_predict_and_refused_concurrent_fit(rng):
+    seqs = synthetic_sequences(rng, 20000, 500, mean_len=60)
+    y = rng.integers(0, 2, 20000)
+    x = imdbfast.multi_hot(seqs, 500)
+    m = small_model(0, 500)
+    m.fit(x, y, epochs=1, verbose=0)
+    expected = m.predict(x, verbose=0)
+    results = [None] * 4
+
+    def predict(i):
+        results[i] = m.predict(x, verbose=0)
+
+    ts = [threading.Thread(target=predict, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+    # A second fit of the same model while one runs is refused, and the first is unharmed.
+    errors = []
+    trainer = threading.Thread(target=lambda: m.fit(x, y, epochs=30, batch_size=64, verbose=0))
+    trainer.start()
+    time.sleep(0.05)
+    try:
+        m.fit(x, y, epochs=1, verbose=0)
+    except RuntimeError as e:
+        errors.append(str(e))
+    trainer.join()
+    assert errors and "already being trained" in errors[0]
+    assert len(m.history.epoch) == 30
+
+
+def test_interrupted_save_keeps_the_old_file(rng, tmp_path, monkeypatch):
+    m = small_model(0)
+    m.build()
+    path = tmp_path / "m.npz"
+    m.save(path)
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        m.save(path)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.npz"]
+
+
+def test_corrupt_model_file_is_refused(tmp_path):
+    m = small_model(0)
+    m.build()
+    path = tmp_path / "m.npz"
+    m.save(path)
+    with np.load(path) as f:
+        arrays = {k: f[k].copy() for k in f.files}
+    arrays["weight_0"][0, 0] += 1.0  # a flipped value: still a valid npz
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="checksum"):
+        imdbfast.load_model(tmp_path / "bad.npz")
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # a damaged byte inside the zip
+    (tmp_path / "damaged.npz").write_bytes(bytes(raw))
+    with pytest.raises(ValueError):
+        imdbfast.load_model(tmp_path / "damaged.npz")
+
+
+class Liar:
+    """A sequence whose len() promises more than it holds."""
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        if i >= 3:
+            raise IndexError(i)
+        return [1, 2]
+
+
+@pytest.mark.parametrize("x, exc, match", [
+    (Liar(), ValueError, "len"),
+    ([[1, 2], None], TypeError, "element 1"),
+    ([[1, 2**40]], IndexError, "does not fit"),
+    ([[1], [float("nan")]], TypeError, "integers"),
+    (np.full((3, 200), np.inf), ValueError, "NaN or infinity"),
+    (np.zeros((3, 200), dtype=complex), TypeError, "numeric"),
+    (np.zeros((2, 3, 200)), ValueError, "2-D"),
+    (np.zeros((0, 200)), ValueError, "no training rows"),
+])
+def test_hostile_inputs_are_refused(x, exc, match):
+    m = small_model(0)
+    m.build()
+    before = m.get_weights()
+    y = np.zeros(len(x) if hasattr(x, "__len__") else 5)
+    with pytest.raises(exc, match=match):
+        m.fit(x, y, verbose=0)
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_huge_batch_size_and_read_only_inputs(rng):
+    seqs = synthetic_sequences(rng, 100, 200)
+    dense = imdbfast.multi_hot_dense(seqs, 200)
+    dense.setflags(write=False)
+    y = rng.integers(0, 2, 100).astype(np.float64)
+    y.setflags(write=False)
+    a, b = small_model(1), small_model(1)
+    a.fit(dense[:, :], y, batch_size=2**62, epochs=2, verbose=0, shuffle=False)  # one batch
+    b.fit(seqs, y, batch_size=100, epochs=2, verbose=0, shuffle=False)
+    np.testing.assert_array_equal(a.get_weights()[0], b.get_weights()[0])
+    c = small_model(1)
+    c.fit(np.asfortranarray(dense), y[::1], batch_size=100, epochs=2, verbose=0, shuffle=False)
+    np.testing.assert_array_equal(c.get_weights()[0], b.get_weights()[0])  # non-contiguous: copied
+
+
+ragged = st.lists(st.lists(st.integers(0, 39), max_size=12), min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seqs=ragged)
+def test_property_encode_matches_reference(seqs):
+    np.testing.assert_array_equal(imdbfast.multi_hot(seqs, 40).to_dense(), ref.multi_hot(seqs, 40))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seqs=ragged, seed=st.integers(0, 2**16), batch=st.integers(1, 30))
+def test_property_fit_and_predict_match_reference(seqs, seed, batch):
+    y = (np.arange(len(seqs)) % 2).astype(np.float64)
+    m = imdbfast.Sequential([layers.Input((40,)), layers.Dense(4, activation="tanh"),
+                             layers.Dense(1, activation="sigmoid")], seed=seed)
+    m.compile("rmsprop", "binary_crossentropy", ["accuracy"])
+    m.build()
+    model = ref.Model(m.get_weights(), ["tanh", "sigmoid"])
+    h = m.fit(seqs, y, batch_size=batch, epochs=2, shuffle=False, verbose=0)
+    x = ref.multi_hot(seqs, 40)
+    for epoch in range(2):
+        _, loss, acc = model.train_epoch(x, y.reshape(-1, 1), np.arange(len(seqs)), batch)
+        assert h.history["loss"][epoch] == pytest.approx(loss, rel=1e-4, abs=1e-6)
+    np.testing.assert_allclose(m.predict(seqs, verbose=0), model.predict(x), rtol=1e-4, atol=1e-6)
