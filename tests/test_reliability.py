@@ -74,6 +74,7 @@ out = {{}}
 def interrupt(after, key):
     time.sleep(after)
     out[key + "_sent"] = time.perf_counter()
+    out[key + "_steps_at_signal"] = m._net.iterations
     os.kill(os.getpid(), signal.SIGINT)
 for what, batch in (("fit", 512), ("fit_bs5", 5), ("predict", None)):
     threading.Thread(target=interrupt, args=(0.3, what)).start()
@@ -86,6 +87,7 @@ for what, batch in (("fit", 512), ("fit_bs5", 5), ("predict", None)):
         out[what] = "finished"
     except KeyboardInterrupt:
         out[what + "_delay_ms"] = (time.perf_counter() - out[what + "_sent"]) * 1e3
+        out[what + "_steps_after_signal"] = m._net.iterations - out[what + "_steps_at_signal"]
     w = m.get_weights()
     out[what + "_weights_finite"] = bool(all(np.all(np.isfinite(a)) for a in w))
     p = m.predict(x.take(np.arange(100)), verbose=0)  # still usable
@@ -94,19 +96,21 @@ print(json.dumps(out))
 """
 
 
-def test_ctrl_c_stops_fit_and_predict_promptly(tmp_path):
+def test_ctrl_c_stops_fit_and_predict_at_the_next_chunk(tmp_path):
     script = tmp_path / "interrupt.py"
     script.write_text(INTERRUPT_SCRIPT.format(tests=os.path.dirname(__file__)))
     r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
+    # No wall-clock assertion (the delays are measured and recorded in docs/RELIABILITY.md);
+    # the mechanism is asserted: work stops at the end of the chunk in progress.
+    chunk_steps = {"fit": 8192 // 512, "fit_bs5": 8192 // 5, "predict": 0}
     for what in ("fit", "fit_bs5", "predict"):
         assert f"{what}_delay_ms" in out, f"{what} was not interrupted: {out}"
-        # The compiled loop returns to Python every ~10-40 ms; on this noisy 2-vCPU machine
-        # allow 250 ms (docs/RELIABILITY.md records the measured delays, typically < 100 ms).
-        assert out[f"{what}_delay_ms"] < 250, out
+        assert 0 <= out[f"{what}_steps_after_signal"] <= chunk_steps[what], out
         assert out[f"{what}_weights_finite"] and out[f"{what}_usable"], out
+    print({k: round(v, 1) for k, v in out.items() if k.endswith("delay_ms")})
 
 
 def test_two_models_trained_concurrently_equal_sequential(rng):
