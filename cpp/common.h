@@ -33,10 +33,62 @@ IMDBFAST_HD inline float sigmoid(float z) {
     return e / (1.0f + e);
 }
 
+// exp(x) in float32 without libm (so loops using it vectorise, and every machine and the GPU
+// round identically): Cephes' expf, range-reduced by ln 2 in two parts, a degree-6 polynomial,
+// scaled by 2^n through the exponent bits. Inputs are clamped to [-87, 88]: the result stays
+// normal (no overflow, no denormals); callers only need that range.
+IMDBFAST_HD inline float exp_f32(float x_in) {
+    // NaN must not reach the float -> int conversion below (undefined behaviour): compute on 0
+    // and return the NaN at the end.
+    const bool nan = x_in != x_in;
+    float x = nan ? 0.0f : x_in;
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    // n = floor(x / ln 2 + 0.5), from a truncating conversion (floorf itself does not vectorise
+    // without -fno-trapping-math); exact, since |t| < 128.
+    const float t = x * 1.44269504088896341f + 0.5f;
+    int32_t ni = static_cast<int32_t>(t);
+    ni -= static_cast<float>(ni) > t ? 1 : 0;
+    const float n = static_cast<float>(ni);
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    const float r2 = r * r;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float y = p * r2 + r + 1.0f;
+    const int32_t bits = (ni + 127) << 23;  // 2^n, n in [-126, 127]
+#if defined(__CUDA_ARCH__)
+    const float scale = __int_as_float(bits);
+#else
+    const float scale = __builtin_bit_cast(float, bits);  // a plain bit move: vectorises
+#endif
+    return nan ? x_in : y * scale;
+}
+
+// tanh in float32 (Cephes' tanhf; tests check it against float64 to a few ulp): an odd
+// polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above, +-1 past |x| = 9.
+IMDBFAST_HD inline float tanh_f32(float x) {
+    const float ax = fabsf(x);
+    const float z = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    const float small = p * z * x + x;
+    float large = 1.0f - 2.0f / (exp_f32(2.0f * ax) + 1.0f);
+    large = ax > 9.0f ? 1.0f : large;
+    large = x < 0.0f ? -large : large;
+    return ax < 0.625f ? small : large;
+}
+
 IMDBFAST_HD inline float activate(int act, float z) {
     switch (act) {
         case ACT_RELU: return z > 0.0f ? z : 0.0f;
-        case ACT_TANH: return tanhf(z);
+        case ACT_TANH: return tanh_f32(z);
         case ACT_SIGMOID: return sigmoid(z);
         default: return z;
     }
