@@ -143,12 +143,12 @@ void dense_forward_impl(float* z, const float* x, const float* W, const float* b
 }
 
 // dx[b, :] = sum_h dz[b, h] * W[:, h]. W is transposed once per call into (H, I) so that each
-// row is a sum of H vectors of width I (vectorised over i) rather than I dot products of
-// length H (scalar reductions). The sum over h runs in ascending order.
-template <int HC>
-void dense_backward_input_impl(float* dx, const float* dz, const float* W, int64_t I,
-                               int64_t Hrt, int64_t b0, int64_t b1) {
-    const int64_t H = HC > 0 ? HC : Hrt;
+// row is a sum of H vectors of width I (vectorised over i, kept in registers for the
+// specialised input widths IC) rather than I dot products of length H. Sum over h ascending.
+template <int IC>
+void dense_backward_input_impl(float* dx, const float* dz, const float* W, int64_t Irt,
+                               int64_t H, int64_t b0, int64_t b1) {
+    const int64_t I = IC > 0 ? IC : Irt;
     thread_local std::vector<float> wt;  // reused: no allocation per call after the first
     if (static_cast<int64_t>(wt.size()) < H * I) wt.resize(static_cast<size_t>(H * I));
     float* WT = wt.data();
@@ -156,13 +156,16 @@ void dense_backward_input_impl(float* dx, const float* dz, const float* W, int64
         for (int64_t h = 0; h < H; ++h) WT[h * I + i] = W[i * H + h];
     for (int64_t b = b0; b < b1; ++b) {
         const float* d = dz + b * H;
-        float* o = dx + b * I;
-        for (int64_t i = 0; i < I; ++i) o[i] = 0.0f;
+        float o[IC > 0 ? IC : 1];
+        float* acc = IC > 0 ? o : dx + b * I;
+        for (int64_t i = 0; i < I; ++i) acc[i] = 0.0f;
         for (int64_t h = 0; h < H; ++h) {
             const float dh = d[h];
             const float* wr = WT + h * I;
-            for (int64_t i = 0; i < I; ++i) o[i] += dh * wr[i];
+            for (int64_t i = 0; i < I; ++i) acc[i] += dh * wr[i];
         }
+        if (IC > 0)
+            for (int64_t i = 0; i < I; ++i) dx[b * I + i] = acc[i];
     }
 }
 
@@ -252,8 +255,8 @@ void act_backward(float* dz, const float* da, const float* z, const float* a, in
 
 void dense_backward_input(float* dx, const float* dz, const float* W, int64_t I, int64_t H,
                           int64_t b0, int64_t b1) {
-#define CALL(HC) dense_backward_input_impl<HC>(dx, dz, W, I, H, b0, b1)
-    IMDBFAST_DISPATCH_H(H, CALL)
+#define CALL(IC) dense_backward_input_impl<IC>(dx, dz, W, I, H, b0, b1)
+    IMDBFAST_DISPATCH_H(I, CALL)  // specialised on the input width: the vectorised dimension
 #undef CALL
 }
 

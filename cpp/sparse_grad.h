@@ -36,19 +36,36 @@ inline int64_t lower_col(const int32_t* idx, int64_t p, int64_t e, int64_t c) {
 }
 
 // acc = sum over j in [start, end) of val_j * dz[ent[j]]  (val_j = 1 when vals is null), in a
-// fixed order: entry j goes to partial sum j % 4, combined as (p0 + p1) + (p2 + p3), so that a
-// frequent column's long group is four independent add chains rather than one.
+// fixed order: entry j goes to partial sum (j - start) % 4, combined as (p0 + p1) + (p2 + p3),
+// so that a frequent column's long group is four independent add chains rather than one.
+// Groups of up to four entries (most columns: rare words) are summed directly in that same
+// order, without zeroing and combining four partials.
 template <int HC>
 inline void sum_group(float* __restrict acc, const float* __restrict dz, const int32_t* ent,
                       const float* vals, int64_t start, int64_t end, int64_t Hrt) {
     const int64_t H = HC > 0 ? HC : Hrt;
     constexpr int64_t kW = HC > 0 ? HC : 64;
+    const int64_t n = end - start;
+    auto term = [&](int64_t j, int64_t h) {
+        const float d = dz[int64_t(ent[j]) * H + h];
+        return vals ? vals[j] * d : d;
+    };
+    if (n <= 4) {
+        for (int64_t h = 0; h < H; ++h) {
+            float t = term(start, h);
+            if (n >= 2) t = t + term(start + 1, h);
+            if (n == 3) t = t + term(start + 2, h);
+            if (n == 4) t = t + (term(start + 2, h) + term(start + 3, h));
+            acc[h] = t;
+        }
+        return;
+    }
     for (int64_t h0 = 0; h0 < H; h0 += kW) {
         const int64_t w = std::min<int64_t>(kW, H - h0);
         float p[4][kW];
         for (int q = 0; q < 4; ++q)
-            for (int64_t h = 0; h < w; ++h) p[q][h] = 0.0f;
-        for (int64_t j = start; j < end; ++j) {
+            for (int64_t h = 0; h < w; ++h) p[q][h] = term(start + q, h0 + h);
+        for (int64_t j = start + 4; j < end; ++j) {
             const float v = vals ? vals[j] : 1.0f;
             const float* d = dz + int64_t(ent[j]) * H + h0;
             float* pq = p[(j - start) & 3];
