@@ -68,6 +68,22 @@ void check_offsets(const int64_t* off, int64_t N, int64_t n_tokens, const char* 
                                     " does not match the token count " + std::to_string(n_tokens));
 }
 
+// Flat int32 tokens + int64 offsets (N + 1), both checked; the sequences' pointers and sizes.
+struct Ragged {
+    const int32_t* tokens;
+    const int64_t* offsets;
+    int64_t n_tokens, N;
+};
+Ragged check_ragged(const py::array& tokens, const py::array& offsets) {
+    const int64_t nt = tokens.ndim() == 1 ? tokens.shape(0) : -1;
+    const int32_t* t = check<int32_t>(tokens, "tokens", {nt});
+    const int64_t N = offsets.ndim() == 1 ? offsets.shape(0) - 1 : -1;
+    if (N < 0) throw std::invalid_argument("offsets: expected a 1-D array of N + 1 offsets");
+    const int64_t* o = check<int64_t>(offsets, "offsets", {N + 1});
+    check_offsets(o, N, nt, "offsets");
+    return Ragged{t, o, nt, N};
+}
+
 void check_rows(const int64_t* rows, int64_t n, int64_t N, const char* name) {
     for (int64_t i = 0; i < n; ++i)
         if (rows[i] < 0 || rows[i] >= N)
@@ -262,12 +278,10 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("multi_hot", [](py::array tokens, py::array offsets, int64_t n_cols, int threads) {
         positive_dim(n_cols, "num_words");
-        const int64_t nt = tokens.ndim() == 1 ? tokens.shape(0) : -1;
-        const int32_t* t = check<int32_t>(tokens, "tokens", {nt});
-        const int64_t N = offsets.ndim() == 1 ? offsets.shape(0) - 1 : -1;
-        if (N < 0) throw std::invalid_argument("offsets: expected a 1-D array of N + 1 offsets");
-        const int64_t* o = check<int64_t>(offsets, "offsets", {N + 1});
-        check_offsets(o, N, nt, "offsets");
+        const Ragged rg = check_ragged(tokens, offsets);
+        const int32_t* t = rg.tokens;
+        const int64_t* o = rg.offsets;
+        const int64_t nt = rg.n_tokens, N = rg.N;
         py::gil_scoped_release nogil;
         return std::make_shared<CSR>(cpu::multi_hot(t, o, N, n_cols, threads));
     }, py::arg("tokens"), py::arg("offsets"), py::arg("num_words"), py::arg("threads") = 0,
@@ -275,12 +289,10 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("ragged_take", [](py::array tokens, py::array offsets, py::array rows, int64_t prefix,
                             int64_t add, int threads) {
-        const int64_t nt = tokens.ndim() == 1 ? tokens.shape(0) : -1;
-        const int32_t* t = check<int32_t>(tokens, "tokens", {nt});
-        const int64_t N = offsets.ndim() == 1 ? offsets.shape(0) - 1 : -1;
-        if (N < 0) throw std::invalid_argument("offsets: expected a 1-D array of N + 1 offsets");
-        const int64_t* o = check<int64_t>(offsets, "offsets", {N + 1});
-        check_offsets(o, N, nt, "offsets");
+        const Ragged rg = check_ragged(tokens, offsets);
+        const int32_t* t = rg.tokens;
+        const int64_t* o = rg.offsets;
+        const int64_t nt = rg.n_tokens, N = rg.N;
         const int64_t n = rows.ndim() == 1 ? rows.shape(0) : -1;
         const int64_t* r = check<int64_t>(rows, "rows", {n});
         check_rows(r, n, N, "rows");
@@ -310,12 +322,10 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("multi_hot_dense", [](py::array tokens, py::array offsets, int64_t n_cols, int threads) {
         positive_dim(n_cols, "num_words");
-        const int64_t nt = tokens.ndim() == 1 ? tokens.shape(0) : -1;
-        const int32_t* t = check<int32_t>(tokens, "tokens", {nt});
-        const int64_t N = offsets.ndim() == 1 ? offsets.shape(0) - 1 : -1;
-        if (N < 0) throw std::invalid_argument("offsets: expected a 1-D array of N + 1 offsets");
-        const int64_t* o = check<int64_t>(offsets, "offsets", {N + 1});
-        check_offsets(o, N, nt, "offsets");
+        const Ragged rg = check_ragged(tokens, offsets);
+        const int32_t* t = rg.tokens;
+        const int64_t* o = rg.offsets;
+        const int64_t nt = rg.n_tokens, N = rg.N;
         py::array_t<float> out({N, n_cols});
         float* op = out.mutable_data();
         {

@@ -24,59 +24,39 @@ constexpr int64_t kPrefetch = 16;
 inline void prefetch_row(const float* p) { __builtin_prefetch(p); }
 
 // Gather-sum for one batch row: acc = sum_k val_k W[col_k] in a fixed order: non-zero k goes to
-// accumulator k % 4, and the four are combined as (a0 + a1) + (a2 + a3).
-template <int HC>
+// accumulator k % 4, and the four are combined as (a0 + a1) + (a2 + a3). kVals = false is the
+// multi-hot case (every value 1): the multiplications fold away.
+template <int HC, bool kVals>
 void gather_row(float* out, const int32_t* cols, const float* vals, int64_t L, const float* W,
                 const float* bias, int64_t Hrt) {
     const int64_t H = HC > 0 ? HC : Hrt;
     constexpr int64_t kMax = HC > 0 ? HC : 64;
+    auto val = [&](int64_t k) { return kVals ? vals[k] : 1.0f; };
     for (int64_t h0 = 0; h0 < H; h0 += kMax) {
         const int64_t w = std::min<int64_t>(kMax, H - h0);
         float a0[kMax], a1[kMax], a2[kMax], a3[kMax];
         for (int64_t h = 0; h < w; ++h) a0[h] = a1[h] = a2[h] = a3[h] = 0.0f;
         int64_t k = 0;
-        if (vals == nullptr) {
-            for (; k + 4 <= L; k += 4) {
-                if (k + kPrefetch + 4 <= L)
-                    for (int j = 0; j < 4; ++j) prefetch_row(W + int64_t(cols[k + kPrefetch + j]) * H + h0);
-                const float* r0 = W + int64_t(cols[k]) * H + h0;
-                const float* r1 = W + int64_t(cols[k + 1]) * H + h0;
-                const float* r2 = W + int64_t(cols[k + 2]) * H + h0;
-                const float* r3 = W + int64_t(cols[k + 3]) * H + h0;
-                for (int64_t h = 0; h < w; ++h) {
-                    a0[h] += r0[h];
-                    a1[h] += r1[h];
-                    a2[h] += r2[h];
-                    a3[h] += r3[h];
-                }
+        for (; k + 4 <= L; k += 4) {
+            if (k + kPrefetch + 4 <= L)
+                for (int j = 0; j < 4; ++j) prefetch_row(W + int64_t(cols[k + kPrefetch + j]) * H + h0);
+            const float* r0 = W + int64_t(cols[k]) * H + h0;
+            const float* r1 = W + int64_t(cols[k + 1]) * H + h0;
+            const float* r2 = W + int64_t(cols[k + 2]) * H + h0;
+            const float* r3 = W + int64_t(cols[k + 3]) * H + h0;
+            const float v0 = val(k), v1 = val(k + 1), v2 = val(k + 2), v3 = val(k + 3);
+            for (int64_t h = 0; h < w; ++h) {
+                a0[h] += kVals ? v0 * r0[h] : r0[h];
+                a1[h] += kVals ? v1 * r1[h] : r1[h];
+                a2[h] += kVals ? v2 * r2[h] : r2[h];
+                a3[h] += kVals ? v3 * r3[h] : r3[h];
             }
-            for (int j = 0; k < L; ++k, ++j) {
-                const float* r = W + int64_t(cols[k]) * H + h0;
-                float* a = j == 0 ? a0 : (j == 1 ? a1 : a2);
-                for (int64_t h = 0; h < w; ++h) a[h] += r[h];
-            }
-        } else {
-            for (; k + 4 <= L; k += 4) {
-                if (k + kPrefetch + 4 <= L)
-                    for (int j = 0; j < 4; ++j) prefetch_row(W + int64_t(cols[k + kPrefetch + j]) * H + h0);
-                const float* r0 = W + int64_t(cols[k]) * H + h0;
-                const float* r1 = W + int64_t(cols[k + 1]) * H + h0;
-                const float* r2 = W + int64_t(cols[k + 2]) * H + h0;
-                const float* r3 = W + int64_t(cols[k + 3]) * H + h0;
-                const float v0 = vals[k], v1 = vals[k + 1], v2 = vals[k + 2], v3 = vals[k + 3];
-                for (int64_t h = 0; h < w; ++h) {
-                    a0[h] += v0 * r0[h];
-                    a1[h] += v1 * r1[h];
-                    a2[h] += v2 * r2[h];
-                    a3[h] += v3 * r3[h];
-                }
-            }
-            for (int j = 0; k < L; ++k, ++j) {
-                const float* r = W + int64_t(cols[k]) * H + h0;
-                float* a = j == 0 ? a0 : (j == 1 ? a1 : a2);
-                const float v = vals[k];
-                for (int64_t h = 0; h < w; ++h) a[h] += v * r[h];
-            }
+        }
+        for (int j = 0; k < L; ++k, ++j) {
+            const float* r = W + int64_t(cols[k]) * H + h0;
+            float* acc = j == 0 ? a0 : (j == 1 ? a1 : a2);
+            const float v = val(k);
+            for (int64_t h = 0; h < w; ++h) acc[h] += kVals ? v * r[h] : r[h];
         }
         for (int64_t h = 0; h < w; ++h) out[h0 + h] = ((a0[h] + a1[h]) + (a2[h] + a3[h])) + bias[h0 + h];
     }
@@ -90,7 +70,10 @@ void sparse_forward_impl(float* z, const CSRView& x, const int64_t* rows, const 
         prefetch_data_row(x, rows, b, b1);
         const int64_t r = rows ? rows[b] : b;
         const int64_t s = x.indptr[r], L = x.indptr[r + 1] - s;
-        gather_row<HC>(z + b * H, x.indices + s, x.values ? x.values + s : nullptr, L, W, bias, Hrt);
+        if (x.values)
+            gather_row<HC, true>(z + b * H, x.indices + s, x.values + s, L, W, bias, Hrt);
+        else
+            gather_row<HC, false>(z + b * H, x.indices + s, nullptr, L, W, bias, Hrt);
     }
 }
 

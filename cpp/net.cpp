@@ -322,10 +322,14 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     return total;
 }
 
-void Net::predict(float* out, const CSR& x, int64_t first, int64_t last, int threads) const {
-    std::shared_lock<std::shared_mutex> lock(mutex_);
+// Inference over rows [first, last) in tiles of kTile rows, work-shared among threads: each
+// thread owns activation buffers for one tile, and per_tile(tile, rows, n, z, a) sees the tile's
+// outputs. Tiles are fixed by the row range alone, so results do not depend on the threads.
+template <class PerTile>
+void Net::for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
+                        PerTile&& per_tile) const {
     const int L = n_layers();
-    const int64_t N = last - first, O = dims_[L];
+    const int64_t N = last - first;
     const CSRView xv = x.view();
     const int nt = cpu::threads_for(threads, x.indptr[last] - x.indptr[first], 1 << 15);
     const int64_t n_tiles = (N + kTile - 1) / kTile;
@@ -342,52 +346,48 @@ void Net::predict(float* out, const CSR& x, int64_t first, int64_t last, int thr
             const int64_t r0 = t * kTile, n = std::min(kTile, N - r0);
             for (int64_t j = 0; j < n; ++j) rows[j] = first + r0 + j;
             forward_rows(z, a, xv, rows.data(), 0, n);
-            std::copy_n(a[L - 1].data(), n * O, out + r0 * O);
+            per_tile(t, rows.data(), n, z, a);
         }
     }
+}
+
+void Net::predict(float* out, const CSR& x, int64_t first, int64_t last, int threads) const {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    const int L = n_layers();
+    const int64_t O = dims_[L];
+    for_each_tile(x, first, last, threads,
+                  [&](int64_t t, const int64_t*, int64_t n, auto&, auto& a) {
+                      std::copy_n(a[L - 1].data(), n * O, out + t * kTile * O);
+                  });
 }
 
 Stats Net::evaluate(const CSR& x, const float* y, const float* sw, int64_t first, int64_t last,
                     int threads) const {
     std::shared_lock<std::shared_mutex> lock(mutex_);
     const int L = n_layers();
-    const int64_t N = last - first, O = dims_[L];
-    const CSRView xv = x.view();
-    const int nt = cpu::threads_for(threads, x.indptr[last] - x.indptr[first], 1 << 15);
-    const int64_t n_tiles = (N + kTile - 1) / kTile;
+    const int64_t O = dims_[L];
+    const int64_t n_tiles = (last - first + kTile - 1) / kTile;
     // Per-tile partial sums, added in tile order afterwards: fixed order for any thread count.
     std::vector<double> tile_loss(static_cast<size_t>(n_tiles)), tile_correct(tile_loss.size());
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        std::vector<std::vector<float>> z(L), a(L);
-        for (int l = 0; l < L; ++l) {
-            z[l].resize(static_cast<size_t>(kTile * dims_[l + 1]));
-            a[l].resize(z[l].size());
-        }
-        std::vector<int64_t> rows(kTile);
-        std::vector<double> lr(kTile), cr(kTile);
-#pragma omp for schedule(dynamic, 4)
-        for (int64_t t = 0; t < n_tiles; ++t) {
-            const int64_t r0 = t * kTile, n = std::min(kTile, N - r0);
-            for (int64_t j = 0; j < n; ++j) rows[j] = first + r0 + j;
-            forward_rows(z, a, xv, rows.data(), 0, n);
-            cpu::loss_forward(lr.data(), cr.data(), z[L - 1].data(), a[L - 1].data(), y, sw,
-                              rows.data(), acts_[L - 1], loss_, O, 0, n);
-            double ls = 0.0, cs = 0.0;
-            for (int64_t j = 0; j < n; ++j) {
-                ls += lr[j];
-                cs += cr[j];
-            }
-            tile_loss[t] = ls;
-            tile_correct[t] = cs;
-        }
-    }
+    for_each_tile(x, first, last, threads,
+                  [&](int64_t t, const int64_t* rows, int64_t n, auto& z, auto& a) {
+                      double lr[kTile], cr[kTile];
+                      cpu::loss_forward(lr, cr, z[L - 1].data(), a[L - 1].data(), y, sw, rows,
+                                        acts_[L - 1], loss_, O, 0, n);
+                      double ls = 0.0, cs = 0.0;
+                      for (int64_t j = 0; j < n; ++j) {
+                          ls += lr[j];
+                          cs += cr[j];
+                      }
+                      tile_loss[t] = ls;
+                      tile_correct[t] = cs;
+                  });
     Stats st;
     for (int64_t t = 0; t < n_tiles; ++t) {
         st.loss_sum += tile_loss[t];
         st.correct_sum += tile_correct[t];
     }
-    st.rows = N;
+    st.rows = last - first;
     return st;
 }
 

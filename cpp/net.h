@@ -70,6 +70,9 @@ class Net {
     };
     void forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
                       const CSRView& x, const int64_t* rows, int64_t b0, int64_t b1) const;
+    template <class PerTile>
+    void for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
+                       PerTile&& per_tile) const;
 
     std::vector<int64_t> dims_;
     std::vector<int> acts_;

@@ -24,30 +24,58 @@ def data_dir() -> Path | None:
     return None
 
 
-def keras_load_data(path: Path, num_words: int = 10000):
-    """Keras's imdb.load_data algorithm in plain Python (the trusted test copy of the data).
+def keras_load_data_lists(path, num_words=None, skip_top=0, maxlen=None, seed=113, start_char=1,
+                    oov_char=2, index_from=3):
+    """keras/src/datasets/imdb.py, line for line, on Python lists."""
+    with np.load(path, allow_pickle=True) as f:
+        x_train, labels_train = f["x_train"], f["y_train"]
+        x_test, labels_test = f["x_test"], f["y_test"]
+    rng = np.random.RandomState(seed)
+    indices = np.arange(len(x_train))
+    rng.shuffle(indices)
+    x_train, labels_train = x_train[indices], labels_train[indices]
+    indices = np.arange(len(x_test))
+    rng.shuffle(indices)
+    x_test, labels_test = x_test[indices], labels_test[indices]
+    if start_char is not None:
+        x_train = [[start_char] + [w + index_from for w in x] for x in x_train]
+        x_test = [[start_char] + [w + index_from for w in x] for x in x_test]
+    elif index_from:
+        x_train = [[w + index_from for w in x] for x in x_train]
+        x_test = [[w + index_from for w in x] for x in x_test]
+    else:
+        x_train = [list(x) for x in x_train]
+        x_test = [list(x) for x in x_test]
+    if maxlen:
+        keep = [i for i, x in enumerate(x_train) if len(x) < maxlen]
+        x_train, labels_train = [x_train[i] for i in keep], labels_train[keep]
+        keep = [i for i, x in enumerate(x_test) if len(x) < maxlen]
+        x_test, labels_test = [x_test[i] for i in keep], labels_test[keep]
+        if not x_train or not x_test:
+            raise ValueError("maxlen")
+    xs = x_train + x_test
+    labels = np.concatenate([labels_train, labels_test])
+    if not num_words:
+        num_words = max(max(x) for x in xs if x)
+    if oov_char is not None:
+        xs = [[w if skip_top <= w < num_words else oov_char for w in x] for x in xs]
+    else:
+        xs = [[w for w in x if skip_top <= w < num_words] for x in xs]
+    idx = len(x_train)
+    return (xs[:idx], labels[:idx]), (xs[idx:], labels[idx:])
 
-    Returns ((tokens, offsets, y) for train, (tokens, offsets, y) for test) with tokens flat.
-    """
-    with np.load(path / "imdb.npz", allow_pickle=True) as f:
-        x_train, y_train, x_test, y_test = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
-    rng = np.random.RandomState(113)
-    idx = np.arange(len(x_train))
-    rng.shuffle(idx)
-    x_train, y_train = x_train[idx], y_train[idx]
-    idx = np.arange(len(x_test))
-    rng.shuffle(idx)
-    x_test, y_test = x_test[idx], y_test[idx]
+
+def keras_load_data(path: Path, num_words: int = 10000):
+    """The trusted test copy of the real data, via the transcription above, flat:
+    ((tokens, offsets, y) for train, (tokens, offsets, y) for test)."""
     out = []
-    for xs, ys in ((x_train, y_train), (x_test, y_test)):
-        lengths = np.array([len(s) + 1 for s in xs], dtype=np.int64)
+    for xs, ys in keras_load_data_lists(Path(path) / "imdb.npz", num_words=num_words):
+        lengths = np.array([len(s) for s in xs], dtype=np.int64)
         offsets = np.zeros(len(xs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        tokens = np.concatenate([np.concatenate(([1], np.asarray(s, dtype=np.int64) + 3)) for s in xs])
-        tokens[tokens >= num_words] = 2  # start token included, as Keras
-        out.append((tokens.astype(np.int32), offsets, np.asarray(ys, dtype=np.float32)))
+        tokens = np.fromiter((w for s in xs for w in s), np.int32, int(offsets[-1]))
+        out.append((tokens, offsets, np.asarray(ys, dtype=np.float32)))
     return out
-
 
 
 def synthetic_imdb(n: int = 25000, num_words: int = 10000, seed: int = 0):

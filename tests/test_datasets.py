@@ -14,47 +14,7 @@ from imdbfast import Sequences
 from imdbfast.datasets import imdb
 
 from conftest import data_dir
-
-
-def keras_load_data(path, num_words=None, skip_top=0, maxlen=None, seed=113, start_char=1,
-                    oov_char=2, index_from=3):
-    """keras/src/datasets/imdb.py, line for line, on Python lists."""
-    with np.load(path, allow_pickle=True) as f:
-        x_train, labels_train = f["x_train"], f["y_train"]
-        x_test, labels_test = f["x_test"], f["y_test"]
-    rng = np.random.RandomState(seed)
-    indices = np.arange(len(x_train))
-    rng.shuffle(indices)
-    x_train, labels_train = x_train[indices], labels_train[indices]
-    indices = np.arange(len(x_test))
-    rng.shuffle(indices)
-    x_test, labels_test = x_test[indices], labels_test[indices]
-    if start_char is not None:
-        x_train = [[start_char] + [w + index_from for w in x] for x in x_train]
-        x_test = [[start_char] + [w + index_from for w in x] for x in x_test]
-    elif index_from:
-        x_train = [[w + index_from for w in x] for x in x_train]
-        x_test = [[w + index_from for w in x] for x in x_test]
-    else:
-        x_train = [list(x) for x in x_train]
-        x_test = [list(x) for x in x_test]
-    if maxlen:
-        keep = [i for i, x in enumerate(x_train) if len(x) < maxlen]
-        x_train, labels_train = [x_train[i] for i in keep], labels_train[keep]
-        keep = [i for i, x in enumerate(x_test) if len(x) < maxlen]
-        x_test, labels_test = [x_test[i] for i in keep], labels_test[keep]
-        if not x_train or not x_test:
-            raise ValueError("maxlen")
-    xs = x_train + x_test
-    labels = np.concatenate([labels_train, labels_test])
-    if not num_words:
-        num_words = max(max(x) for x in xs if x)
-    if oov_char is not None:
-        xs = [[w if skip_top <= w < num_words else oov_char for w in x] for x in xs]
-    else:
-        xs = [[w for w in x if skip_top <= w < num_words] for x in xs]
-    idx = len(x_train)
-    return (xs[:idx], labels[:idx]), (xs[idx:], labels[idx:])
+from datautil import keras_load_data_lists as keras_load_data
 
 
 def write_npz(path, x_train, y_train, x_test, y_test):
