@@ -209,7 +209,6 @@ PYBIND11_MODULE(_core, m) {
         py::dict d;
         d["version"] = IMDBFAST_VERSION;
         d["openmp"] = cpu::have_openmp();
-        d["cuda"] = false;
         d["threads"] = cpu::default_threads();
         d["compiler"] = __VERSION__;
 #ifdef __AVX512F__
@@ -220,7 +219,7 @@ PYBIND11_MODULE(_core, m) {
         d["simd"] = "baseline";
 #endif
         return d;
-    }, "Version, OpenMP/CUDA availability, default thread count, compiler and SIMD level.");
+    }, "Version, OpenMP, default thread count, compiler and SIMD level (CUDA: imdbfast.build_info).");
     m.def("set_num_threads", [](int n) {
         if (n < 0) throw std::invalid_argument("n: must be >= 0 (0 restores the default)");
         cpu::set_default_threads(n);

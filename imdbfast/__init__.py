@@ -31,10 +31,14 @@ from .sequences import Sequences  # noqa: E402
 
 
 def build_info() -> dict:
-    """What this build of imdbfast can do: version, OpenMP, CUDA, default threads, SIMD level."""
+    """What this build of imdbfast can do: version, OpenMP, default threads, SIMD level, and the
+    CUDA module (built or not, its architectures, the devices it sees)."""
     from . import _core
+    from ._backend import cuda_info
 
-    return dict(_core.build_info())
+    info = dict(_core.build_info())
+    info.update(cuda_info())
+    return info
 
 
 __all__ = [

@@ -305,8 +305,12 @@ def cmd_info(args) -> int:
         return 0
     b = info["build"]
     print(f"imdbfast {info['version']} (compiler {b['compiler']}, {b['simd']})")
-    print(f"OpenMP: {'yes' if b['openmp'] else 'no'}, threads: {info['threads']}; "
-          f"CUDA: {'available' if info['cuda_available'] else 'not built'}")
+    if b["cuda"]:
+        gpus = ", ".join(d["name"] for d in b["cuda_devices"]) or f"no usable GPU ({b['cuda_reason']})"
+        cuda = f"module built for {b['cuda_architectures']}; {gpus}; GPU training not implemented yet"
+    else:
+        cuda = "not built"
+    print(f"OpenMP: {'yes' if b['openmp'] else 'no'}, threads: {info['threads']}; CUDA: {cuda}")
     for name, where in found.items():
         print(f"{name}: {where or 'not found (see load_data for where to put it)'}")
     print(f"cache: {info['cache']}")

@@ -19,8 +19,27 @@ def test_build_info():
     info = imdbfast.build_info()
     assert info["version"] == imdbfast.__version__
     assert isinstance(info["openmp"], bool)
-    assert info["cuda"] is False  # the CUDA backend is a separate issue
+    assert isinstance(info["cuda"], bool) and isinstance(info["cuda_devices"], list)
     assert info["threads"] >= 1
+
+
+def test_cuda_module_imports_softly_and_reports_devices():
+    from imdbfast import _backend
+
+    info = imdbfast.build_info()
+    if not info["cuda"]:
+        assert _backend._cuda is None and "without the CUDA module" in info["cuda_reason"]
+    else:  # built with nvcc: importing and asking works with or without a GPU or driver
+        devices, reason = _backend._cuda.devices()
+        assert isinstance(devices, list) and (devices or reason)
+        assert "75" in info["cuda_architectures"] and info["cuda_runtime"] > 0
+        for d in devices:
+            assert d["memory_bytes"] > 0 and len(d["compute_capability"]) == 2
+    assert imdbfast.cuda_available() is False  # GPU training is not implemented yet
+    with pytest.raises(RuntimeError, match="device='cuda'.*use device='cpu'"):
+        imdbfast.Sequential(device="cuda")
+    with pytest.raises(RuntimeError, match="cuda:1"):
+        imdbfast.Sequential(device="cuda:1")
 
 
 def test_thread_count_is_settable_and_restorable():
