@@ -152,32 +152,12 @@ void dense_backward_input_impl(float* dx, const float* dz, const float* W, int64
     }
 }
 
-// Sums over the batch run as four interleaved partial sums (row b goes to partial b % 4,
-// combined as (p0 + p1) + (p2 + p3)): independent add chains instead of one, in a fixed order.
+// out[:] = sum over batch rows b of x[b * I + i] * dz[b, :] (x == nullptr: of dz[b, :], the bias
+// gradient), as four interleaved partial sums (row b goes to partial b % 4, combined as
+// (p0 + p1) + (p2 + p3)): independent add chains instead of one, in a fixed order.
 template <int HC>
-void dense_backward_weight_impl(float* dW, const float* dz, const float* x, int64_t B,
-                                int64_t I, int64_t Hrt, int64_t i0, int64_t i1) {
-    const int64_t H = HC > 0 ? HC : Hrt;
-    constexpr int64_t kW = HC > 0 ? HC : 64;
-    for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t h0 = 0; h0 < H; h0 += kW) {
-            const int64_t w = std::min<int64_t>(kW, H - h0);
-            float p[4][kW];
-            for (int q = 0; q < 4; ++q)
-                for (int64_t h = 0; h < w; ++h) p[q][h] = 0.0f;
-            for (int64_t b = 0; b < B; ++b) {
-                const float xi = x[b * I + i];
-                const float* d = dz + b * H + h0;
-                float* pq = p[b & 3];
-                for (int64_t h = 0; h < w; ++h) pq[h] += xi * d[h];
-            }
-            for (int64_t h = 0; h < w; ++h) dW[i * H + h0 + h] = (p[0][h] + p[1][h]) + (p[2][h] + p[3][h]);
-        }
-    }
-}
-
-template <int HC>
-void bias_backward_impl(float* db, const float* dz, int64_t B, int64_t Hrt) {
+void batch_sum(float* out, const float* dz, const float* x, int64_t B, int64_t I, int64_t i,
+               int64_t Hrt) {
     const int64_t H = HC > 0 ? HC : Hrt;
     constexpr int64_t kW = HC > 0 ? HC : 64;
     for (int64_t h0 = 0; h0 < H; h0 += kW) {
@@ -188,9 +168,14 @@ void bias_backward_impl(float* db, const float* dz, int64_t B, int64_t Hrt) {
         for (int64_t b = 0; b < B; ++b) {
             const float* d = dz + b * H + h0;
             float* pq = p[b & 3];
-            for (int64_t h = 0; h < w; ++h) pq[h] += d[h];
+            if (x) {
+                const float xi = x[b * I + i];
+                for (int64_t h = 0; h < w; ++h) pq[h] += xi * d[h];
+            } else {
+                for (int64_t h = 0; h < w; ++h) pq[h] += d[h];
+            }
         }
-        for (int64_t h = 0; h < w; ++h) db[h0 + h] = (p[0][h] + p[1][h]) + (p[2][h] + p[3][h]);
+        for (int64_t h = 0; h < w; ++h) out[h0 + h] = (p[0][h] + p[1][h]) + (p[2][h] + p[3][h]);
     }
 }
 
@@ -245,13 +230,15 @@ void dense_backward_input(float* dx, const float* dz, const float* W, int64_t I,
 
 void dense_backward_weight(float* dW, const float* dz, const float* x, int64_t B, int64_t I,
                            int64_t H, int64_t i0, int64_t i1) {
-#define CALL(HC) dense_backward_weight_impl<HC>(dW, dz, x, B, I, H, i0, i1)
-    IMDBFAST_DISPATCH_H(H, CALL)
+#define CALL(HC) batch_sum<HC>(dW + i * H, dz, x, B, I, i, H)
+    for (int64_t i = i0; i < i1; ++i) {
+        IMDBFAST_DISPATCH_H(H, CALL)
+    }
 #undef CALL
 }
 
 void bias_backward(float* db, const float* dz, int64_t B, int64_t H) {
-#define CALL(HC) bias_backward_impl<HC>(db, dz, B, H)
+#define CALL(HC) batch_sum<HC>(db, dz, nullptr, B, 0, 0, H)
     IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL
 }

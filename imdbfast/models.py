@@ -5,11 +5,13 @@ trains whole chunks of batches with the GIL released.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
 import threading
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,7 +20,8 @@ from . import _core
 from . import optimizers as _optimizers
 from ._backend import resolve_device
 from ._encoding import flatten_sequences, to_csr
-from .callbacks import Callback, CallbackList, History, ProgbarLogger, format_logs
+from .callbacks import (Callback, CallbackList, History, ProgbarLogger, format_logs,
+                        format_step_time)
 from .layers import Dense, Input
 
 LOSSES = {"binary_crossentropy": "bce", "bce": "bce", "mse": "mse", "mean_squared_error": "mse"}
@@ -27,6 +30,20 @@ ROWS_PER_CHUNK = 8192  # the compiled loop returns to Python this often (progres
 INFERENCE_CHUNK = 1 << 16  # rows per compiled predict/evaluate call (~10 ms: Ctrl-C stays prompt)
 FORMAT = "imdbfast-model"
 FORMAT_VERSION = 1
+
+
+def _one_fit_at_a_time(fit):
+    """fit on a model already training in another thread is refused, before any work."""
+    @functools.wraps(fit)
+    def guarded(self, *args, **kwargs):
+        self._require_compiled("fit")
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("fit: this model is already being trained in another thread")
+        try:
+            return fit(self, *args, **kwargs)
+        finally:
+            self._fit_lock.release()
+    return guarded
 
 
 class Sequential:
@@ -197,6 +214,7 @@ class Sequential:
         if self.built:  # recompiling keeps the weights and resets the optimizer, as Keras
             self._make_net(self._net.get_weights())
 
+    @_one_fit_at_a_time
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None, epochs: int = 1,
             verbose: Any = "auto", callbacks: Sequence[Callback] | None = None,
             validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
@@ -210,19 +228,6 @@ class Sequential:
         random). Epoch ``e`` (0-based, counting from ``initial_epoch``) visits the rows in the
         order ``imdbfast._core.shuffle_order(n, seed, e)``.
         """
-        self._require_compiled("fit")
-        if not self._fit_lock.acquire(blocking=False):
-            raise RuntimeError("fit: this model is already being trained in another thread")
-        try:
-            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
-                             validation_data, shuffle, class_weight, sample_weight,
-                             initial_epoch, validation_batch_size, validation_freq, seed, threads)
-        finally:
-            self._fit_lock.release()
-
-    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
-             validation_data, shuffle, class_weight, sample_weight, initial_epoch,
-             validation_batch_size, validation_freq, seed, threads) -> History:
         batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
         epochs = _check_nonneg_int(epochs, "epochs")
         initial_epoch = _check_nonneg_int(initial_epoch, "initial_epoch")
@@ -311,7 +316,7 @@ class Sequential:
         sw = _sample_weights(sample_weight, None, ys, xs.n_rows)
         if xs.n_rows == 0:
             raise ValueError("x: no rows to evaluate")
-        start = _now()
+        start = time.perf_counter()
         loss_sum, correct, n = self._evaluate_sums(xs, ys, sw, self._threads(threads))
         logs = self._logs(loss_sum, correct, n)
         if verbose:
@@ -326,7 +331,7 @@ class Sequential:
         batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
         verbose = _check_verbose(verbose)
         xs = self._inputs(x, "x")
-        start = _now()
+        start = time.perf_counter()
         nthreads = self._threads(threads)
         out = np.empty((xs.n_rows, self.layers[-1].units), dtype=np.float32)
         for r0 in range(0, xs.n_rows, INFERENCE_CHUNK):  # Python regains control in between
@@ -648,15 +653,7 @@ def _check_threads(threads: Any) -> int | None:
     return int(threads)
 
 
-def _now() -> float:
-    import time
-
-    return time.perf_counter()
-
-
 def _print_done(steps: int, start: float, logs: dict) -> None:
-    from .callbacks import format_step_time
-
-    elapsed = _now() - start
+    elapsed = time.perf_counter() - start
     print(f"{steps}/{steps} {'━' * 20} {elapsed:.0f}s {format_step_time(elapsed / steps)}"
           f"{format_logs(logs)}", flush=True)
