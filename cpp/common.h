@@ -153,6 +153,102 @@ IMDBFAST_HD inline float binary_correct(float p, float y) {
     return ((p > 0.5f) ? 1.0f : 0.0f) == y ? 1.0f : 0.0f;
 }
 
+// The per-row loss step, fused: for row b of a batch (data row r, weight w, O outputs), the
+// per-sample loss w * mean_o l(z, a, y) in double, its binary accuracy, and (kGrad) the
+// gradient of the batch loss with respect to the last layer's pre-activation. The CPU's row
+// loop (cpp/loss.cpp) and the GPU's one-thread-per-row kernel both call this.
+template <bool kGrad>
+IMDBFAST_HD inline void row_loss(float* dz, double* loss_out, double* correct_out, const float* z,
+                                 const float* a, const float* y, float w, int last_act, int loss,
+                                 int64_t O, int64_t B) {
+    const double inv_o = 1.0 / static_cast<double>(O);
+    // d(batch loss)/d(output) = w / (O * B) * d(elementwise loss)
+    const float scale = kGrad ? w / static_cast<float>(O * B) : 0.0f;
+    double l = 0.0, c = 0.0;
+    for (int64_t o = 0; o < O; ++o) {
+        const float p = a[o], t = y[o];
+        c += binary_correct(p, t);
+        switch (loss) {
+            case LOSS_BCE_LOGITS:  // the output layer is a sigmoid: gradient straight to z
+                l += bce_logits_loss(z[o], t);
+                if (kGrad) dz[o] = bce_logits_grad(p, t, scale);
+                break;
+            case LOSS_BCE_PROBS:
+                l += bce_probs_loss(p, t);
+                if (kGrad) dz[o] = activate_grad(last_act, bce_probs_grad(p, t, scale), z[o], p);
+                break;
+            default:
+                l += mse_loss(p, t);
+                if (kGrad) dz[o] = activate_grad(last_act, mse_grad(p, t, scale), z[o], p);
+        }
+    }
+    *loss_out = static_cast<double>(w) * (l * inv_o);
+    *correct_out = c * inv_o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summation orders. Every reduction in a layer has one fixed order, defined here one output
+// element at a time. The GPU kernels compute each element with these functions; the CPU kernels
+// (cpp/layers.cpp, cpp/sparse_grad.h) compute the same sums vectorised across the row, in the
+// same order, so both backends round identically (tests compare them bit for bit).
+
+// Sparse gather, element h: ((a0 + a1) + (a2 + a3)) + bias, non-zero k added to a_(k mod 4);
+// vals == nullptr means every value is 1 (no multiplication).
+IMDBFAST_HD inline float gather_sum(const int32_t* cols, const float* vals, int64_t L,
+                                    const float* W, int64_t H, int64_t h, float bias) {
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t k = 0; k < L; ++k) {
+        const float w = W[static_cast<int64_t>(cols[k]) * H + h];
+        acc[k & 3] += vals ? vals[k] * w : w;
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + bias;
+}
+
+// Dense layer, element (b, h): (sum over i ascending of x_i W[i, h], from 0) + bias.
+IMDBFAST_HD inline float dense_sum(const float* x, const float* W, int64_t I, int64_t H, int64_t h,
+                                   float bias) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < I; ++i) acc += x[i] * W[i * H + h];
+    return acc + bias;
+}
+
+// Input gradient, element (b, i): sum over h ascending of dz_h W[i, h], from 0.
+IMDBFAST_HD inline float input_grad_sum(const float* dz, const float* W, int64_t H, int64_t i) {
+    float acc = 0.0f;
+    for (int64_t h = 0; h < H; ++h) acc += dz[h] * W[i * H + h];
+    return acc;
+}
+
+// Weight (or, x == nullptr, bias) gradient, element (i, h): sum over batch rows b of
+// x[b, i] dz[b, h] as four partial sums, row b into p_(b mod 4), combined (p0 + p1) + (p2 + p3).
+IMDBFAST_HD inline float batch_sum_elem(const float* dz, const float* x, int64_t B, int64_t I,
+                                        int64_t i, int64_t H, int64_t h) {
+    float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t b = 0; b < B; ++b) {
+        const float d = dz[b * H + h];
+        p[b & 3] += x ? x[b * I + i] * d : d;
+    }
+    return (p[0] + p[1]) + (p[2] + p[3]);
+}
+
+// The sparse layer's gradient for one column, element h: the sum over its group of n >= 1
+// terms term(j), j = 0 .. n-1 (batch rows ascending). Up to four terms are added left to right,
+// except that the fourth pairs with the third; longer groups use four partial sums started at
+// the first four terms, term j into p_(j mod 4), combined (p0 + p1) + (p2 + p3).
+template <class Term>
+IMDBFAST_HD inline float group_sum(const Term& term, int64_t n) {
+    if (n <= 4) {
+        float t = term(0);
+        if (n >= 2) t = t + term(1);
+        if (n == 3) t = t + term(2);
+        if (n == 4) t = t + (term(2) + term(3));
+        return t;
+    }
+    float p[4] = {term(0), term(1), term(2), term(3)};
+    for (int64_t j = 4; j < n; ++j) p[j & 3] += term(j);
+    return (p[0] + p[1]) + (p[2] + p[3]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Optimizer element updates (keras/src/optimizers/{rmsprop,adam,sgd}.py), float32 throughout,
 // in Keras's order of operations. Hyper-parameters arrive already in float32, with constants

@@ -213,6 +213,11 @@ struct OptimizerConfig {
     bool amsgrad = false;    // Adam
 };
 
+// The step constants of one update, in float32 as Keras computes them (shared with the GPU).
+RMSpropStep rmsprop_step(const OptimizerConfig& c);
+AdamStep adam_step(const OptimizerConfig& c, int64_t iteration);  // iteration: 0-based
+SGDStep sgd_step(const OptimizerConfig& c);
+
 // Optimizer state slots per parameter, in Keras's order:
 //   RMSprop: velocity, [momentum if momentum > 0], [average_gradient if centered]
 //   Adam:    momentum (m), velocity (v), [velocity_hat if amsgrad]

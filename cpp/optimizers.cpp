@@ -17,7 +17,6 @@
 
 namespace imdbfast {
 namespace cpu {
-namespace {
 
 RMSpropStep rmsprop_step(const OptimizerConfig& c) {
     return RMSpropStep{static_cast<float>(c.learning_rate), static_cast<float>(c.rho),
@@ -40,6 +39,8 @@ SGDStep sgd_step(const OptimizerConfig& c) {
     return SGDStep{static_cast<float>(c.learning_rate), static_cast<float>(c.momentum),
                    c.nesterov ? 1 : 0};
 }
+
+namespace {
 
 // rho^k in float32 for the lazy catch-up: each entry is pow(rho, k) in double rounded once, so
 // the value never depends on how or by which thread the table was built. The per-thread table is

@@ -1,7 +1,24 @@
-// device.cu: device discovery through the statically linked CUDA runtime. Kernels (the CUDA
-// backend proper) are the CUDA backend issue's; this file is its foundation.
-#include "cuda_check.h"
+// device.cu: device discovery through the statically linked CUDA runtime (in the simulator
+// build: one pretend device, the host).
 #include "device.h"
+
+#ifdef IMDBFAST_CUDA_SIM
+
+namespace imdbfast {
+namespace cuda {
+
+std::vector<DeviceInfo> devices(std::string*) {
+    return {DeviceInfo{0, "imdbfast host simulator", 0, 0, 0, 1}};
+}
+int runtime_version() { return 0; }
+int driver_version() { return 0; }
+
+}  // namespace cuda
+}  // namespace imdbfast
+
+#else
+
+#include "cuda_check.h"
 
 namespace imdbfast {
 namespace cuda {
@@ -38,3 +55,5 @@ int driver_version() {
 
 }  // namespace cuda
 }  // namespace imdbfast
+
+#endif

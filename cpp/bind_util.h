@@ -1,0 +1,185 @@
+// bind_util.h: argument checks and conversions shared by the pybind11 modules (_core in
+// cpp/bindings.cpp, _cuda and _cuda_sim in cuda/bindings_cuda.cpp), so that both backends refuse
+// bad input with the same messages.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace imdbfast {
+namespace bind {
+
+namespace py = pybind11;
+
+template <typename T>
+const char* dtype_name();
+template <> inline const char* dtype_name<float>() { return "float32"; }
+template <> inline const char* dtype_name<double>() { return "float64"; }
+template <> inline const char* dtype_name<int32_t>() { return "int32"; }
+template <> inline const char* dtype_name<int64_t>() { return "int64"; }
+
+inline std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Checks dtype, C-contiguity, rank and (where >= 0) each dimension; returns the data pointer.
+template <typename T>
+T* check(const py::array& a, const std::string& name, std::initializer_list<int64_t> shape,
+         bool writeable = false) {
+    if (!py::isinstance<py::array_t<T>>(a))
+        throw py::type_error(name + ": expected a " + dtype_name<T>() + " array, got " +
+                             std::string(py::str(a.dtype())));
+    if (!(a.flags() & py::array::c_style))
+        throw std::invalid_argument(name + ": array must be C-contiguous");
+    if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
+        throw std::invalid_argument(name + ": expected " + std::to_string(shape.size()) +
+                                    "-D array, got shape " + shape_str(a));
+    int i = 0;
+    for (int64_t d : shape) {
+        if (d >= 0 && a.shape(i) != d)
+            throw std::invalid_argument(name + ": expected dimension " + std::to_string(i) +
+                                        " to be " + std::to_string(d) + ", got shape " +
+                                        shape_str(a));
+        ++i;
+    }
+    if (writeable && !a.writeable()) throw std::invalid_argument(name + ": array is read-only");
+    return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+inline void check_offsets(const int64_t* off, int64_t N, int64_t n_tokens, const char* name) {
+    if (off[0] != 0) throw std::invalid_argument(std::string(name) + ": must start at 0");
+    for (int64_t r = 0; r < N; ++r)
+        if (off[r + 1] < off[r])
+            throw std::invalid_argument(std::string(name) + ": not monotone at position " +
+                                        std::to_string(r + 1));
+    if (off[N] != n_tokens)
+        throw std::invalid_argument(std::string(name) + ": last offset " + std::to_string(off[N]) +
+                                    " does not match the token count " + std::to_string(n_tokens));
+}
+
+// Flat int32 tokens + int64 offsets (N + 1), both checked; the sequences' pointers and sizes.
+struct Ragged {
+    const int32_t* tokens;
+    const int64_t* offsets;
+    int64_t n_tokens, N;
+};
+inline Ragged check_ragged(const py::array& tokens, const py::array& offsets) {
+    const int64_t nt = tokens.ndim() == 1 ? tokens.shape(0) : -1;
+    const int32_t* t = check<int32_t>(tokens, "tokens", {nt});
+    const int64_t N = offsets.ndim() == 1 ? offsets.shape(0) - 1 : -1;
+    if (N < 0) throw std::invalid_argument("offsets: expected a 1-D array of N + 1 offsets");
+    const int64_t* o = check<int64_t>(offsets, "offsets", {N + 1});
+    check_offsets(o, N, nt, "offsets");
+    return Ragged{t, o, nt, N};
+}
+
+inline void check_rows(const int64_t* rows, int64_t n, int64_t N, const char* name) {
+    for (int64_t i = 0; i < n; ++i)
+        if (rows[i] < 0 || rows[i] >= N)
+            throw std::out_of_range(std::string(name) + ": row " + std::to_string(rows[i]) +
+                                    " at position " + std::to_string(i) + " is outside [0, " +
+                                    std::to_string(N) + ")");
+}
+
+inline void check_finite(const float* v, int64_t n, const char* name) {
+    for (int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(v[i]))
+            throw std::invalid_argument(std::string(name) + ": holds NaN or infinity at flat index " +
+                                        std::to_string(i));
+}
+
+inline int64_t positive_dim(int64_t d, const char* name) {
+    if (d < 1 || d > INT32_MAX)
+        throw std::invalid_argument(std::string(name) + ": must be in [1, 2**31 - 1], got " +
+                                    std::to_string(d));
+    return d;
+}
+
+template <typename T>
+py::array_t<T> vector_to_array(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
+    auto* heap = new std::vector<T>(std::move(v));
+    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+    return py::array_t<T>(shape, heap->data(), owner);
+}
+
+// Numpy views of a CSR's arrays that keep the CSR alive.
+template <typename T>
+py::array_t<T> view_of(const std::shared_ptr<CSR>& m, const std::vector<T>& v) {
+    py::capsule owner(new std::shared_ptr<CSR>(m),
+                      [](void* p) { delete static_cast<std::shared_ptr<CSR>*>(p); });
+    py::array_t<T> a({static_cast<py::ssize_t>(v.size())}, v.data(), owner);
+    a.attr("setflags")(py::arg("write") = false);  // the CSR is immutable once built
+    return a;
+}
+
+inline int parse_act(const std::string& s) {
+    if (s == "linear") return ACT_LINEAR;
+    if (s == "relu") return ACT_RELU;
+    if (s == "tanh") return ACT_TANH;
+    if (s == "sigmoid") return ACT_SIGMOID;
+    throw std::invalid_argument("activation: unknown '" + s +
+                                "'; valid: 'linear', 'relu', 'sigmoid', 'tanh'");
+}
+
+inline int parse_loss(const std::string& s) {
+    if (s == "bce_logits") return LOSS_BCE_LOGITS;
+    if (s == "bce_probs") return LOSS_BCE_PROBS;
+    if (s == "mse") return LOSS_MSE;
+    throw std::invalid_argument("loss: unknown '" + s + "'; valid: 'bce_logits', 'bce_probs', 'mse'");
+}
+
+inline cpu::OptimizerConfig parse_optimizer(const std::string& kind, double learning_rate, double rho,
+                                     double momentum, double epsilon, double beta_1, double beta_2,
+                                     bool centered, bool nesterov, bool amsgrad) {
+    cpu::OptimizerConfig c;
+    if (kind == "rmsprop") c.kind = cpu::OPT_RMSPROP;
+    else if (kind == "adam") c.kind = cpu::OPT_ADAM;
+    else if (kind == "sgd") c.kind = cpu::OPT_SGD;
+    else throw std::invalid_argument("optimizer: unknown '" + kind + "'; valid: 'adam', 'rmsprop', 'sgd'");
+    auto finite = [](double v, const char* n) {
+        if (!std::isfinite(v)) throw std::invalid_argument(std::string(n) + ": must be finite");
+    };
+    finite(learning_rate, "learning_rate");
+    finite(rho, "rho");
+    finite(momentum, "momentum");
+    finite(epsilon, "epsilon");
+    finite(beta_1, "beta_1");
+    finite(beta_2, "beta_2");
+    if (learning_rate < 0) throw std::invalid_argument("learning_rate: must be >= 0");
+    if (rho < 0 || rho >= 1) throw std::invalid_argument("rho: must be in [0, 1)");
+    if (momentum < 0 || momentum > 1) throw std::invalid_argument("momentum: must be in [0, 1]");
+    if (epsilon < 0) throw std::invalid_argument("epsilon: must be >= 0");
+    if (beta_1 < 0 || beta_1 >= 1) throw std::invalid_argument("beta_1: must be in [0, 1)");
+    if (beta_2 < 0 || beta_2 >= 1) throw std::invalid_argument("beta_2: must be in [0, 1)");
+    c.learning_rate = learning_rate;
+    c.rho = rho;
+    c.momentum = momentum;
+    c.epsilon = epsilon;
+    c.beta_1 = beta_1;
+    c.beta_2 = beta_2;
+    c.centered = centered;
+    c.nesterov = nesterov;
+    c.amsgrad = amsgrad;
+    return c;
+}
+
+inline std::vector<float*> slot_ptrs(const py::list& slots, const std::string& name, int64_t n) {
+    std::vector<float*> p;
+    for (size_t i = 0; i < slots.size(); ++i)
+        p.push_back(check<float>(slots[i].cast<py::array>(), name + "[" + std::to_string(i) + "]",
+                                 {n}, true));
+    return p;
+}
+
+}  // namespace bind
+}  // namespace imdbfast

@@ -1,0 +1,108 @@
+// device_kernels.h: the contract of imdbfast's GPU kernels (cuda/device_kernels.cu), the GPU
+// counterparts of cpp/kernels.h. Pointers are device pointers; sizes as in cpp/kernels.h (N
+// rows, B batch rows, D inputs, I -> H units, O outputs). Each function launches its kernels on
+// the default stream and returns without waiting, except where it says it reads a result back.
+// Element math and summation orders come from cpp/common.h, shared with the CPU.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels.h"  // cpu::OptimizerConfig and the host step constants
+#include "launch.h"
+
+namespace imdbfast {
+namespace gpu {
+
+// A CSR matrix on the device (see CSRView): values == nullptr means multi-hot (all ones).
+struct CSRDev {
+    int64_t n_rows = 0, n_cols = 0;
+    const int64_t* indptr = nullptr;
+    const int32_t* indices = nullptr;
+    const float* values = nullptr;
+};
+
+// An owning device CSR matrix, e.g. a data set uploaded once per fit. `uid` identifies its
+// contents for caches (a new matrix never reuses one).
+struct DeviceCSR {
+    int device = 0;
+    int64_t n_rows = 0, n_cols = 0, nnz = 0;
+    bool binary = true;
+    Buffer<int64_t> indptr;
+    Buffer<int32_t> indices;
+    Buffer<float> values;
+    uint64_t uid = 0;
+    CSRDev view() const {
+        return CSRDev{n_rows, n_cols, indptr.data(), indices.data(), binary ? nullptr : values.data()};
+    }
+};
+uint64_t next_uid();
+
+// ---- layers (one batch; the data row of batch row b is rows[b], or first + b if rows is null)
+// z, a (B, H): z = gather-sum of W's rows + bias, a = act(z).
+void sparse_forward(float* z, float* a, int act, const CSRDev& x, const int64_t* rows,
+                    int64_t first, const float* W, const float* bias, int64_t H, int64_t B);
+// z, a (B, H) from x (B, I): z = x @ W + bias, a = act(z).
+void dense_forward(float* z, float* a, int act, const float* x, const float* W, const float* bias,
+                   int64_t I, int64_t H, int64_t B);
+// Per-row loss and accuracy (B each, double) and, when dz is not null, d(batch loss)/dz (B, O).
+void loss_rows(float* dz, double* loss_row, double* correct_row, const float* z, const float* a,
+               const float* y, const float* sw, const int64_t* rows, int64_t first, int last_act,
+               int loss, int64_t O, int64_t B);
+// Elementwise over n: a = act(z); dz = act'(z, a) * da (the layers above fuse these).
+void act_forward(float* a, const float* z, int act, int64_t n);
+void act_backward(float* dz, const float* da, const float* z, const float* a, int act, int64_t n);
+// dz_prev (B, I) = act_prev'(z_prev, a_prev) * (dz @ W^T); dz (B, H), W (I, H).
+void backward_input(float* dz_prev, const float* dz, const float* W, const float* z_prev,
+                    const float* a_prev, int act_prev, int64_t I, int64_t H, int64_t B);
+// dW (I, H) = x^T dz over the B rows (x == nullptr: the bias gradient, I = 1).
+void weight_grad(float* dW, const float* dz, const float* x, int64_t B, int64_t I, int64_t H);
+
+// ---- the sparse first layer's gradient, deterministic without atomics --------------------
+// Once per epoch, every non-zero of the epoch is keyed by (batch, column) and stably sorted, so
+// that each (batch, column) pair is a contiguous group in batch-row order; a batch's W1
+// gradient is then one sum per (group, unit), written to the touched rows of G.
+struct EpochIndex {
+    int64_t N = 0, B = 0, n_batches = 0, nnz = 0, n_groups = 0;
+    bool has_values = false;
+    Buffer<int64_t> eptr;                // (N + 1) first epoch non-zero of each epoch position
+    Buffer<uint64_t> keys, sorted_keys;  // (nnz) batch * D + column
+    Buffer<int32_t> ids, sorted_ids;     // (nnz) epoch non-zero index
+    Buffer<int32_t> pos;                 // (nnz) epoch position of each epoch non-zero
+    Buffer<float> vals;                  // (nnz) its value (non-binary input only)
+    Buffer<int64_t> heads;               // (nnz + 1) group starts flags, then their prefix sum
+    Buffer<int64_t> group_start;         // (n_groups + 1) first sorted entry of each group
+    Buffer<int64_t> batch_group;         // (n_batches + 1) first group of each batch
+    std::vector<int64_t> host_batch_group;
+};
+// Builds the index for the epoch that visits x's rows in `order` (device, N) in batches of B.
+// Reads the group boundaries back (one small copy per epoch).
+void build_epoch_index(EpochIndex& ix, Scratch& s, const CSRDev& x, const int64_t* order,
+                       int64_t N, int64_t B);
+// G (D, H): rows of the columns batch `batch` touches get their gradient sum over the batch's
+// rows (dz1 (B, H), batch row = epoch position - batch * B); other rows are left as they are.
+void sparse_weight_grad(float* G, const EpochIndex& ix, int64_t batch, const float* dz1,
+                        int64_t D, int64_t H);
+
+// ---- optimizers: one step over n elements, then the gradient is zeroed --------------------
+// slots: optimizer_num_slots(c) device arrays of n, in Keras's order (cpp/kernels.h).
+void optimizer_step(const cpu::OptimizerConfig& c, int64_t iteration, float* w, float* g,
+                    float* const* slots, int64_t n);
+
+// ---- building CSR matrices on the device ---------------------------------------------------
+// Index of the first element of [0, n) failing a check, or -1 (reads one value back).
+int64_t first_nonfinite(const float* v, int64_t n);
+// Multi-hot rows of ragged tokens (device: tokens (n_tokens), offsets (N + 1), validated by the
+// caller except for the token range): sorted unique columns per row. Throws on a token outside
+// [0, D), naming its position.
+void multi_hot(DeviceCSR& out, Scratch& s, const int32_t* tokens, const int64_t* offsets,
+               int64_t N, int64_t n_tokens, int64_t D);
+// Non-zeros of a dense (N, D) row-major matrix (float32 or float64); values kept unless all 1.
+// Throws on a non-finite element, naming its flat index.
+template <typename T>
+void csr_from_dense(DeviceCSR& out, Scratch& s, const T* x, int64_t N, int64_t D);
+// Rows `rows` (device, n) of x as a new matrix.
+void take_rows(DeviceCSR& out, Scratch& s, const DeviceCSR& x, const int64_t* rows, int64_t n);
+
+}  // namespace gpu
+}  // namespace imdbfast
