@@ -212,7 +212,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
             return d;
         }, py::arg("tokens"), py::arg("offsets"), py::arg("n_cols"), py::arg("device") = 0,
            "Multi-hot rows of ragged tokens (int32 tokens, int64 offsets), built on the device.")
-        .def("take", [](const DeviceCSR& x, py::array rows) {
+        .def("take", [](const DeviceCSR& x, py::array rows, int /*threads*/) {
             const int64_t n = rows.ndim() == 1 ? rows.shape(0) : -1;
             const int64_t* r = check<int64_t>(rows, "rows", {n});
             check_rows(r, n, x.n_rows, "rows");
@@ -223,7 +223,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
             gpu::Scratch s;
             gpu::take_rows(*d, s, x, rd.data(), n);
             return d;
-        }, py::arg("rows"), "Rows `rows` as a new device matrix.")
+        }, py::arg("rows"), py::arg("threads") = 0, "Rows `rows` as a new device matrix.")
         .def("to_host", [](const DeviceCSR& x) { return download_csr(x); },
              "A host copy (an imdbfast CSR).")
         .def_readonly("n_rows", &DeviceCSR::n_rows)

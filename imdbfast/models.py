@@ -12,11 +12,12 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
 
-from . import _core
+from . import _backend, _core, _device
 from . import optimizers as _optimizers
 from ._backend import resolve_device
 from ._encoding import flatten_sequences, to_csr
@@ -59,6 +60,9 @@ class Sequential:
     ``x`` may be token sequences (multi-hot encoded with the input dimension), the book's dense
     0/1 matrix, a scipy.sparse matrix or an ``imdbfast.CSR``. ``seed`` fixes the initial weights
     (and, unless fit is given its own, the shuffles); ``threads`` the thread count.
+    ``device``: 'cpu' (default), 'cuda' / 'cuda:N' (a GPU; an error if none is usable) or 'auto'
+    (the GPU when one is usable). On a GPU, x and y may also be GPU arrays (cupy, torch, ...),
+    used in place; predict on a cupy array returns a cupy array.
     """
 
     def __init__(self, layers: Sequence[Any] | None = None, *, name: str | None = None,
@@ -79,6 +83,7 @@ class Sequential:
         self.text_encoding: dict | None = None  # how words became ids (see predict_texts)
         self.word_index: dict | None = None
         self._fit_lock = threading.Lock()  # one fit at a time per model
+        self._device_cache: list = []  # [(weakref to a host CSR, its device copy)], newest first
         for layer in layers or []:
             self.add(layer)
 
@@ -137,10 +142,15 @@ class Sequential:
 
     def _make_net(self, weights: list) -> None:
         opt = self.optimizer or _optimizers.SGD()
-        net = _core.Net(self._dims(), [l.activation for l in self.layers], self._core_loss(),
-                        **opt._core_args())
+        args = (self._dims(), [l.activation for l in self.layers], self._core_loss())
+        if self.device == "cpu":
+            net = _core.Net(*args, **opt._core_args())
+        else:
+            net = _backend.cuda_module().Net(*args, **opt._core_args(),
+                                             device=_backend.device_index(self.device))
         net.set_weights(weights)
         self._net = net
+        self._device_cache = []
 
     def count_params(self) -> int:
         self._require_built("count_params")
@@ -265,6 +275,11 @@ class Sequential:
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):
             raise TypeError("callbacks: expected a list of Callback objects")
         shuffle_seed = self._shuffle_seed(seed)
+        # On a GPU: the training set, labels and weights go up once, for the whole fit.
+        xs, ys, sw = self._placed(xs), self._placed_array(ys, "y"), self._placed_array(sw, "sample_weight")
+        if val is not None:
+            val = (self._placed(val[0]), self._placed_array(val[1], "validation_data[1]"),
+                   self._placed_array(val[2], "validation_data[2]"))
 
         steps = -(-n // batch_size)
         history = History()
@@ -317,7 +332,9 @@ class Sequential:
         if xs.n_rows == 0:
             raise ValueError("x: no rows to evaluate")
         start = time.perf_counter()
-        loss_sum, correct, n = self._evaluate_sums(xs, ys, sw, self._threads(threads))
+        loss_sum, correct, n = self._evaluate_sums(
+            self._placed(xs), self._placed_array(ys, "y"), self._placed_array(sw, "sample_weight"),
+            self._threads(threads))
         logs = self._logs(loss_sum, correct, n)
         if verbose:
             _print_done(-(-n // batch_size), start, logs)
@@ -330,13 +347,21 @@ class Sequential:
         """The last layer's outputs as a float32 array (N, units): probabilities for the book."""
         batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
         verbose = _check_verbose(verbose)
-        xs = self._inputs(x, "x")
+        xs = self._placed(self._inputs(x, "x"))
         start = time.perf_counter()
         nthreads = self._threads(threads)
-        out = np.empty((xs.n_rows, self.layers[-1].units), dtype=np.float32)
-        for r0 in range(0, xs.n_rows, INFERENCE_CHUNK):  # Python regains control in between
-            r1 = min(xs.n_rows, r0 + INFERENCE_CHUNK)
-            out[r0:r1] = self._net.predict(xs, nthreads, r0, r1)
+        units = self.layers[-1].units
+        if self.device != "cpu" and _device.is_cupy(x):  # cupy in, cupy out: no host copy
+            out = _device.empty_cupy((xs.n_rows, units), _backend.device_index(self.device))
+            base = _device.pointer(out.__cuda_array_interface__)
+            for r0 in range(0, xs.n_rows, INFERENCE_CHUNK):
+                r1 = min(xs.n_rows, r0 + INFERENCE_CHUNK)
+                self._net.predict_to(xs, base + 4 * units * r0, r0, r1)
+        else:
+            out = np.empty((xs.n_rows, units), dtype=np.float32)
+            for r0 in range(0, xs.n_rows, INFERENCE_CHUNK):  # Python regains control in between
+                r1 = min(xs.n_rows, r0 + INFERENCE_CHUNK)
+                out[r0:r1] = self._net.predict(xs, nthreads, r0, r1)
         if verbose:
             _print_done(-(-xs.n_rows // batch_size), start, {})
         return out
@@ -433,6 +458,12 @@ class Sequential:
     def _inputs(self, x: Any, name: str):
         if x is None:
             raise ValueError(f"{name}: no input data")
+        mod = _backend.cuda_module() if self.device != "cpu" else None
+        if mod is not None and isinstance(x, mod.DeviceCSR):
+            self._require_dim(x.n_cols, name)
+            return x
+        if _device.is_device_array(x):
+            return self._device_inputs(x, name)
         if not self.built:
             dim = self._input_dim
             if dim is None:
@@ -448,9 +479,86 @@ class Sequential:
             self.build(dim)
         return to_csr(x, self._input_dim, threads=self._threads(None), name=name)
 
+    def _require_dim(self, dim: int, name: str) -> None:
+        if not self.built:
+            self.build(dim)
+        if dim != self._input_dim:
+            raise ValueError(f"{name}: has {dim} columns, the model's input dimension is "
+                             f"{self._input_dim}")
+
+    def _gpu_only(self, name: str) -> int:
+        if self.device == "cpu":
+            raise TypeError(f"{name}: a GPU array needs a model on device='cuda' (or copy it to "
+                            "the host first, e.g. with .get() or .cpu())")
+        return _backend.device_index(self.device)
+
+    def _device_inputs(self, x: Any, name: str):
+        """The CSR of a GPU (rows, input_dim) matrix, built on the GPU."""
+        index = self._gpu_only(name)
+        shape = tuple(getattr(x, "shape", ()))
+        if len(shape) != 2:
+            raise ValueError(f"{name}: a GPU array must be the 2-D (rows, input_dim) matrix, got "
+                             f"shape {shape}")
+        self._require_dim(int(shape[1]), name)
+        x, iface = _device.as_float_array(x, name, index, ("<f4", "<f8"))
+        dtype = "float32" if iface["typestr"] == "<f4" else "float64"
+        return _backend.cuda_module().DeviceCSR.from_dense(
+            _device.pointer(iface), int(shape[0]), int(shape[1]), dtype, index)
+
+    def _device_labels(self, y: Any, n: int, name: str):
+        """GPU labels as a (n, outputs) float32 GPU array, checked like host labels."""
+        import math
+
+        x, iface = _device.as_float_array(y, name, self._gpu_only(name))
+        outputs = self.layers[-1].units
+        shape = tuple(int(s) for s in iface["shape"])
+        if len(shape) == 1 and outputs == 1:
+            shape = (shape[0], 1)
+        if len(shape) != 2 or shape[1] != outputs:
+            raise ValueError(f"{name}: expected shape ({n},) or ({n}, {outputs}), got {tuple(iface['shape'])}")
+        if shape[0] != n:
+            raise ValueError(f"{name}: {shape[0]} labels for {n} rows of x")
+        x = x.reshape(shape)
+        if n:
+            lo, hi = float(x.min()), float(x.max())
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"{name}: labels hold NaN or infinity")
+            if self._compile_config and self._compile_config["loss"] == "bce" and (lo < 0 or hi > 1):
+                raise ValueError(f"{name}: binary cross-entropy needs labels in [0, 1], found "
+                                 f"[{lo}, {hi}]")
+        return x
+
+    def _placed(self, xs):
+        """xs on the model's device: a DeviceCSR on a GPU (host matrices are copied up once and
+        remembered while they live), xs itself on the CPU."""
+        if self.device == "cpu":
+            return xs
+        mod = _backend.cuda_module()
+        if isinstance(xs, mod.DeviceCSR):
+            return xs
+        for ref, d in self._device_cache:
+            if ref() is xs:
+                return d
+        d = mod.DeviceCSR(xs, _backend.device_index(self.device))
+        self._device_cache = [(weakref.ref(xs), d)] + self._device_cache[:1]
+        return d
+
+    def _placed_array(self, a, name: str):
+        """Labels or weights on the model's device: host arrays copied up, GPU arrays borrowed."""
+        if self.device == "cpu" or a is None:
+            return a
+        mod, index = _backend.cuda_module(), _backend.device_index(self.device)
+        if isinstance(a, np.ndarray):
+            return mod.DeviceArray(a, index)
+        iface = a.__cuda_array_interface__
+        size = int(np.prod([int(s) for s in iface["shape"]]))
+        return mod.DeviceArray.borrow(_device.pointer(iface), size, a, index, name)
+
     def _labels(self, y: Any, n: int, name: str) -> np.ndarray:
         if y is None:
             raise ValueError(f"{name}: no labels")
+        if _device.is_device_array(y):
+            return self._device_labels(y, n, name)
         a = np.asarray(y)
         if a.dtype == object or a.dtype.kind not in "biuf":
             raise TypeError(f"{name}: labels must be numeric, got dtype {a.dtype}")
@@ -490,19 +598,21 @@ class Sequential:
         return f"Sequential({self.layers!r})"
 
 
-def load_model(path: str | os.PathLike) -> Sequential:
-    """A model written by ``Sequential.save``: same weights, optimizer state and settings.
-    Files of another format or version, damaged or altered files are refused (ValueError)."""
+def load_model(path: str | os.PathLike, *, device: str = "cpu") -> Sequential:
+    """A model written by ``Sequential.save``: same weights, optimizer state and settings, on
+    ``device``. Files of another format or version, damaged or altered files are refused
+    (ValueError)."""
     import zipfile
     import zlib
 
+    device = resolve_device(device)
     try:
-        return _load_model(path)
+        return _load_model(path, device)
     except (zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
         raise ValueError(f"load_model: {os.fspath(path)!r} is corrupt ({e})") from None
 
 
-def _load_model(path: str | os.PathLike) -> Sequential:
+def _load_model(path: str | os.PathLike, device: str) -> Sequential:
     try:
         f = np.load(os.fspath(path), allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -523,7 +633,7 @@ def _load_model(path: str | os.PathLike) -> Sequential:
             raise ValueError(f"load_model: {os.fspath(path)!r} is corrupt (checksum mismatch)")
         model = Sequential([Input((config["input_dim"],))] +
                            [Dense(**l) for l in config["layers"]],
-                           name=config.get("name"), seed=config.get("seed"))
+                           name=config.get("name"), seed=config.get("seed"), device=device)
         comp = config.get("compile")
         model.build()
         if comp is not None:
@@ -594,11 +704,16 @@ def _input_dim_of(x: Any) -> int:
 
 
 def _sample_weights(sample_weight: Any, class_weight: dict | None, y: np.ndarray, n: int):
+    """Host float32 weights (n,) or None; GPU labels or weights are copied down (n floats)."""
     if sample_weight is not None and class_weight is not None:
         raise ValueError("class_weight and sample_weight cannot be given together")
+    if _device.is_device_array(sample_weight):
+        sample_weight = _device.to_host(sample_weight)
     if class_weight is not None:
         if not isinstance(class_weight, dict):
             raise TypeError("class_weight: expected a dict {class: weight}")
+        if _device.is_device_array(y):
+            y = _device.to_host(y)
         classes = np.rint(y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)).astype(np.int64)
         w = np.ones(n, dtype=np.float32)
         for k, v in class_weight.items():

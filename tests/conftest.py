@@ -41,6 +41,54 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
+def _gpu_module(kind: str):
+    """imdbfast._cuda (a real GPU) or imdbfast._cuda_sim (its kernels run on the host), or a
+    skip saying why it is not available here."""
+    from imdbfast import _backend
+
+    if kind == "sim":
+        try:
+            from imdbfast import _cuda_sim
+        except ImportError:
+            pytest.skip("imdbfast was built without the CUDA simulator (IMDBFAST_CUDA_SIM=OFF)")
+        return _cuda_sim
+    mod = _backend._cuda
+    if mod is None:
+        pytest.skip("imdbfast was built without the CUDA module (no nvcc, or IMDBFAST_CUDA=OFF)")
+    devices, reason = mod.devices()
+    if not devices:
+        pytest.skip(f"no usable GPU: {reason}")
+    return mod
+
+
+# Every backend the kernel and training tests run on: the CPU core, the CUDA kernels on the
+# host simulator (always, where built), and the CUDA kernels on a GPU (marked `cuda`; skipped
+# without one). `pytest -m cuda` runs just the GPU cases.
+BACKENDS = [pytest.param("cpu", id="cpu"), pytest.param("sim", id="cuda-sim"),
+            pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.fixture(params=BACKENDS)
+def kernels(request):
+    """The module whose single-kernel functions a test calls: _core, _cuda_sim or _cuda (all
+    three have the same signatures)."""
+    if request.param == "cpu":
+        from imdbfast import _core
+        return _core
+    return _gpu_module(request.param)
+
+
+@pytest.fixture(params=BACKENDS)
+def device(request, monkeypatch):
+    """A model device string for the backend: 'cpu', or 'cuda' served by the simulator or by
+    a real GPU."""
+    if request.param == "cpu":
+        return "cpu"
+    from imdbfast import _backend
+    monkeypatch.setattr(_backend, "_module", _gpu_module(request.param))
+    return "cuda"
+
+
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def threads(request):
     return request.param

@@ -1,4 +1,5 @@
-"""The compiled training loop, inference and evaluation against the float64 Keras-math model.
+"""The compiled training loop, inference and evaluation against the float64 Keras-math model,
+on every backend (the `kernels` fixture: CPU core, CUDA kernels on the simulator and on a GPU).
 
 A float32 trajectory drifts from the float64 one only by rounding: over a dozen steps the
 per-step losses agree to ~1e-6 relative, so 1e-5 (the issue's bar) is a real check, not a loose
@@ -24,9 +25,10 @@ def make(rng, n, D, mean_len=40):
     return x, y, ref.multi_hot(seqs, D)
 
 
-def net_for(weights, acts, loss="bce_logits", optimizer="rmsprop", **cfg):
+def net_for(weights, acts, loss="bce_logits", optimizer="rmsprop", module=_core, **cfg):
+    """A Net of `module` (_core, or a CUDA module from the `kernels` fixture) with `weights`."""
     dims = [weights[0].shape[0]] + [w.shape[1] for w in weights[0::2]]
-    net = _core.Net(dims, acts, loss, optimizer, cfg.pop("learning_rate", 1e-3), **cfg)
+    net = module.Net(dims, acts, loss, optimizer, cfg.pop("learning_rate", 1e-3), **cfg)
     net.set_weights(weights)
     return net
 
@@ -44,13 +46,14 @@ CONFIGS = [
 
 @pytest.mark.parametrize("acts, units, loss, opt, cfg, bs, n, epochs", CONFIGS,
                          ids=[f"{c[3]}-{c[2]}-bs{c[5]}" for c in CONFIGS])
-def test_trajectory_matches_reference(rng, threads, acts, units, loss, opt, cfg, bs, n, epochs):
+def test_trajectory_matches_reference(kernels, rng, threads, acts, units, loss, opt, cfg, bs, n, epochs):
     D = 1000
     x, y, dense = make(rng, n, D)
     dims = [D] + [units] * (len(acts) - 1) + [1]
     weights = ref.init_weights(rng, dims)
     sw = rng.uniform(0.5, 1.5, n).astype(np.float32) if opt == "adam" else None
-    net = net_for(weights, acts, loss, opt, **dict(cfg, learning_rate=cfg.get("learning_rate", 1e-3)))
+    net = net_for(weights, acts, loss, opt, module=kernels,
+                  **dict(cfg, learning_rate=cfg.get("learning_rate", 1e-3)))
     model = ref.Model(weights, acts, loss, opt, **dict(cfg, learning_rate=cfg.get("learning_rate", 1e-3)))
     n_batches = -(-n // bs)
     steps = 0
@@ -73,11 +76,11 @@ def test_trajectory_matches_reference(rng, threads, acts, units, loss, opt, cfg,
         assert_close(got, want, rtol=1e-4, atol=1e-5, what="weights")
 
 
-def test_predict_and_evaluate_match_reference(rng, threads):
+def test_predict_and_evaluate_match_reference(kernels, rng, threads):
     D = 300
     x, y, dense = make(rng, 700, D)
     weights = ref.init_weights(rng, [D, 16, 16, 1])
-    net = net_for(weights, ["relu", "relu", "sigmoid"])
+    net = net_for(weights, ["relu", "relu", "sigmoid"], module=kernels)
     model = ref.Model(weights, ["relu", "relu", "sigmoid"])
     p = net.predict(x, threads)
     assert p.dtype == np.float32 and p.shape == (700, 1)
@@ -117,27 +120,27 @@ def test_bitwise_identical_for_any_thread_count(rng, optimizer):
     assert not np.array_equal(w1[0], other[0])  # the seed matters
 
 
-def test_chunked_epoch_equals_whole_epoch(rng):
+def test_chunked_epoch_equals_whole_epoch(kernels, rng):
     # Python may run an epoch in chunks of batches (progress, Ctrl-C): same math.
     x, y, _ = make(rng, 1000, 500)
     weights = ref.init_weights(rng, [500, 16, 16, 1])
     order = _core.shuffle_order(1000, 1, 0)
-    whole = net_for(weights, ["relu", "relu", "sigmoid"])
+    whole = net_for(weights, ["relu", "relu", "sigmoid"], module=kernels)
     whole.train_batches(x, y, None, order, 64, 0, 16)
-    parts = net_for(weights, ["relu", "relu", "sigmoid"])
+    parts = net_for(weights, ["relu", "relu", "sigmoid"], module=kernels)
     for b0, b1 in ((0, 3), (3, 4), (4, 16)):
         parts.train_batches(x, y, None, order, 64, b0, b1)
     for a, b in zip(whole.get_weights(), parts.get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
-def test_optimizer_state_round_trip(rng):
+def test_optimizer_state_round_trip(kernels, rng):
     x, y, _ = make(rng, 600, 400)
     weights = ref.init_weights(rng, [400, 16, 1])
     acts = ["relu", "sigmoid"]
-    a = net_for(weights, acts)
+    a = net_for(weights, acts, module=kernels)
     a.train_batches(x, y, None, _core.shuffle_order(600, 0, 0), 50, 0, 12)
-    b = net_for(a.get_weights(), acts)
+    b = net_for(a.get_weights(), acts, module=kernels)
     b.set_slots(a.get_slots())
     b.iterations = a.iterations
     order = _core.shuffle_order(600, 0, 1)
@@ -147,10 +150,10 @@ def test_optimizer_state_round_trip(rng):
         np.testing.assert_array_equal(wa, wb)
 
 
-def test_bad_training_arguments_change_nothing(rng):
+def test_bad_training_arguments_change_nothing(kernels, rng):
     x, y, _ = make(rng, 100, 50)
     weights = ref.init_weights(rng, [50, 4, 1])
-    net = net_for(weights, ["relu", "sigmoid"])
+    net = net_for(weights, ["relu", "sigmoid"], module=kernels)
     order = np.arange(100, dtype=np.int64)
     bad = [
         (dict(y=y[:99]), ValueError, "y"),
@@ -178,9 +181,9 @@ def test_bad_training_arguments_change_nothing(rng):
     with pytest.raises(ValueError, match=r"weights\[2\]"):
         net.set_weights(weights[:2] + [np.zeros((5, 1), np.float32), weights[3]])
     with pytest.raises(ValueError, match="bce_logits"):
-        _core.Net([5, 1], ["linear"], "bce_logits", "rmsprop", 1e-3)
+        kernels.Net([5, 1], ["linear"], "bce_logits", "rmsprop", 1e-3)
     with pytest.raises(ValueError, match="units"):
-        _core.Net([5, 0, 1], ["relu", "sigmoid"], "mse", "rmsprop", 1e-3)
+        kernels.Net([5, 0, 1], ["relu", "sigmoid"], "mse", "rmsprop", 1e-3)
 
 
 def test_no_threads_for_tiny_inputs_still_correct(rng):
