@@ -39,11 +39,11 @@ def data():
     return Data()
 
 
-def book_net(seed: int = 0, optimizer: str = "rmsprop"):
-    """The book's model with Keras's glorot-uniform init."""
+def book_net(seed: int = 0, optimizer: str = "rmsprop", module=_core):
+    """The book's model with Keras's glorot-uniform init (on `module`: _core or _cuda)."""
     rng = np.random.default_rng(seed)
     dims = [10000, 16, 16, 1]
-    net = _core.Net(dims, ["relu", "relu", "sigmoid"], "bce_logits", optimizer, 1e-3)
+    net = module.Net(dims, ["relu", "relu", "sigmoid"], "bce_logits", optimizer, 1e-3)
     weights = []
     for i, o in zip(dims[:-1], dims[1:]):
         limit = np.sqrt(6.0 / (i + o))
