@@ -181,5 +181,88 @@ inline std::vector<float*> slot_ptrs(const py::list& slots, const std::string& n
     return p;
 }
 
+// ---- a Net's parameters and arguments, checked the same way for every backend ----------------
+
+// Shapes of the parameters in Keras's order: kernel (I, H), then bias (H), layer by layer.
+inline std::vector<std::vector<py::ssize_t>> param_shapes(const std::vector<int64_t>& dims) {
+    std::vector<std::vector<py::ssize_t>> out;
+    for (size_t l = 0; l + 1 < dims.size(); ++l) {
+        out.push_back({dims[l], dims[l + 1]});
+        out.push_back({dims[l + 1]});
+    }
+    return out;
+}
+
+inline int64_t shape_size(const std::vector<py::ssize_t>& shape) {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
+}
+
+// Pointers to `ws`, one finite float32 array per parameter with its shape.
+inline std::vector<const float*> check_weights(const py::list& ws, const std::vector<int64_t>& dims) {
+    const auto shapes = param_shapes(dims);
+    if (ws.size() != shapes.size())
+        throw std::invalid_argument("weights: expected " + std::to_string(shapes.size()) +
+                                    " arrays, got " + std::to_string(ws.size()));
+    std::vector<const float*> src;
+    for (size_t p = 0; p < shapes.size(); ++p) {
+        const std::string name = "weights[" + std::to_string(p) + "]";
+        py::array a = ws[p].cast<py::array>();
+        const float* d = shapes[p].size() == 2 ? check<float>(a, name, {shapes[p][0], shapes[p][1]})
+                                               : check<float>(a, name, {shapes[p][0]});
+        check_finite(d, shape_size(shapes[p]), name.c_str());
+        src.push_back(d);
+    }
+    return src;
+}
+
+// Pointers to `slots`: per parameter, n_slots finite flat float32 arrays of its size.
+inline std::vector<std::vector<const float*>> check_slots(const py::list& slots,
+                                                          const std::vector<int64_t>& dims,
+                                                          int n_slots) {
+    const auto shapes = param_shapes(dims);
+    if (slots.size() != shapes.size())
+        throw std::invalid_argument("slots: expected one list per parameter");
+    std::vector<std::vector<const float*>> src(shapes.size());
+    for (size_t p = 0; p < shapes.size(); ++p) {
+        py::list ps = slots[p].cast<py::list>();
+        if (static_cast<int>(ps.size()) != n_slots)
+            throw std::invalid_argument("slots: expected " + std::to_string(n_slots) +
+                                        " arrays per parameter");
+        for (int s = 0; s < n_slots; ++s) {
+            const std::string name = "slots[" + std::to_string(p) + "][" + std::to_string(s) + "]";
+            const int64_t n = shape_size(shapes[p]);
+            const float* d = check<float>(ps[s].cast<py::array>(), name, {n});
+            check_finite(d, n, name.c_str());
+            src[p].push_back(d);
+        }
+    }
+    return src;
+}
+
+// An epoch order (a permutation's worth of rows of x, N of them) and the batch range
+// [batch_begin, batch_end) of batches of batch_size rows.
+inline const int64_t* check_epoch(const py::array& order, int64_t N, int64_t batch_size,
+                                  int64_t batch_begin, int64_t batch_end) {
+    const int64_t* op = check<int64_t>(order, "order", {N});
+    check_rows(op, N, N, "order");
+    if (batch_size < 1) throw std::invalid_argument("batch_size: must be >= 1");
+    const int64_t n_batches = N == 0 ? 0 : 1 + (N - 1) / batch_size;  // no overflow
+    if (batch_begin < 0 || batch_end < batch_begin || batch_end > n_batches)
+        throw std::out_of_range("batches: [" + std::to_string(batch_begin) + ", " +
+                                std::to_string(batch_end) + ") is not within [0, " +
+                                std::to_string(n_batches) + "]");
+    return op;
+}
+
+// Rows [first, last) of n_rows (last < 0: to the end), checked; `last` is resolved in place.
+inline void check_row_range(int64_t first, int64_t& last, int64_t n_rows) {
+    if (last < 0) last = n_rows;
+    if (first < 0 || first > last || last > n_rows)
+        throw std::out_of_range("rows: [" + std::to_string(first) + ", " + std::to_string(last) +
+                                ") is not within the " + std::to_string(n_rows) + " rows of x");
+}
+
 }  // namespace bind
 }  // namespace imdbfast

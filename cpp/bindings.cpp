@@ -467,31 +467,16 @@ PYBIND11_MODULE(_core, m) {
         .def("get_weights", [](const Net& n) {
             std::shared_lock<std::shared_mutex> lock(n.mutex());
             py::list out;
+            const auto shapes = param_shapes(n.dims());
             for (int p = 0; p < n.n_params(); ++p) {
-                const int l = p / 2;
-                std::vector<py::ssize_t> shape;
-                if (p % 2 == 0) shape = {n.dims()[l], n.dims()[l + 1]};
-                else shape = {n.dims()[l + 1]};
-                py::array_t<float> a(shape);
+                py::array_t<float> a(shapes[p]);
                 std::copy_n(n.param(p), n.param_size(p), a.mutable_data());
                 out.append(a);
             }
             return out;
         }, "Copies of [kernel_1 (I, H), bias_1 (H), ...] in Keras's order.")
         .def("set_weights", [](Net& n, py::list ws) {
-            if (static_cast<int>(ws.size()) != n.n_params())
-                throw std::invalid_argument("weights: expected " + std::to_string(n.n_params()) +
-                                            " arrays, got " + std::to_string(ws.size()));
-            std::vector<const float*> src;
-            for (int p = 0; p < n.n_params(); ++p) {
-                const int l = p / 2;
-                const std::string name = "weights[" + std::to_string(p) + "]";
-                py::array a = ws[p].cast<py::array>();
-                const float* d = p % 2 == 0 ? check<float>(a, name, {n.dims()[l], n.dims()[l + 1]})
-                                            : check<float>(a, name, {n.dims()[l + 1]});
-                check_finite(d, n.param_size(p), name.c_str());
-                src.push_back(d);
-            }
+            const auto src = check_weights(ws, n.dims());
             std::unique_lock<std::shared_mutex> lock(n.mutex());
             for (int p = 0; p < n.n_params(); ++p) std::copy_n(src[p], n.param_size(p), n.param(p));
         })
@@ -511,21 +496,7 @@ PYBIND11_MODULE(_core, m) {
             return out;
         }, "Optimizer slots, brought up to date: [[slot arrays of param 0], ...], flat.")
         .def("set_slots", [](Net& n, py::list slots) {
-            if (static_cast<int>(slots.size()) != n.n_params())
-                throw std::invalid_argument("slots: expected one list per parameter");
-            std::vector<std::vector<const float*>> src(n.n_params());
-            for (int p = 0; p < n.n_params(); ++p) {
-                py::list ps = slots[p].cast<py::list>();
-                if (static_cast<int>(ps.size()) != n.n_slots())
-                    throw std::invalid_argument("slots: expected " + std::to_string(n.n_slots()) +
-                                                " arrays per parameter");
-                for (int s = 0; s < n.n_slots(); ++s) {
-                    const std::string name = "slots[" + std::to_string(p) + "][" + std::to_string(s) + "]";
-                    const float* d = check<float>(ps[s].cast<py::array>(), name, {n.param_size(p)});
-                    check_finite(d, n.param_size(p), name.c_str());
-                    src[p].push_back(d);
-                }
-            }
+            const auto src = check_slots(slots, n.dims(), n.n_slots());
             std::unique_lock<std::shared_mutex> lock(n.mutex());
             n.sync_optimizer();  // marks every row current, so the new slots count from now
             for (int p = 0; p < n.n_params(); ++p)
@@ -538,14 +509,7 @@ PYBIND11_MODULE(_core, m) {
             const float *yp, *swp;
             check_labels(n, x, y, sw, &yp, &swp);
             const int64_t N = x.n_rows;
-            const int64_t* op = check<int64_t>(order, "order", {N});
-            check_rows(op, N, N, "order");
-            if (batch_size < 1) throw std::invalid_argument("batch_size: must be >= 1");
-            const int64_t n_batches = N == 0 ? 0 : 1 + (N - 1) / batch_size;  // no overflow
-            if (batch_begin < 0 || batch_end < batch_begin || batch_end > n_batches)
-                throw std::out_of_range("batches: [" + std::to_string(batch_begin) + ", " +
-                                        std::to_string(batch_end) + ") is not within [0, " +
-                                        std::to_string(n_batches) + "]");
+            const int64_t* op = check_epoch(order, N, batch_size, batch_begin, batch_end);
             const int64_t steps = batch_end - batch_begin;
             py::array_t<double> bl(per_batch ? steps : 0), ba(per_batch ? steps : 0);
             double* blp = per_batch ? bl.mutable_data() : nullptr;
@@ -568,10 +532,7 @@ PYBIND11_MODULE(_core, m) {
                 throw std::invalid_argument("x: has " + std::to_string(x.n_cols) +
                                             " columns, the model's input dimension is " +
                                             std::to_string(n.dims()[0]));
-            if (last < 0) last = x.n_rows;
-            if (first < 0 || first > last || last > x.n_rows)
-                throw std::out_of_range("rows: [" + std::to_string(first) + ", " + std::to_string(last) +
-                                        ") is not within the " + std::to_string(x.n_rows) + " rows of x");
+            check_row_range(first, last, x.n_rows);
             py::array_t<float> out({last - first, n.dims().back()});
             float* o = out.mutable_data();
             py::gil_scoped_release nogil;
@@ -583,10 +544,7 @@ PYBIND11_MODULE(_core, m) {
                             int64_t first, int64_t last) {
             const float *yp, *swp;
             check_labels(n, x, y, sw, &yp, &swp);
-            if (last < 0) last = x.n_rows;
-            if (first < 0 || first > last || last > x.n_rows)
-                throw std::out_of_range("rows: [" + std::to_string(first) + ", " + std::to_string(last) +
-                                        ") is not within the " + std::to_string(x.n_rows) + " rows of x");
+            check_row_range(first, last, x.n_rows);
             Stats st;
             {
                 py::gil_scoped_release nogil;

@@ -103,6 +103,19 @@ std::shared_ptr<DeviceCSR> data_arg(const py::object& x, int device, int64_t D) 
     return d;
 }
 
+// A device copy of n finite host floats.
+std::shared_ptr<DeviceArray> upload_array(const float* p, int64_t n, const std::string& name,
+                                          int device) {
+    check_finite(p, n, name.c_str());
+    auto d = std::make_shared<DeviceArray>();
+    d->device = device;
+    d->size = n;
+    gpu::set_device(device);
+    d->own = upload(p, n);
+    d->ptr = d->own.data();
+    return d;
+}
+
 // A float32 argument of n elements: a DeviceArray on `device`, or a host array copied up.
 std::shared_ptr<DeviceArray> array_arg(const py::object& a, const std::string& name,
                                        std::initializer_list<int64_t> shape, int device) {
@@ -118,22 +131,7 @@ std::shared_ptr<DeviceArray> array_arg(const py::object& a, const std::string& n
                                         " elements, expected " + std::to_string(n));
         return d;
     }
-    const float* p = check<float>(a.cast<py::array>(), name, shape);
-    check_finite(p, n, name.c_str());
-    auto d = std::make_shared<DeviceArray>();
-    d->device = device;
-    d->size = n;
-    gpu::set_device(device);
-    d->own = upload(p, n);
-    d->ptr = d->own.data();
-    return d;
-}
-
-void check_range(int64_t& first, int64_t& last, int64_t n_rows) {
-    if (last < 0) last = n_rows;
-    if (first < 0 || first > last || last > n_rows)
-        throw std::out_of_range("rows: [" + std::to_string(first) + ", " + std::to_string(last) +
-                                ") is not within the " + std::to_string(n_rows) + " rows of x");
+    return upload_array(check<float>(a.cast<py::array>(), name, shape), n, name, device);
 }
 
 // Keeps a Python object alive from C++ (released with the GIL held).
@@ -238,14 +236,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
         .def(py::init([](py::array a, int device) {
                  const int64_t n = a.size();
                  const float* p = check<float>(a.attr("reshape")(-1).cast<py::array>(), "array", {n});
-                 check_finite(p, n, "array");
-                 auto d = std::make_shared<DeviceArray>();
-                 d->device = device;
-                 d->size = n;
-                 gpu::set_device(device);
-                 d->own = upload(p, n);
-                 d->ptr = d->own.data();
-                 return d;
+                 return upload_array(p, n, "array", device);
              }),
              py::arg("array"), py::arg("device") = 0, "Copy a float32 host array to the device.")
         .def_static("borrow", [](uintptr_t ptr, int64_t size, py::object owner, int device,
@@ -318,31 +309,16 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
         .def("get_weights", [](DeviceNet& n) {
             std::lock_guard<std::mutex> lock(n.mutex());
             py::list out;
+            const auto shapes = param_shapes(n.dims());
             for (int p = 0; p < n.n_params(); ++p) {
-                const int l = p / 2;
-                std::vector<py::ssize_t> shape;
-                if (p % 2 == 0) shape = {n.dims()[l], n.dims()[l + 1]};
-                else shape = {n.dims()[l + 1]};
-                py::array_t<float> a(shape);
+                py::array_t<float> a(shapes[p]);
                 n.get_param(p, a.mutable_data());
                 out.append(a);
             }
             return out;
         }, "Copies of [kernel_1 (I, H), bias_1 (H), ...] in Keras's order.")
         .def("set_weights", [](DeviceNet& n, py::list ws) {
-            if (static_cast<int>(ws.size()) != n.n_params())
-                throw std::invalid_argument("weights: expected " + std::to_string(n.n_params()) +
-                                            " arrays, got " + std::to_string(ws.size()));
-            std::vector<const float*> src;
-            for (int p = 0; p < n.n_params(); ++p) {
-                const int l = p / 2;
-                const std::string name = "weights[" + std::to_string(p) + "]";
-                py::array a = ws[p].cast<py::array>();
-                const float* d = p % 2 == 0 ? check<float>(a, name, {n.dims()[l], n.dims()[l + 1]})
-                                            : check<float>(a, name, {n.dims()[l + 1]});
-                check_finite(d, n.param_size(p), name.c_str());
-                src.push_back(d);
-            }
+            const auto src = check_weights(ws, n.dims());
             std::lock_guard<std::mutex> lock(n.mutex());
             for (int p = 0; p < n.n_params(); ++p) n.set_param(p, src[p]);
         })
@@ -361,21 +337,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
             return out;
         }, "Optimizer slots: [[slot arrays of param 0], ...], flat.")
         .def("set_slots", [](DeviceNet& n, py::list slots) {
-            if (static_cast<int>(slots.size()) != n.n_params())
-                throw std::invalid_argument("slots: expected one list per parameter");
-            std::vector<std::vector<const float*>> src(n.n_params());
-            for (int p = 0; p < n.n_params(); ++p) {
-                py::list ps = slots[p].cast<py::list>();
-                if (static_cast<int>(ps.size()) != n.n_slots())
-                    throw std::invalid_argument("slots: expected " + std::to_string(n.n_slots()) +
-                                                " arrays per parameter");
-                for (int s = 0; s < n.n_slots(); ++s) {
-                    const std::string name = "slots[" + std::to_string(p) + "][" + std::to_string(s) + "]";
-                    const float* d = check<float>(ps[s].cast<py::array>(), name, {n.param_size(p)});
-                    check_finite(d, n.param_size(p), name.c_str());
-                    src[p].push_back(d);
-                }
-            }
+            const auto src = check_slots(slots, n.dims(), n.n_slots());
             std::lock_guard<std::mutex> lock(n.mutex());
             for (int p = 0; p < n.n_params(); ++p)
                 for (int s = 0; s < n.n_slots(); ++s) n.set_slot(p, s, src[p][s]);
@@ -388,14 +350,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
             auto yd = array_arg(y, "y", {N, O}, n.device());
             std::shared_ptr<DeviceArray> swd;
             if (!sw.is_none()) swd = array_arg(sw, "sample_weight", {N}, n.device());
-            const int64_t* op = check<int64_t>(order, "order", {N});
-            check_rows(op, N, N, "order");
-            if (batch_size < 1) throw std::invalid_argument("batch_size: must be >= 1");
-            const int64_t n_batches = N == 0 ? 0 : 1 + (N - 1) / batch_size;
-            if (batch_begin < 0 || batch_end < batch_begin || batch_end > n_batches)
-                throw std::out_of_range("batches: [" + std::to_string(batch_begin) + ", " +
-                                        std::to_string(batch_end) + ") is not within [0, " +
-                                        std::to_string(n_batches) + "]");
+            const int64_t* op = check_epoch(order, N, batch_size, batch_begin, batch_end);
             const int64_t steps = batch_end - batch_begin;
             py::array_t<double> bl(per_batch ? steps : 0), ba(per_batch ? steps : 0);
             double* blp = per_batch ? bl.mutable_data() : nullptr;
@@ -417,7 +372,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
            "or DeviceArrays (threads is ignored).")
         .def("predict", [](DeviceNet& n, py::object x, int /*threads*/, int64_t first, int64_t last) {
             auto xd = data_arg(x, n.device(), n.dims()[0]);
-            check_range(first, last, xd->n_rows);
+            check_row_range(first, last, xd->n_rows);
             py::array_t<float> out({last - first, n.dims().back()});
             float* o = out.mutable_data();
             py::gil_scoped_release nogil;
@@ -428,7 +383,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
            "Outputs for rows [first, last) of x as a host array.")
         .def("predict_to", [](DeviceNet& n, py::object x, uintptr_t out, int64_t first, int64_t last) {
             auto xd = data_arg(x, n.device(), n.dims()[0]);
-            check_range(first, last, xd->n_rows);
+            check_row_range(first, last, xd->n_rows);
             py::gil_scoped_release nogil;
             std::lock_guard<std::mutex> lock(n.mutex());
             n.predict(reinterpret_cast<float*>(out), true, *xd, first, last);
@@ -441,7 +396,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
             auto yd = array_arg(y, "y", {N, O}, n.device());
             std::shared_ptr<DeviceArray> swd;
             if (!sw.is_none()) swd = array_arg(sw, "sample_weight", {N}, n.device());
-            check_range(first, last, N);
+            check_row_range(first, last, N);
             Stats st;
             {
                 py::gil_scoped_release nogil;
