@@ -183,6 +183,28 @@ inline std::vector<float*> slot_ptrs(const py::list& slots, const std::string& n
 
 // ---- a Net's parameters and arguments, checked the same way for every backend ----------------
 
+// A network's structure, checked: dims (D, H_1, ..., O), one activation per layer, and a loss
+// compatible with the output layer.
+struct NetSpec {
+    std::vector<int64_t> dims;
+    std::vector<int> acts;
+    int loss;
+};
+inline NetSpec check_net(std::vector<int64_t> dims, const std::vector<std::string>& acts,
+                         const std::string& loss) {
+    if (dims.size() < 2 || acts.size() != dims.size() - 1)
+        throw std::invalid_argument("dims: need the input dimension and one width per "
+                                    "layer, with one activation per layer");
+    for (size_t i = 0; i < dims.size(); ++i)
+        positive_dim(dims[i], i == 0 ? "input dimension" : "units");
+    std::vector<int> a;
+    for (auto& s : acts) a.push_back(parse_act(s));
+    const int lk = parse_loss(loss);
+    if (lk == LOSS_BCE_LOGITS && a.back() != ACT_SIGMOID)
+        throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");
+    return NetSpec{std::move(dims), std::move(a), lk};
+}
+
 // Shapes of the parameters in Keras's order: kernel (I, H), then bias (H), layer by layer.
 inline std::vector<std::vector<py::ssize_t>> param_shapes(const std::vector<int64_t>& dims) {
     std::vector<std::vector<py::ssize_t>> out;

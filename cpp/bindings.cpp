@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bind_kernels.h"
 #include "bind_util.h"
 #include "kernels.h"
 #include "net.h"
@@ -21,6 +22,60 @@ using namespace imdbfast;
 using namespace imdbfast::bind;
 
 namespace {
+
+// The CPU's compute for the single-kernel functions (bind_kernels.h).
+struct CpuKernels {
+    static CSR multi_hot(const Ragged& r, int64_t D, int threads) {
+        return cpu::multi_hot(r.tokens, r.offsets, r.N, D, threads);
+    }
+    static void sparse_forward(float* z, const CSR& x, const int64_t* rows, int64_t B,
+                               const float* W, const float* b, int64_t H) {
+        cpu::sparse_forward(z, x.view(), rows, W, b, H, 0, B);
+    }
+    static void dense_forward(float* z, const float* x, const float* W, const float* b, int64_t B,
+                              int64_t I, int64_t H) {
+        cpu::dense_forward(z, x, W, b, I, H, 0, B);
+    }
+    static void act_forward(float* a, const float* z, int act, int64_t n) {
+        cpu::act_forward(a, z, act, 0, n);
+    }
+    static void act_backward(float* dz, const float* da, const float* z, const float* a, int act,
+                             int64_t n) {
+        cpu::act_backward(dz, da, z, a, act, 0, n);
+    }
+    static void dense_backward(float* dx, float* dW, float* db, const float* dz, const float* x,
+                               const float* W, int64_t B, int64_t I, int64_t H) {
+        cpu::dense_backward_input(dx, dz, W, I, H, 0, B);
+        cpu::dense_backward_weight(dW, dz, x, B, I, H, 0, I);
+        cpu::bias_backward(db, dz, B, H);
+    }
+    static void sparse_backward(std::vector<int64_t>& touched, std::vector<float>& g,
+                                const float* dz, const CSR& x, const int64_t* rows, int64_t B,
+                                int64_t H, int parts) {
+        const int64_t D = x.n_cols;
+        g.resize(static_cast<size_t>(D * H));
+        touched.resize(static_cast<size_t>(D));
+        int64_t n = 0;
+        cpu::SparseGradScratch scratch;  // column ranges split evenly by index
+        for (int p = 0; p < parts; ++p) {
+            int64_t k = 0;
+            cpu::sparse_backward_weight(g.data() + n * H, touched.data() + n, &k, scratch, dz,
+                                        x.view(), rows, B, H, D * p / parts, D * (p + 1) / parts);
+            n += k;
+        }
+        touched.resize(static_cast<size_t>(n));
+        g.resize(static_cast<size_t>(n * H));
+    }
+    static void loss_forward_backward(float* dz, double* lr, double* cr, const float* z,
+                                      const float* a, const float* y, const float* sw, int act,
+                                      int loss, int64_t B, int64_t O) {
+        cpu::loss_forward_backward(dz, lr, cr, z, a, y, sw, nullptr, act, loss, O, B, 0, B);
+    }
+    static void optimizer_update(const cpu::OptimizerConfig& c, int64_t iteration, float* w,
+                                 const float* g, float* const* slots, int64_t n) {
+        cpu::optimizer_update(c, iteration, w, g, slots, 0, n);
+    }
+};
 
 void check_labels(const Net& net, const CSR& x, const py::array& y, const py::object& sw,
                   const float** yp, const float** swp) {
@@ -114,17 +169,6 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release nogil;
             return std::make_shared<CSR>(cpu::csr_take_rows(s.view(), r, n, threads));
         }, py::arg("rows"), py::arg("threads") = 0);
-
-    m.def("multi_hot", [](py::array tokens, py::array offsets, int64_t n_cols, int threads) {
-        positive_dim(n_cols, "num_words");
-        const Ragged rg = check_ragged(tokens, offsets);
-        const int32_t* t = rg.tokens;
-        const int64_t* o = rg.offsets;
-        const int64_t nt = rg.n_tokens, N = rg.N;
-        py::gil_scoped_release nogil;
-        return std::make_shared<CSR>(cpu::multi_hot(t, o, N, n_cols, threads));
-    }, py::arg("tokens"), py::arg("offsets"), py::arg("num_words"), py::arg("threads") = 0,
-       "Multi-hot CSR (N, num_words) of ragged sequences given as flat int32 tokens + int64 offsets.");
 
     m.def("ragged_take", [](py::array tokens, py::array offsets, py::array rows, int64_t prefix,
                             int64_t add, int threads) {
@@ -235,146 +279,7 @@ PYBIND11_MODULE(_core, m) {
            "(start_char, oov_char) or 0 (num_words).");
 
     // ---- single kernels (tests and embedding; the training loop calls the same functions) ----
-    m.def("sparse_forward", [](const CSR& x, py::array rows, py::array W, py::array b) {
-        const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
-        const int64_t* r = check<int64_t>(rows, "rows", {B});
-        check_rows(r, B, x.n_rows, "rows");
-        const int64_t H = W.ndim() == 2 ? W.shape(1) : -1;
-        const float* w = check<float>(W, "W", {x.n_cols, H});
-        const float* bb = check<float>(b, "b", {H});
-        py::array_t<float> z({B, H});
-        float* zp = z.mutable_data();
-        py::gil_scoped_release nogil;
-        cpu::sparse_forward(zp, x.view(), r, w, bb, H, 0, B);
-        return z;
-    }, py::arg("x"), py::arg("rows"), py::arg("W"), py::arg("b"));
-
-    m.def("dense_forward", [](py::array x, py::array W, py::array b) {
-        const int64_t B = x.ndim() == 2 ? x.shape(0) : -1, I = x.ndim() == 2 ? x.shape(1) : -1;
-        const float* xp = check<float>(x, "x", {B, I});
-        const int64_t H = W.ndim() == 2 ? W.shape(1) : -1;
-        const float* w = check<float>(W, "W", {I, H});
-        const float* bb = check<float>(b, "b", {H});
-        py::array_t<float> z({B, H});
-        float* zp = z.mutable_data();
-        py::gil_scoped_release nogil;
-        cpu::dense_forward(zp, xp, w, bb, I, H, 0, B);
-        return z;
-    }, py::arg("x"), py::arg("W"), py::arg("b"));
-
-    m.def("act_forward", [](py::array z, const std::string& act) {
-        const int64_t n = z.size();
-        const float* zp = check<float>(z, "z", {n});
-        py::array_t<float> a(n);
-        float* ap = a.mutable_data();
-        const int k = parse_act(act);
-        py::gil_scoped_release nogil;
-        cpu::act_forward(ap, zp, k, 0, n);
-        return a;
-    }, py::arg("z"), py::arg("activation"));
-
-    m.def("act_backward", [](py::array da, py::array z, py::array a, const std::string& act) {
-        const int64_t n = z.size();
-        const float* dap = check<float>(da, "da", {n});
-        const float* zp = check<float>(z, "z", {n});
-        const float* ap = check<float>(a, "a", {n});
-        py::array_t<float> dz(n);
-        float* dzp = dz.mutable_data();
-        const int k = parse_act(act);
-        py::gil_scoped_release nogil;
-        cpu::act_backward(dzp, dap, zp, ap, k, 0, n);
-        return dz;
-    }, py::arg("da"), py::arg("z"), py::arg("a"), py::arg("activation"));
-
-    m.def("dense_backward", [](py::array dz, py::array x, py::array W) {
-        const int64_t B = dz.ndim() == 2 ? dz.shape(0) : -1, H = dz.ndim() == 2 ? dz.shape(1) : -1;
-        const float* dzp = check<float>(dz, "dz", {B, H});
-        const int64_t I = x.ndim() == 2 ? x.shape(1) : -1;
-        const float* xp = check<float>(x, "x", {B, I});
-        const float* w = check<float>(W, "W", {I, H});
-        py::array_t<float> dx({B, I}), dW({I, H}), db(H);
-        float *dxp = dx.mutable_data(), *dWp = dW.mutable_data(), *dbp = db.mutable_data();
-        {
-            py::gil_scoped_release nogil;
-            cpu::dense_backward_input(dxp, dzp, w, I, H, 0, B);
-            cpu::dense_backward_weight(dWp, dzp, xp, B, I, H, 0, I);
-            cpu::bias_backward(dbp, dzp, B, H);
-        }
-        return py::make_tuple(dx, dW, db);
-    }, py::arg("dz"), py::arg("x"), py::arg("W"), "Returns (dx, dW, db).");
-
-    m.def("sparse_backward", [](py::array dz, const CSR& x, py::array rows, int parts) {
-        const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
-        const int64_t* r = check<int64_t>(rows, "rows", {B});
-        check_rows(r, B, x.n_rows, "rows");
-        const int64_t H = dz.ndim() == 2 ? dz.shape(1) : -1;
-        const float* dzp = check<float>(dz, "dz", {B, H});
-        if (parts < 1) throw std::invalid_argument("parts: must be >= 1");
-        const int64_t D = x.n_cols;
-        std::vector<float> g(static_cast<size_t>(D * H));
-        std::vector<int64_t> touched(static_cast<size_t>(D));
-        int64_t n = 0;
-        {
-            py::gil_scoped_release nogil;
-            // Column ranges split evenly by index: the result must not depend on the split.
-            cpu::SparseGradScratch scratch;
-            for (int p = 0; p < parts; ++p) {
-                int64_t k = 0;
-                cpu::sparse_backward_weight(g.data() + n * H, touched.data() + n, &k, scratch, dzp,
-                                            x.view(), r, B, H, D * p / parts, D * (p + 1) / parts);
-                n += k;
-            }
-        }
-        touched.resize(static_cast<size_t>(n));
-        g.resize(static_cast<size_t>(n * H));
-        return py::make_tuple(vector_to_array(std::move(touched), {static_cast<py::ssize_t>(n)}),
-                              vector_to_array(std::move(g), {static_cast<py::ssize_t>(n),
-                                                             static_cast<py::ssize_t>(H)}));
-    }, py::arg("dz"), py::arg("x"), py::arg("rows"), py::arg("parts") = 1,
-       "Returns (the W1 rows the batch touches, ascending, and their gradient rows).");
-
-    m.def("loss_forward_backward", [](py::array z, py::array a, py::array y, py::object sw,
-                                      const std::string& last_act, const std::string& loss) {
-        const int64_t B = z.ndim() == 2 ? z.shape(0) : -1, O = z.ndim() == 2 ? z.shape(1) : -1;
-        const float* zp = check<float>(z, "z", {B, O});
-        const float* ap = check<float>(a, "a", {B, O});
-        const float* yp = check<float>(y, "y", {B, O});
-        const float* swp = sw.is_none() ? nullptr : check<float>(sw.cast<py::array>(), "sample_weight", {B});
-        const int act = parse_act(last_act), lk = parse_loss(loss);
-        if (lk == LOSS_BCE_LOGITS && act != ACT_SIGMOID)
-            throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");
-        py::array_t<float> dz({B, O});
-        py::array_t<double> lr(B), cr(B);
-        float* dzp = dz.mutable_data();
-        double *lrp = lr.mutable_data(), *crp = cr.mutable_data();
-        {
-            py::gil_scoped_release nogil;
-            cpu::loss_forward_backward(dzp, lrp, crp, zp, ap, yp, swp, nullptr, act, lk, O, B, 0, B);
-        }
-        return py::make_tuple(dz, lr, cr);
-    }, py::arg("z"), py::arg("a"), py::arg("y"), py::arg("sample_weight"), py::arg("last_activation"),
-       py::arg("loss"), "Returns (dz, per-row weighted loss, per-row accuracy).");
-
-    m.def("optimizer_update", [](const std::string& kind, int64_t iteration, py::array w,
-                                 py::array g, py::list slots, double learning_rate, double rho,
-                                 double momentum, double epsilon, double beta_1, double beta_2,
-                                 bool centered, bool nesterov, bool amsgrad) {
-        auto c = parse_optimizer(kind, learning_rate, rho, momentum, epsilon, beta_1, beta_2,
-                                 centered, nesterov, amsgrad);
-        const int64_t n = w.size();
-        float* wp = check<float>(w, "w", {n}, true);
-        const float* gp = check<float>(g, "g", {n});
-        if (static_cast<int>(slots.size()) != cpu::optimizer_num_slots(c))
-            throw std::invalid_argument("slots: this optimizer needs " +
-                                        std::to_string(cpu::optimizer_num_slots(c)));
-        auto sp = slot_ptrs(slots, "slots", n);
-        py::gil_scoped_release nogil;
-        cpu::optimizer_update(c, iteration, wp, gp, sp.data(), 0, n);
-    }, py::arg("kind"), py::arg("iteration"), py::arg("w"), py::arg("g"), py::arg("slots"),
-       py::arg("learning_rate"), py::arg("rho") = 0.9, py::arg("momentum") = 0.0,
-       py::arg("epsilon") = 1e-7, py::arg("beta_1") = 0.9, py::arg("beta_2") = 0.999,
-       py::arg("centered") = false, py::arg("nesterov") = false, py::arg("amsgrad") = false,
-       "One optimizer step in place on flat float32 arrays.");
+    def_kernels<CpuKernels>(m);
 
     m.def("optimizer_update_rows", [](const std::string& kind, int64_t iteration, py::array W,
                                       py::array Gc, py::list slots, py::array rows, py::array synced,
@@ -438,17 +343,8 @@ PYBIND11_MODULE(_core, m) {
                          const std::string& loss, const std::string& optimizer,
                          double learning_rate, double rho, double momentum, double epsilon,
                          double beta_1, double beta_2, bool centered, bool nesterov, bool amsgrad) {
-                 if (dims.size() < 2 || acts.size() != dims.size() - 1)
-                     throw std::invalid_argument("dims: need the input dimension and one width per "
-                                                 "layer, with one activation per layer");
-                 for (size_t i = 0; i < dims.size(); ++i)
-                     positive_dim(dims[i], i == 0 ? "input dimension" : "units");
-                 std::vector<int> a;
-                 for (auto& s : acts) a.push_back(parse_act(s));
-                 const int lk = parse_loss(loss);
-                 if (lk == LOSS_BCE_LOGITS && a.back() != ACT_SIGMOID)
-                     throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");
-                 return std::make_shared<Net>(std::move(dims), std::move(a), lk,
+                 NetSpec spec = check_net(std::move(dims), acts, loss);
+                 return std::make_shared<Net>(std::move(spec.dims), std::move(spec.acts), spec.loss,
                                               parse_optimizer(optimizer, learning_rate, rho, momentum,
                                                               epsilon, beta_1, beta_2, centered,
                                                               nesterov, amsgrad));

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bind_kernels.h"
 #include "bind_util.h"
 #include "device.h"
 #include "device_kernels.h"
@@ -43,13 +44,6 @@ Buffer<T> upload(const T* p, int64_t n) {
     Buffer<T> b(std::max<int64_t>(1, n));
     gpu::copy_to_device(b.data(), p, n);
     return b;
-}
-
-template <typename T>
-py::array_t<T> download(const Buffer<T>& b, std::vector<py::ssize_t> shape) {
-    py::array_t<T> a(shape);
-    gpu::copy_to_host(a.mutable_data(), b.data(), static_cast<int64_t>(a.size()));
-    return a;
 }
 
 std::shared_ptr<DeviceCSR> upload_csr(const CSR& x, int device) {
@@ -141,6 +135,111 @@ std::shared_ptr<void> keep_alive(py::object o) {
         delete static_cast<py::object*>(p);
     });
 }
+
+// The GPU's compute for the single-kernel functions (bind_kernels.h): copy the host inputs to
+// the device, launch, copy the outputs back (on the current device).
+struct GpuKernels {
+    static CSR multi_hot(const Ragged& r, int64_t D, int /*threads*/) {
+        Buffer<int32_t> t = upload(r.tokens, r.n_tokens);
+        Buffer<int64_t> o = upload(r.offsets, r.N + 1);
+        DeviceCSR d;
+        gpu::Scratch s;
+        gpu::multi_hot(d, s, t.data(), o.data(), r.N, r.n_tokens, D);
+        return std::move(*download_csr(d));
+    }
+    static void sparse_forward(float* z, const CSR& x, const int64_t* rows, int64_t B,
+                               const float* W, const float* b, int64_t H) {
+        auto xd = upload_csr(x, 0);
+        Buffer<int64_t> rd = upload(rows, B);
+        Buffer<float> wd = upload(W, x.n_cols * H), bd = upload(b, H), zd(B * H + 1), ad(B * H + 1);
+        gpu::sparse_forward(zd.data(), ad.data(), ACT_LINEAR, xd->view(), rd.data(), 0, wd.data(),
+                            bd.data(), H, B);
+        gpu::copy_to_host(z, zd.data(), B * H);
+    }
+    static void dense_forward(float* z, const float* x, const float* W, const float* b, int64_t B,
+                              int64_t I, int64_t H) {
+        Buffer<float> xd = upload(x, B * I), wd = upload(W, I * H), bd = upload(b, H),
+                      zd(B * H + 1), ad(B * H + 1);
+        gpu::dense_forward(zd.data(), ad.data(), ACT_LINEAR, xd.data(), wd.data(), bd.data(), I, H, B);
+        gpu::copy_to_host(z, zd.data(), B * H);
+    }
+    static void act_forward(float* a, const float* z, int act, int64_t n) {
+        Buffer<float> zd = upload(z, n), ad(n + 1);
+        gpu::act_forward(ad.data(), zd.data(), act, n);
+        gpu::copy_to_host(a, ad.data(), n);
+    }
+    static void act_backward(float* dz, const float* da, const float* z, const float* a, int act,
+                             int64_t n) {
+        Buffer<float> dad = upload(da, n), zd = upload(z, n), ad = upload(a, n), dzd(n + 1);
+        gpu::act_backward(dzd.data(), dad.data(), zd.data(), ad.data(), act, n);
+        gpu::copy_to_host(dz, dzd.data(), n);
+    }
+    static void dense_backward(float* dx, float* dW, float* db, const float* dz, const float* x,
+                               const float* W, int64_t B, int64_t I, int64_t H) {
+        Buffer<float> dzd = upload(dz, B * H), xd = upload(x, B * I), wd = upload(W, I * H),
+                      dxd(B * I + 1), dWd(I * H + 1), dbd(H + 1);
+        // a linear "activation": the input gradient itself (x stands in for z and a)
+        gpu::backward_input(dxd.data(), dzd.data(), wd.data(), xd.data(), xd.data(), ACT_LINEAR, I,
+                            H, B);
+        gpu::weight_grad(dWd.data(), dzd.data(), xd.data(), B, I, H);
+        gpu::weight_grad(dbd.data(), dzd.data(), nullptr, B, 1, H);
+        gpu::copy_to_host(dx, dxd.data(), B * I);
+        gpu::copy_to_host(dW, dWd.data(), I * H);
+        gpu::copy_to_host(db, dbd.data(), H);
+    }
+    // One batch of all B rows: the epoch index over `rows`, then the batch's gradient into a
+    // zeroed (D, H) G; the touched columns are the index's groups (one per column present).
+    static void sparse_backward(std::vector<int64_t>& touched, std::vector<float>& g,
+                                const float* dz, const CSR& x, const int64_t* rows, int64_t B,
+                                int64_t H, int /*parts*/) {
+        const int64_t D = x.n_cols;
+        auto xd = upload_csr(x, 0);
+        std::vector<float> dense(static_cast<size_t>(D * H), 0.0f);
+        Buffer<int64_t> rd = upload(rows, B);
+        Buffer<float> dzd = upload(dz, B * H), G = upload(dense.data(), D * H);
+        gpu::EpochIndex ix;
+        gpu::Scratch s;
+        if (B > 0) {
+            gpu::build_epoch_index(ix, s, xd->view(), rd.data(), B, B);
+            gpu::sparse_weight_grad(G.data(), ix, 0, dzd.data(), D, H);
+        }
+        gpu::copy_to_host(dense.data(), G.data(), D * H);
+        std::vector<int64_t> starts(static_cast<size_t>(ix.n_groups));
+        gpu::copy_to_host(starts.data(), ix.group_start.data(), ix.n_groups);
+        touched.clear();
+        g.clear();
+        for (int64_t start : starts) {
+            const int64_t c = static_cast<int64_t>(gpu::read_one(ix.sorted_keys.data() + start) %
+                                                   static_cast<uint64_t>(D));
+            touched.push_back(c);
+            g.insert(g.end(), dense.begin() + c * H, dense.begin() + (c + 1) * H);
+        }
+    }
+    static void loss_forward_backward(float* dz, double* lr, double* cr, const float* z,
+                                      const float* a, const float* y, const float* sw, int act,
+                                      int loss, int64_t B, int64_t O) {
+        Buffer<float> zd = upload(z, B * O), ad = upload(a, B * O), yd = upload(y, B * O),
+                      swd = upload(sw ? sw : z, sw ? B : 0), dzd(B * O + 1);
+        Buffer<double> lrd(B + 1), crd(B + 1);
+        gpu::loss_rows(dzd.data(), lrd.data(), crd.data(), zd.data(), ad.data(), yd.data(),
+                       sw ? swd.data() : nullptr, nullptr, 0, act, loss, O, B);
+        gpu::copy_to_host(dz, dzd.data(), B * O);
+        gpu::copy_to_host(lr, lrd.data(), B);
+        gpu::copy_to_host(cr, crd.data(), B);
+    }
+    static void optimizer_update(const cpu::OptimizerConfig& c, int64_t iteration, float* w,
+                                 const float* g, float* const* slots, int64_t n) {
+        const int k = cpu::optimizer_num_slots(c);
+        Buffer<float> wd = upload(w, n), gd = upload(g, n);
+        std::vector<Buffer<float>> sd;
+        std::vector<float*> sp;
+        for (int i = 0; i < k; ++i) sd.push_back(upload(slots[i], n));
+        for (auto& b : sd) sp.push_back(b.data());
+        gpu::optimizer_step(c, iteration, wd.data(), gd.data(), sp.data(), n);
+        gpu::copy_to_host(w, wd.data(), n);
+        for (int i = 0; i < k; ++i) gpu::copy_to_host(slots[i], sd[i].data(), n);
+    }
+};
 
 }  // namespace
 
@@ -277,19 +376,10 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
                          double learning_rate, double rho, double momentum, double epsilon,
                          double beta_1, double beta_2, bool centered, bool nesterov, bool amsgrad,
                          int device) {
-                 if (dims.size() < 2 || acts.size() != dims.size() - 1)
-                     throw std::invalid_argument("dims: need the input dimension and one width per "
-                                                 "layer, with one activation per layer");
-                 for (size_t i = 0; i < dims.size(); ++i)
-                     positive_dim(dims[i], i == 0 ? "input dimension" : "units");
-                 std::vector<int> a;
-                 for (auto& s : acts) a.push_back(parse_act(s));
-                 const int lk = parse_loss(loss);
-                 if (lk == LOSS_BCE_LOGITS && a.back() != ACT_SIGMOID)
-                     throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");
+                 NetSpec spec = check_net(std::move(dims), acts, loss);
                  if (device < 0) throw std::invalid_argument("device: must be >= 0");
                  return std::make_shared<DeviceNet>(
-                     device, std::move(dims), std::move(a), lk,
+                     device, std::move(spec.dims), std::move(spec.acts), spec.loss,
                      parse_optimizer(optimizer, learning_rate, rho, momentum, epsilon, beta_1,
                                      beta_2, centered, nesterov, amsgrad));
              }),
@@ -407,164 +497,6 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
         }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("threads") = 0,
            py::arg("first") = 0, py::arg("last") = -1);
 
-    // ---- single kernels on host arrays (tests: the same signatures as _core's) -------------------
-    m.def("sparse_forward", [](const CSR& x, py::array rows, py::array W, py::array b) {
-        const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
-        const int64_t* r = check<int64_t>(rows, "rows", {B});
-        check_rows(r, B, x.n_rows, "rows");
-        const int64_t H = W.ndim() == 2 ? W.shape(1) : -1;
-        const float* w = check<float>(W, "W", {x.n_cols, H});
-        const float* bb = check<float>(b, "b", {H});
-        auto xd = upload_csr(x, 0);
-        Buffer<int64_t> rd = upload(r, B);
-        Buffer<float> wd = upload(w, x.n_cols * H), bd = upload(bb, H), z(B * H + 1), a(B * H + 1);
-        gpu::sparse_forward(z.data(), a.data(), ACT_LINEAR, xd->view(), rd.data(), 0, wd.data(),
-                            bd.data(), H, B);
-        return download(z, {B, H});
-    }, py::arg("x"), py::arg("rows"), py::arg("W"), py::arg("b"));
-
-    m.def("dense_forward", [](py::array x, py::array W, py::array b) {
-        const int64_t B = x.ndim() == 2 ? x.shape(0) : -1, I = x.ndim() == 2 ? x.shape(1) : -1;
-        const float* xp = check<float>(x, "x", {B, I});
-        const int64_t H = W.ndim() == 2 ? W.shape(1) : -1;
-        const float* w = check<float>(W, "W", {I, H});
-        const float* bb = check<float>(b, "b", {H});
-        Buffer<float> xd = upload(xp, B * I), wd = upload(w, I * H), bd = upload(bb, H),
-                      z(B * H + 1), a(B * H + 1);
-        gpu::dense_forward(z.data(), a.data(), ACT_LINEAR, xd.data(), wd.data(), bd.data(), I, H, B);
-        return download(z, {B, H});
-    }, py::arg("x"), py::arg("W"), py::arg("b"));
-
-    m.def("act_forward", [](py::array z, const std::string& act) {
-        const int64_t n = z.size();
-        const float* zp = check<float>(z, "z", {n});
-        const int k = parse_act(act);
-        Buffer<float> zd = upload(zp, n), a(n + 1);
-        gpu::act_forward(a.data(), zd.data(), k, n);
-        return download(a, {n});
-    }, py::arg("z"), py::arg("activation"));
-
-    m.def("act_backward", [](py::array da, py::array z, py::array a, const std::string& act) {
-        const int64_t n = z.size();
-        const float* dap = check<float>(da, "da", {n});
-        const float* zp = check<float>(z, "z", {n});
-        const float* ap = check<float>(a, "a", {n});
-        const int k = parse_act(act);
-        Buffer<float> dad = upload(dap, n), zd = upload(zp, n), ad = upload(ap, n), dz(n + 1);
-        gpu::act_backward(dz.data(), dad.data(), zd.data(), ad.data(), k, n);
-        return download(dz, {n});
-    }, py::arg("da"), py::arg("z"), py::arg("a"), py::arg("activation"));
-
-    m.def("dense_backward", [](py::array dz, py::array x, py::array W) {
-        const int64_t B = dz.ndim() == 2 ? dz.shape(0) : -1, H = dz.ndim() == 2 ? dz.shape(1) : -1;
-        const float* dzp = check<float>(dz, "dz", {B, H});
-        const int64_t I = x.ndim() == 2 ? x.shape(1) : -1;
-        const float* xp = check<float>(x, "x", {B, I});
-        const float* w = check<float>(W, "W", {I, H});
-        Buffer<float> dzd = upload(dzp, B * H), xd = upload(xp, B * I), wd = upload(w, I * H),
-                      dx(B * I + 1), dW(I * H + 1), db(H + 1);
-        // linear "activation" below: the input gradient itself (x stands in for z and a)
-        gpu::backward_input(dx.data(), dzd.data(), wd.data(), xd.data(), xd.data(), ACT_LINEAR, I,
-                            H, B);
-        gpu::weight_grad(dW.data(), dzd.data(), xd.data(), B, I, H);
-        gpu::weight_grad(db.data(), dzd.data(), nullptr, B, 1, H);
-        return py::make_tuple(download(dx, {B, I}), download(dW, {I, H}), download(db, {H}));
-    }, py::arg("dz"), py::arg("x"), py::arg("W"), "Returns (dx, dW, db).");
-
-    m.def("sparse_backward", [](py::array dz, const CSR& x, py::array rows, int /*parts*/) {
-        const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
-        const int64_t* r = check<int64_t>(rows, "rows", {B});
-        check_rows(r, B, x.n_rows, "rows");
-        const int64_t H = dz.ndim() == 2 ? dz.shape(1) : -1;
-        const float* dzp = check<float>(dz, "dz", {B, H});
-        const int64_t D = x.n_cols;
-        auto xd = upload_csr(x, 0);
-        // One batch of all B rows: the epoch index over `rows`, then the batch's gradient.
-        Buffer<int64_t> rd = upload(r, B);
-        Buffer<float> dzd = upload(dzp, B * H), G(D * H);
-        std::vector<float> zero(static_cast<size_t>(D * H), 0.0f);
-        gpu::copy_to_device(G.data(), zero.data(), D * H);
-        gpu::EpochIndex ix;
-        gpu::Scratch s;
-        if (B > 0) {
-            gpu::build_epoch_index(ix, s, xd->view(), rd.data(), B, B);
-            gpu::sparse_weight_grad(G.data(), ix, 0, dzd.data(), D, H);
-        }
-        std::vector<float> g(static_cast<size_t>(D * H));
-        gpu::copy_to_host(g.data(), G.data(), D * H);
-        std::vector<char> seen(static_cast<size_t>(D), 0);
-        for (int64_t b = 0; b < B; ++b)
-            for (int64_t k = x.indptr[r[b]]; k < x.indptr[r[b] + 1]; ++k) seen[x.indices[k]] = 1;
-        std::vector<int64_t> touched;
-        for (int64_t c = 0; c < D; ++c)
-            if (seen[c]) touched.push_back(c);
-        const int64_t n = static_cast<int64_t>(touched.size());
-        py::array_t<int64_t> t(n);
-        py::array_t<float> gc({n, H});
-        for (int64_t i = 0; i < n; ++i) {
-            t.mutable_data()[i] = touched[i];
-            std::copy_n(g.data() + touched[i] * H, H, gc.mutable_data() + i * H);
-        }
-        return py::make_tuple(t, gc);
-    }, py::arg("dz"), py::arg("x"), py::arg("rows"), py::arg("parts") = 1,
-       "Returns (the W1 rows the batch touches, ascending, and their gradient rows).");
-
-    m.def("loss_forward_backward", [](py::array z, py::array a, py::array y, py::object sw,
-                                      const std::string& last_act, const std::string& loss) {
-        const int64_t B = z.ndim() == 2 ? z.shape(0) : -1, O = z.ndim() == 2 ? z.shape(1) : -1;
-        const float* zp = check<float>(z, "z", {B, O});
-        const float* ap = check<float>(a, "a", {B, O});
-        const float* yp = check<float>(y, "y", {B, O});
-        const float* swp = sw.is_none() ? nullptr : check<float>(sw.cast<py::array>(), "sample_weight", {B});
-        const int la = parse_act(last_act), lk = parse_loss(loss);
-        Buffer<float> zd = upload(zp, B * O), ad = upload(ap, B * O), yd = upload(yp, B * O),
-                      swd = upload(swp ? swp : zp, swp ? B : 0), dz(B * O + 1);
-        Buffer<double> lr(B + 1), cr(B + 1);
-        gpu::loss_rows(dz.data(), lr.data(), cr.data(), zd.data(), ad.data(), yd.data(),
-                       swp ? swd.data() : nullptr, nullptr, 0, la, lk, O, B);
-        return py::make_tuple(download(dz, {B, O}), download(lr, {B}), download(cr, {B}));
-    }, py::arg("z"), py::arg("a"), py::arg("y"), py::arg("sample_weight"), py::arg("last_activation"),
-       py::arg("loss"), "Returns (dz, per-row weighted loss, per-row accuracy).");
-
-    m.def("optimizer_update", [](const std::string& kind, int64_t iteration, py::array w,
-                                 py::array g, py::list slots, double learning_rate, double rho,
-                                 double momentum, double epsilon, double beta_1, double beta_2,
-                                 bool centered, bool nesterov, bool amsgrad) {
-        auto c = parse_optimizer(kind, learning_rate, rho, momentum, epsilon, beta_1, beta_2,
-                                 centered, nesterov, amsgrad);
-        const int64_t n = w.size();
-        float* wp = check<float>(w, "w", {n}, true);
-        const float* gp = check<float>(g, "g", {n});
-        if (static_cast<int>(slots.size()) != cpu::optimizer_num_slots(c))
-            throw std::invalid_argument("slots: this optimizer needs " +
-                                        std::to_string(cpu::optimizer_num_slots(c)));
-        auto sp = slot_ptrs(slots, "slots", n);
-        Buffer<float> wd = upload(wp, n), gd = upload(gp, n);
-        std::vector<Buffer<float>> sd;
-        std::vector<float*> sdp;
-        for (float* p : sp) sd.push_back(upload(p, n));
-        for (auto& b : sd) sdp.push_back(b.data());
-        gpu::optimizer_step(c, iteration, wd.data(), gd.data(), sdp.data(), n);
-        gpu::copy_to_host(wp, wd.data(), n);
-        for (size_t i = 0; i < sp.size(); ++i) gpu::copy_to_host(sp[i], sd[i].data(), n);
-    }, py::arg("kind"), py::arg("iteration"), py::arg("w"), py::arg("g"), py::arg("slots"),
-       py::arg("learning_rate"), py::arg("rho") = 0.9, py::arg("momentum") = 0.0,
-       py::arg("epsilon") = 1e-7, py::arg("beta_1") = 0.9, py::arg("beta_2") = 0.999,
-       py::arg("centered") = false, py::arg("nesterov") = false, py::arg("amsgrad") = false,
-       "One optimizer step in place on flat float32 host arrays.");
-
-    m.def("multi_hot", [](py::array tokens, py::array offsets, int64_t n_cols, int /*threads*/) {
-        const Ragged r = check_ragged(tokens, offsets);
-        positive_dim(n_cols, "n_cols");
-        DeviceCSR d;
-        {
-            py::gil_scoped_release nogil;
-            Buffer<int32_t> t = upload(r.tokens, r.n_tokens);
-            Buffer<int64_t> o = upload(r.offsets, r.N + 1);
-            gpu::Scratch s;
-            gpu::multi_hot(d, s, t.data(), o.data(), r.N, r.n_tokens, n_cols);
-        }
-        return download_csr(d);
-    }, py::arg("tokens"), py::arg("offsets"), py::arg("n_cols"), py::arg("threads") = 0,
-       "Multi-hot CSR of ragged tokens, built on the device, returned as a host CSR.");
+    // ---- single kernels on host arrays (tests): bind_kernels.h, as _core's ---------------------
+    bind::def_kernels<GpuKernels>(m);
 }

@@ -101,10 +101,8 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
         index_uid_ = x.uid;
     }
 
-    float* const* slots = nullptr;
-    std::vector<float*> sp;
-    for (auto& s : slots_) sp.push_back(s.data());
-    slots = sp.data();
+    std::vector<float*> slots;
+    for (auto& s : slots_) slots.push_back(s.data());
     for (int64_t s = 0; s < steps; ++s) {
         const int64_t batch = batch_begin + s, p0 = batch * B, Bb = std::min(B, N - p0);
         const int64_t* rows = order_.data() + p0;
@@ -121,7 +119,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
         for (int l = 0; l < L; ++l)
             weight_grad(G + offset_[2 * l + 1], dz_[l].data(), nullptr, Bb, 1, dims_[l + 1]);
         sparse_weight_grad(G, index_, batch, dz_[0].data(), D, dims_[1]);
-        optimizer_step(opt_, iterations_ + s, params_.data(), G, slots, offset_.back());
+        optimizer_step(opt_, iterations_ + s, params_.data(), G, slots.data(), offset_.back());
     }
     iterations_ += steps;
 

@@ -105,35 +105,29 @@ class Buffer {
     int64_t n_ = 0;
 };
 
-template <typename T>
-void copy_to_device(T* dst, const T* src, int64_t n) {
-    if (n <= 0) return;
-#ifdef IMDBFAST_CUDA_SIM
-    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(T));
-#else
-    IMDBFAST_CUDA_CHECK(cudaMemcpy(dst, src, static_cast<size_t>(n) * sizeof(T), cudaMemcpyHostToDevice));
-#endif
-}
+enum class Copy { ToDevice, ToHost, OnDevice };
 
+// n elements from src to dst in the given direction; returns when the copy is done.
 template <typename T>
-void copy_to_host(T* dst, const T* src, int64_t n) {
+void copy(T* dst, const T* src, int64_t n, Copy dir) {
     if (n <= 0) return;
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T);
 #ifdef IMDBFAST_CUDA_SIM
-    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(T));
+    std::memcpy(dst, src, bytes);
+    (void)dir;
 #else
-    IMDBFAST_CUDA_CHECK(cudaMemcpy(dst, src, static_cast<size_t>(n) * sizeof(T), cudaMemcpyDeviceToHost));
+    const cudaMemcpyKind kind = dir == Copy::ToDevice ? cudaMemcpyHostToDevice
+                                : dir == Copy::ToHost ? cudaMemcpyDeviceToHost
+                                                      : cudaMemcpyDeviceToDevice;
+    IMDBFAST_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
 #endif
 }
-
 template <typename T>
-void copy_on_device(T* dst, const T* src, int64_t n) {
-    if (n <= 0) return;
-#ifdef IMDBFAST_CUDA_SIM
-    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(T));
-#else
-    IMDBFAST_CUDA_CHECK(cudaMemcpy(dst, src, static_cast<size_t>(n) * sizeof(T), cudaMemcpyDeviceToDevice));
-#endif
-}
+void copy_to_device(T* dst, const T* src, int64_t n) { copy(dst, src, n, Copy::ToDevice); }
+template <typename T>
+void copy_to_host(T* dst, const T* src, int64_t n) { copy(dst, src, n, Copy::ToHost); }
+template <typename T>
+void copy_on_device(T* dst, const T* src, int64_t n) { copy(dst, src, n, Copy::OnDevice); }
 
 template <typename T>
 T read_one(const T* src) {
