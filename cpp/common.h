@@ -33,14 +33,23 @@ IMDBFAST_HD inline float sigmoid(float z) {
     return e / (1.0f + e);
 }
 
+// NaN test. GCC if-converts (and so vectorises) selects on __builtin_isnan, not on x != x.
+#if defined(__CUDA_ARCH__)
+#define IMDBFAST_ISNAN(x) isnan(x)
+#else
+#define IMDBFAST_ISNAN(x) __builtin_isnan(x)
+#endif
+
 // exp(x) in float32 without libm (so loops using it vectorise, and every machine and the GPU
 // round identically): Cephes' expf, range-reduced by ln 2 in two parts, a degree-6 polynomial,
 // scaled by 2^n through the exponent bits. Inputs are clamped to [-87, 88]: the result stays
-// normal (no overflow, no denormals); callers only need that range.
+// normal (no overflow, no denormals); callers only need that range. Loops over it vectorise
+// with -fno-trapping-math (CMakeLists.txt): with trapping math GCC keeps the clamps as
+// branches.
 IMDBFAST_HD inline float exp_f32(float x_in) {
     // NaN must not reach the float -> int conversion below (undefined behaviour): compute on 0
     // and return the NaN at the end.
-    const bool nan = x_in != x_in;
+    const bool nan = IMDBFAST_ISNAN(x_in);
     float x = nan ? 0.0f : x_in;
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     // n = floor(x / ln 2 + 0.5), from a truncating conversion (floorf itself does not vectorise
