@@ -108,20 +108,23 @@ void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched,
 
 namespace {
 
+// z[b, :] = (sum over i ascending of x[b, i] W[i, :], from 0) + bias (common.h's dense_sum), the
+// row accumulated in registers for the specialised widths (in z itself otherwise).
 template <int HC>
 void dense_forward_impl(float* z, const float* x, const float* W, const float* bias, int64_t I,
                         int64_t Hrt, int64_t b0, int64_t b1) {
     const int64_t H = HC > 0 ? HC : Hrt;
     for (int64_t b = b0; b < b1; ++b) {
-        float* zb = z + b * H;
+        float o[HC > 0 ? HC : 1];
+        float* acc = HC > 0 ? o : z + b * H;
         const float* xb = x + b * I;
-        for (int64_t h = 0; h < H; ++h) zb[h] = 0.0f;
+        for (int64_t h = 0; h < H; ++h) acc[h] = 0.0f;
         for (int64_t i = 0; i < I; ++i) {
             const float xi = xb[i];
             const float* w = W + i * H;
-            for (int64_t h = 0; h < H; ++h) zb[h] += xi * w[h];
+            for (int64_t h = 0; h < H; ++h) acc[h] += xi * w[h];
         }
-        for (int64_t h = 0; h < H; ++h) zb[h] += bias[h];
+        for (int64_t h = 0; h < H; ++h) z[b * H + h] = acc[h] + bias[h];
     }
 }
 
