@@ -167,7 +167,8 @@ void bias_backward(float* db, const float* dz, int64_t B, int64_t H);
 // Sparse first layer's weight gradient, compacted, for the columns (= rows of W) in [c0, c1):
 // the n_touched columns of the range that occur in the batch, ascending, go to touched[] and
 // their gradient rows to Gc (n_touched, H):  Gc[j, :] = sum over batch rows b (ascending) that
-// hold column touched[j] of val * dz[b, :].   dz (B, H).
+// hold column touched[j] of val * dz[b, :].   dz (B, H).  With in_place, Gc is instead the whole
+// (D, H) gradient and each row goes to its column's row (the others are left as they are).
 // Works as a counting sort of the batch's non-zeros by column, so that the random accesses go to
 // small per-range arrays instead of a D x H gradient. Scratch is reused across calls.
 struct SparseGradScratch {
@@ -181,7 +182,8 @@ struct SparseGradScratch {
 };
 void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched,
                             SparseGradScratch& scratch, const float* dz, const CSRView& x,
-                            const int64_t* rows, int64_t B, int64_t H, int64_t c0, int64_t c1);
+                            const int64_t* rows, int64_t B, int64_t H, int64_t c0, int64_t c1,
+                            bool in_place = false);
 
 // ---- loss.cpp: loss + gradient of the output layer, fused -----------------------------------
 // Rows [b0, b1) of a batch of B rows; data row of batch row b is rows[b] (nullptr: b).

@@ -88,18 +88,22 @@ void sparse_forward(float* z, const CSRView& x, const int64_t* rows, const float
 
 void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched,
                             SparseGradScratch& scratch, const float* dz, const CSRView& x,
-                            const int64_t* rows, int64_t B, int64_t H, int64_t c0, int64_t c1) {
-    struct ToBuffer {
-        float* Gc;
+                            const int64_t* rows, int64_t B, int64_t H, int64_t c0, int64_t c1,
+                            bool in_place) {
+    struct ToRows {
+        float* G;
         int64_t* touched;
         int64_t H, n;
-        void prefetch(int64_t) const {}
+        bool in_place;
+        void prefetch(int64_t col) const {
+            if (in_place) __builtin_prefetch(G + col * H, 1);
+        }
         void operator()(int64_t col, const float* g) {
             touched[n] = col;
-            std::copy_n(g, H, Gc + n * H);
+            std::copy_n(g, H, G + (in_place ? col : n) * H);
             ++n;
         }
-    } sink{Gc, touched, H, 0};
+    } sink{Gc, touched, H, 0, in_place};
 #define CALL(HC) sparse_grad_rows<HC>(sink, scratch, dz, x, rows, B, H, c0, c1)
     IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL

@@ -228,10 +228,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     if (static_cast<int>(w1_scratch_.size()) < nt) w1_scratch_.resize(static_cast<size_t>(nt));
     for (int t = 0; t < nt; ++t) {
         W1Scratch& w = w1_scratch_[t];
-        if (static_cast<int64_t>(w.touched.size()) < D) {
-            w.touched.resize(static_cast<size_t>(D));
-            w.grad.resize(static_cast<size_t>(D * H0));
-        }
+        if (static_cast<int64_t>(w.touched.size()) < D) w.touched.resize(static_cast<size_t>(D));
     }
 
     // Small-parameter work items: one per kernel row of layers >= 1, one per bias.
@@ -290,11 +287,9 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
                                             H0, cb[tid], cb[tid + 1]);
             } else {  // every row moves: a dense update of this thread's rows
                 int64_t n_rows = 0;
-                cpu::sparse_backward_weight(w1.grad.data(), w1.touched.data(), &n_rows, w1.sort,
-                                            dz[0].data(), xv, rows, Bb, H0, cb[tid], cb[tid + 1]);
                 float* G = grads_[0].data();
-                for (int64_t i = 0; i < n_rows; ++i)
-                    std::copy_n(w1.grad.data() + i * H0, H0, G + w1.touched[i] * H0);
+                cpu::sparse_backward_weight(G, w1.touched.data(), &n_rows, w1.sort, dz[0].data(),
+                                            xv, rows, Bb, H0, cb[tid], cb[tid + 1], true);
                 cpu::optimizer_update(opt_, it, params_[0].data(), G, sp[0].data(),
                                       cb[tid] * H0, cb[tid + 1] * H0);
                 for (int64_t i = 0; i < n_rows; ++i)

@@ -61,12 +61,11 @@ class Net {
     std::shared_mutex& mutex() const { return mutex_; }
 
    private:
-    // Per-thread buffers for W1's gradient, kept across calls (they are large and would
+    // Per-thread scratch for W1's gradient, kept across calls (it is large and would
     // otherwise be page-faulted in again every chunk).
     struct W1Scratch {
         cpu::SparseGradScratch sort;
         std::vector<int64_t> touched;  // (D)
-        AlignedFloats grad;            // (D, H1), compact rows
     };
     void forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
                       const CSRView& x, const int64_t* rows, int64_t b0, int64_t b1) const;
