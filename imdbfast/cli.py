@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--data", help="imdb.npz, or a folder holding it (default: load_data's search)")
             sp.add_argument("--num-words", type=int, default=10000, help="vocabulary size (default 10000)")
         sp.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+        sp.add_argument("--device", default="cpu",
+                        help="cpu (default), cuda, cuda:N, or auto (the GPU when one is usable)")
         sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
         sp.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -133,7 +135,8 @@ def _model(args, layers: int, units: int, activation: str, optimizer: str, loss:
         opt = type(opt)(learning_rate=lr)
     m = imdbfast.Sequential([L.Input((args.num_words,))] +
                             [L.Dense(units, activation=activation) for _ in range(layers)] +
-                            [L.Dense(1, activation="sigmoid")], seed=seed, threads=threads)
+                            [L.Dense(1, activation="sigmoid")], seed=seed, threads=threads,
+                            device=args.device)
     m.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
     return m
 
@@ -275,7 +278,7 @@ def cmd_predict(args) -> int:
     texts = list(args.texts)
     if texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    model = imdbfast.load_model(args.model)
+    model = imdbfast.load_model(args.model, device=args.device)
     p = model.predict_texts(texts, threads=args.threads)[:, 0]
     if args.json:
         print(json.dumps([{"text": t, "probability": float(v), "label": int(v > 0.5)}
@@ -307,7 +310,8 @@ def cmd_info(args) -> int:
     print(f"imdbfast {info['version']} (compiler {b['compiler']}, {b['simd']})")
     if b["cuda"]:
         gpus = ", ".join(d["name"] for d in b["cuda_devices"]) or f"no usable GPU ({b['cuda_reason']})"
-        cuda = f"module built for {b['cuda_architectures']}; {gpus}; GPU training not implemented yet"
+        usable = "device='cuda' usable" if info["cuda_available"] else "device='cuda' unavailable"
+        cuda = f"module built for {b['cuda_architectures']}; {gpus}; {usable}"
     else:
         cuda = "not built"
     print(f"OpenMP: {'yes' if b['openmp'] else 'no'}, threads: {info['threads']}; CUDA: {cuda}")
@@ -334,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if not args.command:
             raise UsageError("imdbfast: choose a command: train, experiments, predict, info (see --help)")
+        if getattr(args, "device", None) is not None:  # refused before any data is loaded
+            from ._backend import resolve_device
+            args.device = resolve_device(args.device)
         return COMMANDS[args.command](args)
     except UsageError as e:
         print(str(e), file=sys.stderr)

@@ -111,6 +111,8 @@ def test_info(tmp_path, env, synthetic):
     (["train", "--num-words", "60", "--validation", "100000"], 1, "--validation"),
     (["experiments", "--optimizers", "nadam"], 1, "unknown ['nadam']"),
     (["predict", "--model", "/no/such/model.npz", "text"], 1, "not an imdbfast model"),
+    (["train", "--num-words", "60", "--device", "cuda:99"], 1, "device='cuda:99': "),
+    (["train", "--num-words", "60", "--device", "tpu"], 1, "device: unknown 'tpu'"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, env, args, code, message):
     r = run(args, tmp_path, env)
