@@ -228,6 +228,26 @@ def test_device_multi_hot_matches_cpu(gpu, rng):
         gpu.DeviceCSR.multi_hot(bad, offsets, 200)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [1, 31, 32, 300])
+def test_device_csr_from_dense_matches_cpu(sim, rng, dtype, D):
+    """On the simulator a host pointer stands for a device pointer."""
+    dense = ((rng.random((50, D)) < 0.2) * rng.integers(1, 3, (50, D))).astype(dtype)
+    dense[7] = 0  # an empty row
+    for x in (dense, (dense != 0).astype(dtype)):  # with values, then binary
+        want = imdbfast.to_csr(x)
+        got = sim.DeviceCSR.from_dense(x.ctypes.data, 50, D, np.dtype(dtype).name, 0)
+        assert got.binary == want.binary and got.nnz == want.nnz
+        h = got.to_host()
+        np.testing.assert_array_equal(h.indptr, want.indptr)
+        np.testing.assert_array_equal(h.indices, want.indices)
+        np.testing.assert_array_equal(h.to_dense(), want.to_dense())
+    bad = dense.copy()
+    bad[3, D - 1] = np.nan
+    with pytest.raises(ValueError, match=f"flat index {3 * D + D - 1}"):
+        sim.DeviceCSR.from_dense(bad.ctypes.data, 50, D, np.dtype(dtype).name, 0)
+
+
 # ---- GPU arrays from other libraries (on the simulator, host memory poses as GPU memory) -----
 
 class FakeGPUArray:
