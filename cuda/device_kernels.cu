@@ -177,6 +177,19 @@ void weight_grad(float* dW, const float* dz, const float* x, int64_t B, int64_t 
     });
 }
 
+void small_grads(float* G, const int64_t* offsets, const int64_t* dims, float* const* dz,
+                 float* const* a, int L, int64_t first, int64_t last, int64_t B) {
+    parallel_for(last - first, [=] IMDBFAST_HD(int64_t k) {
+        const int64_t e = first + k;
+        int p = 1;
+        while (p + 1 < 2 * L && offsets[p + 1] <= e) ++p;  // 2L - 1 parameters at most
+        const int l = p / 2;
+        const int64_t H = dims[l + 1], off = e - offsets[p];
+        G[e] = p % 2 == 0 ? batch_sum_elem(dz[l], a[l - 1], B, dims[l], off / H, H, off % H)
+                          : batch_sum_elem(dz[l], nullptr, B, 1, 0, H, off);
+    });
+}
+
 // ---- the epoch index -------------------------------------------------------------------------
 
 void build_epoch_index(EpochIndex& ix, Scratch& s, const CSRDev& x, const int64_t* order,

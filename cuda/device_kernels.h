@@ -57,6 +57,12 @@ void backward_input(float* dz_prev, const float* dz, const float* W, const float
                     const float* a_prev, int act_prev, int64_t I, int64_t H, int64_t B);
 // dW (I, H) = x^T dz over the B rows (x == nullptr: the bias gradient, I = 1).
 void weight_grad(float* dW, const float* dz, const float* x, int64_t B, int64_t I, int64_t H);
+// Every gradient but W1's in one launch: elements [offsets[1], offsets[2L]) of the flat G,
+// where parameter p = 2l is layer l's kernel (l >= 1: x = a[l-1]) and 2l + 1 its bias, each
+// element computed as weight_grad computes it. offsets (2L + 1), dims (L + 1), dz and a (L
+// pointers, each (B, H_l)): device arrays.
+void small_grads(float* G, const int64_t* offsets, const int64_t* dims, float* const* dz,
+                 float* const* a, int L, int64_t first, int64_t last, int64_t B);
 
 // ---- the sparse first layer's gradient, deterministic without atomics --------------------
 // Once per epoch, every non-zero of the epoch is keyed by (batch, column) and stably sorted, so

@@ -39,6 +39,12 @@ DeviceNet::DeviceNet(int device, std::vector<int64_t> dims, std::vector<int> act
     z_.resize(L);
     a_.resize(L);
     dz_.resize(L);
+    offset_dev_ = Buffer<int64_t>(static_cast<int64_t>(offset_.size()));
+    copy_to_device(offset_dev_.data(), offset_.data(), static_cast<int64_t>(offset_.size()));
+    dims_dev_ = Buffer<int64_t>(static_cast<int64_t>(dims_.size()));
+    copy_to_device(dims_dev_.data(), dims_.data(), static_cast<int64_t>(dims_.size()));
+    a_ptrs_.resize(L);
+    dz_ptrs_.resize(L);
     synchronize();
 }
 
@@ -61,11 +67,17 @@ void DeviceNet::set_slot(int p, int s, const float* in) {
 
 void DeviceNet::reserve_rows(int64_t n) {
     if (n <= rows_) return;
-    for (int l = 0; l < n_layers(); ++l) {
+    const int L = n_layers();
+    std::vector<float*> ap, dzp;
+    for (int l = 0; l < L; ++l) {
         z_[l].resize(n * dims_[l + 1]);
         a_[l].resize(n * dims_[l + 1]);
         dz_[l].resize(n * dims_[l + 1]);
+        ap.push_back(a_[l].data());
+        dzp.push_back(dz_[l].data());
     }
+    copy_to_device(a_ptrs_.data(), ap.data(), L);
+    copy_to_device(dz_ptrs_.data(), dzp.data(), L);
     rows_ = n;
 }
 
@@ -113,11 +125,8 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
             backward_input(dz_[l - 1].data(), dz_[l].data(), param(2 * l), z_[l - 1].data(),
                            a_[l - 1].data(), acts_[l - 1], dims_[l], dims_[l + 1], Bb);
         float* G = grads_.data();
-        for (int l = 1; l < L; ++l)
-            weight_grad(G + offset_[2 * l], dz_[l].data(), a_[l - 1].data(), Bb, dims_[l],
-                        dims_[l + 1]);
-        for (int l = 0; l < L; ++l)
-            weight_grad(G + offset_[2 * l + 1], dz_[l].data(), nullptr, Bb, 1, dims_[l + 1]);
+        small_grads(G, offset_dev_.data(), dims_dev_.data(), dz_ptrs_.data(), a_ptrs_.data(), L,
+                    offset_[1], offset_.back(), Bb);
         sparse_weight_grad(G, index_, batch, dz_[0].data(), D, dims_[1]);
         optimizer_step(opt_, iterations_ + s, params_.data(), G, slots.data(), offset_.back());
     }

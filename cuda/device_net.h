@@ -83,6 +83,8 @@ class DeviceNet {
     // Per-batch activations and gradients, (rows_ x H_l) per layer.
     int64_t rows_ = 0;
     std::vector<Buffer<float>> z_, a_, dz_;
+    Buffer<float*> a_ptrs_, dz_ptrs_;          // device copies of the a_ and dz_ pointers
+    Buffer<int64_t> offset_dev_, dims_dev_;    // device copies of offset_ and dims_
     Buffer<double> loss_row_, correct_row_;    // per epoch position (training)
     Buffer<double> eval_loss_, eval_correct_;  // per row (evaluate)
     // The epoch index, kept while the data, order and batch size stay the same.

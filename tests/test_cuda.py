@@ -81,6 +81,7 @@ CASES = [  # (optimizer, cfg, loss, acts, batch size, values, sample weights)
     ("adam", {"amsgrad": True}, "mse", ["tanh", "tanh", "sigmoid"], 100, True, False),
     ("sgd", {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True}, "bce_probs", ["relu", "sigmoid"], 64, False, True),
     ("sgd", {"learning_rate": 0.05}, "bce_logits", ["relu", "relu", "sigmoid"], 900, True, False),
+    ("adam", {}, "bce_logits", ["sigmoid"], 64, False, False),  # one layer: logistic regression
 ]
 
 
