@@ -22,6 +22,11 @@
 
 #include "common.h"
 
+// A loop over the H (or I) elements of one row, to be vectorised across that row. GCC 12 otherwise
+// vectorises some of these across rows or along the reduction (scalar adds in strict order) and
+// stores row results one lane at a time. Elementwise only: the pragma never reorders a sum.
+#define IMDBFAST_ROW_SIMD _Pragma("omp simd")
+
 // Row kernels are instantiated for the common layer widths, so that a row of 16 floats is one
 // or two vector registers; any other width takes the generic (HC = 0) instantiation.
 #define IMDBFAST_DISPATCH_H(H, CALL) \

@@ -52,12 +52,17 @@ void gather_row(float* out, const int32_t* cols, const float* vals, int64_t L, c
                 a3[h] += kVals ? v3 * r3[h] : r3[h];
             }
         }
-        for (int j = 0; k < L; ++k, ++j) {
-            const float* r = W + int64_t(cols[k]) * H + h0;
-            float* acc = j == 0 ? a0 : (j == 1 ? a1 : a2);
-            const float v = val(k);
+        // the last 0-3 non-zeros continue the cycle: a0, a1, a2 (named, so they stay registers)
+        auto add = [&](float* acc, int64_t j) {
+            const float* r = W + int64_t(cols[j]) * H + h0;
+            const float v = val(j);
+            IMDBFAST_ROW_SIMD
             for (int64_t h = 0; h < w; ++h) acc[h] += kVals ? v * r[h] : r[h];
-        }
+        };
+        if (k < L) add(a0, k);
+        if (k + 1 < L) add(a1, k + 1);
+        if (k + 2 < L) add(a2, k + 2);
+        IMDBFAST_ROW_SIMD
         for (int64_t h = 0; h < w; ++h) out[h0 + h] = ((a0[h] + a1[h]) + (a2[h] + a3[h])) + bias[h0 + h];
     }
 }
@@ -126,8 +131,10 @@ void dense_forward_impl(float* z, const float* x, const float* W, const float* b
         for (int64_t i = 0; i < I; ++i) {
             const float xi = xb[i];
             const float* w = W + i * H;
+            IMDBFAST_ROW_SIMD
             for (int64_t h = 0; h < H; ++h) acc[h] += xi * w[h];
         }
+        IMDBFAST_ROW_SIMD
         for (int64_t h = 0; h < H; ++h) z[b * H + h] = acc[h] + bias[h];
     }
 }
@@ -152,10 +159,13 @@ void dense_backward_input_impl(float* dx, const float* dz, const float* W, int64
         for (int64_t h = 0; h < H; ++h) {
             const float dh = d[h];
             const float* wr = WT + h * I;
+            IMDBFAST_ROW_SIMD
             for (int64_t i = 0; i < I; ++i) acc[i] += dh * wr[i];
         }
-        if (IC > 0)
+        if (IC > 0) {
+            IMDBFAST_ROW_SIMD
             for (int64_t i = 0; i < I; ++i) dx[b * I + i] = acc[i];
+        }
     }
 }
 
@@ -169,20 +179,27 @@ void batch_sum(float* out, const float* dz, const float* x, int64_t B, int64_t I
     constexpr int64_t kW = HC > 0 ? HC : 64;
     for (int64_t h0 = 0; h0 < H; h0 += kW) {
         const int64_t w = std::min<int64_t>(kW, H - h0);
-        float p[4][kW];
-        for (int q = 0; q < 4; ++q)
-            for (int64_t h = 0; h < w; ++h) p[q][h] = 0.0f;
-        for (int64_t b = 0; b < B; ++b) {
+        // Named partials (not p[b % 4]), so that they stay in registers.
+        float p0[kW], p1[kW], p2[kW], p3[kW];
+        for (int64_t h = 0; h < w; ++h) p0[h] = p1[h] = p2[h] = p3[h] = 0.0f;
+        auto add = [&](float* p, int64_t b) {
             const float* d = dz + b * H + h0;
-            float* pq = p[b & 3];
-            if (x) {
-                const float xi = x[b * I + i];
-                for (int64_t h = 0; h < w; ++h) pq[h] += xi * d[h];
-            } else {
-                for (int64_t h = 0; h < w; ++h) pq[h] += d[h];
-            }
+            const float xi = x ? x[b * I + i] : 1.0f;
+            IMDBFAST_ROW_SIMD
+            for (int64_t h = 0; h < w; ++h) p[h] += x ? xi * d[h] : d[h];
+        };
+        int64_t b = 0;
+        for (; b + 4 <= B; b += 4) {
+            add(p0, b);
+            add(p1, b + 1);
+            add(p2, b + 2);
+            add(p3, b + 3);
         }
-        for (int64_t h = 0; h < w; ++h) out[h0 + h] = (p[0][h] + p[1][h]) + (p[2][h] + p[3][h]);
+        if (b < B) add(p0, b);
+        if (b + 1 < B) add(p1, b + 1);
+        if (b + 2 < B) add(p2, b + 2);
+        IMDBFAST_ROW_SIMD
+        for (int64_t h = 0; h < w; ++h) out[h0 + h] = (p0[h] + p1[h]) + (p2[h] + p3[h]);
     }
 }
 

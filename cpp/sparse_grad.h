@@ -46,36 +46,85 @@ inline void sum_group(float* __restrict acc, const float* __restrict dz, const i
     const int64_t H = HC > 0 ? HC : Hrt;
     constexpr int64_t kW = HC > 0 ? HC : 64;
     const int64_t n = end - start;
-    auto term = [&](int64_t j, int64_t h) {
-        const float d = dz[int64_t(ent[j]) * H + h];
-        return vals ? vals[j] * d : d;
-    };
+    auto row = [&](int64_t j) { return dz + int64_t(ent[j]) * H; };
+    auto val = [&](int64_t j) { return vals ? vals[j] : 1.0f; };
+    // Each size and each partial sum is spelled out: indexing the partials by j % 4 at run time
+    // keeps them in memory (a store-to-load chain per term), and a loop testing n per element
+    // compiles to per-lane inserts.
     if (n <= 4) {
-        for (int64_t h = 0; h < H; ++h) {
-            float t = term(start, h);
-            if (n >= 2) t = t + term(start + 1, h);
-            if (n == 3) t = t + term(start + 2, h);
-            if (n == 4) t = t + (term(start + 2, h) + term(start + 3, h));
-            acc[h] = t;
+        const float* d0 = row(start);
+        const float* d1 = row(start + (n > 1 ? 1 : 0));
+        const float* d2 = row(start + (n > 2 ? 2 : 0));
+        const float* d3 = row(start + (n > 3 ? 3 : 0));
+        const float v0 = val(start), v1 = val(start + (n > 1 ? 1 : 0)),
+                    v2 = val(start + (n > 2 ? 2 : 0)), v3 = val(start + (n > 3 ? 3 : 0));
+        if (vals) {
+            if (n == 1)
+                for (int64_t h = 0; h < H; ++h) acc[h] = v0 * d0[h];
+            else if (n == 2)
+                for (int64_t h = 0; h < H; ++h) acc[h] = v0 * d0[h] + v1 * d1[h];
+            else if (n == 3)
+                for (int64_t h = 0; h < H; ++h) acc[h] = (v0 * d0[h] + v1 * d1[h]) + v2 * d2[h];
+            else
+                for (int64_t h = 0; h < H; ++h)
+                    acc[h] = (v0 * d0[h] + v1 * d1[h]) + (v2 * d2[h] + v3 * d3[h]);
+        } else if (n == 1) {
+            for (int64_t h = 0; h < H; ++h) acc[h] = d0[h];
+        } else if (n == 2) {
+            for (int64_t h = 0; h < H; ++h) acc[h] = d0[h] + d1[h];
+        } else if (n == 3) {
+            for (int64_t h = 0; h < H; ++h) acc[h] = (d0[h] + d1[h]) + d2[h];
+        } else {
+            for (int64_t h = 0; h < H; ++h) acc[h] = (d0[h] + d1[h]) + (d2[h] + d3[h]);
         }
         return;
     }
     for (int64_t h0 = 0; h0 < H; h0 += kW) {
         const int64_t w = std::min<int64_t>(kW, H - h0);
-        float p[4][kW];
-        for (int q = 0; q < 4; ++q)
-            for (int64_t h = 0; h < w; ++h) p[q][h] = term(start + q, h0 + h);
-        for (int64_t j = start + 4; j < end; ++j) {
-            const float v = vals ? vals[j] : 1.0f;
-            const float* d = dz + int64_t(ent[j]) * H + h0;
-            float* pq = p[(j - start) & 3];
-            if (vals) {
-                for (int64_t h = 0; h < w; ++h) pq[h] += v * d[h];
-            } else {
-                for (int64_t h = 0; h < w; ++h) pq[h] += d[h];
+        float p0[kW], p1[kW], p2[kW], p3[kW];
+        {
+            const float *d0 = row(start) + h0, *d1 = row(start + 1) + h0,
+                        *d2 = row(start + 2) + h0, *d3 = row(start + 3) + h0;
+            const float v0 = val(start), v1 = val(start + 1), v2 = val(start + 2),
+                        v3 = val(start + 3);
+            for (int64_t h = 0; h < w; ++h) {
+                p0[h] = vals ? v0 * d0[h] : d0[h];
+                p1[h] = vals ? v1 * d1[h] : d1[h];
+                p2[h] = vals ? v2 * d2[h] : d2[h];
+                p3[h] = vals ? v3 * d3[h] : d3[h];
             }
         }
-        for (int64_t h = 0; h < w; ++h) acc[h0 + h] = (p[0][h] + p[1][h]) + (p[2][h] + p[3][h]);
+        int64_t j = start + 4;
+        for (; j + 4 <= end; j += 4) {
+            const float *d0 = row(j) + h0, *d1 = row(j + 1) + h0, *d2 = row(j + 2) + h0,
+                        *d3 = row(j + 3) + h0;
+            if (vals) {
+                const float v0 = vals[j], v1 = vals[j + 1], v2 = vals[j + 2], v3 = vals[j + 3];
+                for (int64_t h = 0; h < w; ++h) {
+                    p0[h] += v0 * d0[h];
+                    p1[h] += v1 * d1[h];
+                    p2[h] += v2 * d2[h];
+                    p3[h] += v3 * d3[h];
+                }
+            } else {
+                for (int64_t h = 0; h < w; ++h) {
+                    p0[h] += d0[h];
+                    p1[h] += d1[h];
+                    p2[h] += d2[h];
+                    p3[h] += d3[h];
+                }
+            }
+        }
+        // the last 0-3 terms continue the cycle: p0, p1, p2
+        auto add = [&](float* p, int64_t k) {
+            const float* d = row(k) + h0;
+            const float v = val(k);
+            for (int64_t h = 0; h < w; ++h) p[h] += vals ? v * d[h] : d[h];
+        };
+        if (j < end) add(p0, j);
+        if (j + 1 < end) add(p1, j + 1);
+        if (j + 2 < end) add(p2, j + 2);
+        for (int64_t h = 0; h < w; ++h) acc[h0 + h] = (p0[h] + p1[h]) + (p2[h] + p3[h]);
     }
 }
 
@@ -149,7 +198,7 @@ void sparse_grad_rows(Sink&& sink, SparseGradScratch& sc, const float* dz, const
         const int64_t c = touched[t];
         const int64_t end = count[c];
         count[c] = 0;
-        float g[HC > 0 ? HC : 1];  // a register block for the specialised widths
+        float g[HC > 0 ? HC : 1] = {};  // a register block for the specialised widths
         float* acc = g;
         if constexpr (HC == 0) acc = sc.row.data();
         sum_group<HC>(acc, dz, ent, x.values ? sc.evals.data() : nullptr, start, end, H);
