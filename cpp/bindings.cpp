@@ -56,11 +56,12 @@ struct CpuKernels {
         g.resize(static_cast<size_t>(D * H));
         touched.resize(static_cast<size_t>(D));
         int64_t n = 0;
-        cpu::SparseGradScratch scratch;  // column ranges split evenly by index
-        for (int p = 0; p < parts; ++p) {
+        cpu::SortedBatch sorted;
+        const cpu::ColumnSort s = sorted.sort(x.view(), rows, B);
+        for (int p = 0; p < parts; ++p) {  // column ranges split evenly by index
             int64_t k = 0;
-            cpu::sparse_backward_weight(g.data() + n * H, touched.data() + n, &k, scratch, dz,
-                                        x.view(), rows, B, H, D * p / parts, D * (p + 1) / parts);
+            cpu::sparse_backward_weight(g.data() + n * H, touched.data() + n, &k, s, dz, H,
+                                        D * p / parts, D * (p + 1) / parts);
             n += k;
         }
         touched.resize(static_cast<size_t>(n));

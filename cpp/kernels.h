@@ -169,25 +169,47 @@ void dense_backward_weight(float* dW, const float* dz, const float* x, int64_t B
                            int64_t H, int64_t i0, int64_t i1);
 // Bias gradient: db[h] = sum_b dz[b, h], in the same fixed order.   db (H), dz (B, H).
 void bias_backward(float* db, const float* dz, int64_t B, int64_t H);
-// Sparse first layer's weight gradient, compacted, for the columns (= rows of W) in [c0, c1):
-// the n_touched columns of the range that occur in the batch, ascending, go to touched[] and
-// their gradient rows to Gc (n_touched, H):  Gc[j, :] = sum over batch rows b (ascending) that
-// hold column touched[j] of val * dz[b, :].   dz (B, H).  With in_place, Gc is instead the whole
-// (D, H) gradient and each row goes to its column's row (the others are left as they are).
-// Works as a counting sort of the batch's non-zeros by column, so that the random accesses go to
-// small per-range arrays instead of a D x H gradient. Scratch is reused across calls.
-struct SparseGradScratch {
-    std::vector<int32_t> count;    // (c1 - c0): all zero between calls
-    std::vector<uint64_t> seen;    // (c1 - c0) bits: columns present; all zero between calls
-    std::vector<int64_t> span;     // (2 B): each batch row's non-zeros within the range
-    std::vector<int32_t> entries;  // batch row of each non-zero, grouped by column
-    std::vector<float> evals;      // its value (non-binary input only)
-    std::vector<int64_t> touched;  // (c1 - c0): columns present, ascending
-    std::vector<float> row;        // (H): one gradient row, for widths not specialised
+// The sparse first layer's gradient starts from the batch's non-zeros grouped by column (a
+// counting sort): the n_groups columns the batch touches, ascending, each with the end of its
+// group in ent; group k is ent[groups[k-1].end .. groups[k].end), the batch rows (ascending)
+// that hold column groups[k].col, with their values in vals (non-binary input; else null).
+// The sort depends on the data and the batch order only, never on the weights, so the training
+// loop sorts batches ahead of the steps that use them, one batch per thread.
+struct ColumnGroup {
+    int32_t col, end;
 };
-void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched,
-                            SparseGradScratch& scratch, const float* dz, const CSRView& x,
-                            const int64_t* rows, int64_t B, int64_t H, int64_t c0, int64_t c1,
+struct ColumnSort {
+    const ColumnGroup* groups = nullptr;
+    int64_t n_groups = 0;
+    const int32_t* ent = nullptr;
+    const float* vals = nullptr;
+};
+struct ColumnSortScratch {  // per thread; all zero between calls
+    std::vector<int32_t> count;  // (D)
+    std::vector<uint64_t> seen;  // (D) bits: the columns present
+};
+// Non-zeros of batch rows rows[0..B) of x (rows == nullptr: rows 0..B-1).
+int64_t batch_nnz(const CSRView& x, const int64_t* rows, int64_t B);
+// Sorts the batch into caller buffers sized by its non-zeros nnz: ent (nnz), vals (nnz; written
+// for non-binary x only), groups (min(nnz, D)).
+ColumnSort sort_by_column(int32_t* ent, float* vals, ColumnGroup* groups, ColumnSortScratch& sc,
+                          const CSRView& x, const int64_t* rows, int64_t B);
+// A sort with its own buffers, for one-off use.
+struct SortedBatch {
+    std::vector<int32_t> ent;
+    std::vector<float> vals;
+    std::vector<ColumnGroup> groups;
+    ColumnSortScratch scratch;
+    ColumnSort sort(const CSRView& x, const int64_t* rows, int64_t B);
+};
+// Sparse first layer's weight gradient, compacted, for the columns (= rows of W) in [c0, c1):
+// the n_touched columns of the range that the sorted batch s touches, ascending, go to touched[]
+// and their gradient rows to Gc (n_touched, H):  Gc[j, :] = sum over the group of column
+// touched[j] (batch rows b ascending) of val * dz[b, :].   dz (B, H).  With in_place, Gc is
+// instead the whole (D, H) gradient and each row goes to its column's row (the others are left
+// as they are). The random accesses go to dz (B, H), not to a D x H gradient.
+void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched, const ColumnSort& s,
+                            const float* dz, int64_t H, int64_t c0, int64_t c1,
                             bool in_place = false);
 
 // ---- loss.cpp: loss + gradient of the output layer, fused -----------------------------------
@@ -252,9 +274,8 @@ void optimizer_catch_up(const OptimizerConfig& c, int64_t iterations, float* con
 // sparse_backward_weight fused with optimizer_update_rows (lazy configurations only): each
 // gradient row of W's columns [c0, c1) goes from registers straight into the row's update.
 void sparse_backward_update(const OptimizerConfig& c, int64_t iteration, float* W,
-                            float* const* slots, int64_t* synced, SparseGradScratch& scratch,
-                            const float* dz, const CSRView& x, const int64_t* rows, int64_t B,
-                            int64_t H, int64_t c0, int64_t c1);
+                            float* const* slots, int64_t* synced, const ColumnSort& s,
+                            const float* dz, int64_t H, int64_t c0, int64_t c1);
 
 // ---- net.cpp: seeded shuffles ---------------------------------------------------------------
 // A permutation of [0, n) determined by (seed, epoch) alone: Fisher-Yates driven by SplitMix64.

@@ -91,10 +91,98 @@ void sparse_forward(float* z, const CSRView& x, const int64_t* rows, const float
 #undef CALL
 }
 
-void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched,
-                            SparseGradScratch& scratch, const float* dz, const CSRView& x,
-                            const int64_t* rows, int64_t B, int64_t H, int64_t c0, int64_t c1,
-                            bool in_place) {
+int64_t batch_nnz(const CSRView& x, const int64_t* rows, int64_t B) {
+    int64_t n = 0;
+    for (int64_t b = 0; b < B; ++b) {
+        const int64_t r = rows ? rows[b] : b;
+        n += x.indptr[r + 1] - x.indptr[r];
+    }
+    return n;
+}
+
+ColumnSort sort_by_column(int32_t* ent, float* vals, ColumnGroup* groups, ColumnSortScratch& sc,
+                          const CSRView& x, const int64_t* rows, int64_t B) {
+    const int64_t D = x.n_cols;
+    if (static_cast<int64_t>(sc.count.size()) < D) {
+        sc.count.assign(static_cast<size_t>(D), 0);
+        sc.seen.assign(static_cast<size_t>(D / 64 + 1), 0);
+    }
+    int32_t* count = sc.count.data();
+    uint64_t* seen = sc.seen.data();
+    // A batch with many non-zeros per column finds its columns by scanning the counts; a small
+    // one (most columns absent) keeps a bitmap of the columns present as it counts.
+    const bool scan_counts = batch_nnz(x, rows, B) >= D / 4;
+    // 1. non-zeros per column (and the columns present)
+    constexpr int64_t kAhead = 4;  // rows whose column lists are fetched ahead, whole
+    for (int64_t b = 0; b < B; ++b) {
+        if (b + kAhead < B) {
+            const int64_t q = rows ? rows[b + kAhead] : b + kAhead;
+            for (int64_t k = x.indptr[q], e = x.indptr[q + 1]; k < e; k += 16)
+                __builtin_prefetch(x.indices + k);
+        }
+        const int64_t r = rows ? rows[b] : b;
+        const int32_t* idx = x.indices + x.indptr[r];
+        const int64_t len = x.indptr[r + 1] - x.indptr[r];
+        if (scan_counts) {
+            for (int64_t k = 0; k < len; ++k) count[idx[k]]++;
+        } else {
+            for (int64_t k = 0; k < len; ++k) {
+                const int32_t c = idx[k];
+                count[c]++;
+                seen[c >> 6] |= uint64_t(1) << (c & 63);
+            }
+        }
+    }
+    // 2. touched columns, ascending, and the start of each column's group (count becomes a
+    //    cursor)
+    int64_t n = 0, pos = 0;
+    for (int64_t w = 0; w <= (D - 1) / 64; ++w) {
+        uint64_t word = 0;
+        if (scan_counts) {
+            const int32_t* cw = count + w * 64;
+            const int64_t m = std::min<int64_t>(64, D - w * 64);
+            for (int64_t i = 0; i < m; ++i) word |= uint64_t(cw[i] != 0) << i;
+        } else {
+            word = seen[w];
+            seen[w] = 0;
+        }
+        while (word) {
+            const int32_t c = static_cast<int32_t>(w * 64 + __builtin_ctzll(word));
+            word &= word - 1;
+            groups[n++].col = c;
+            const int32_t k = count[c];
+            count[c] = static_cast<int32_t>(pos);
+            pos += k;
+        }
+    }
+    // 3. place each non-zero's batch row in its column's group, batch rows ascending
+    for (int64_t b = 0; b < B; ++b) {
+        const int64_t r = rows ? rows[b] : b;
+        const int64_t k0 = x.indptr[r], k1 = x.indptr[r + 1];
+        for (int64_t k = k0; k < k1; ++k) {
+            const int32_t j = count[x.indices[k]]++;
+            ent[j] = static_cast<int32_t>(b);
+            if (x.values) vals[j] = x.values[k];
+        }
+    }
+    // 4. each group's end; count back to zero
+    for (int64_t g = 0; g < n; ++g) {
+        groups[g].end = count[groups[g].col];
+        count[groups[g].col] = 0;
+    }
+    return ColumnSort{groups, n, ent, x.values ? vals : nullptr};
+}
+
+ColumnSort SortedBatch::sort(const CSRView& x, const int64_t* rows, int64_t B) {
+    const int64_t nnz = batch_nnz(x, rows, B);
+    ent.resize(static_cast<size_t>(nnz));
+    if (x.values) vals.resize(static_cast<size_t>(nnz));
+    groups.resize(static_cast<size_t>(std::min(nnz, x.n_cols)));
+    return sort_by_column(ent.data(), vals.data(), groups.data(), scratch, x, rows, B);
+}
+
+void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched, const ColumnSort& s,
+                            const float* dz, int64_t H, int64_t c0, int64_t c1, bool in_place) {
     struct ToRows {
         float* G;
         int64_t* touched;
@@ -109,7 +197,7 @@ void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched,
             ++n;
         }
     } sink{Gc, touched, H, 0, in_place};
-#define CALL(HC) sparse_grad_rows<HC>(sink, scratch, dz, x, rows, B, H, c0, c1)
+#define CALL(HC) sparse_grad_rows<HC>(sink, s, dz, H, c0, c1)
     IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL
     *n_touched = sink.n;

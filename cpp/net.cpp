@@ -1,12 +1,15 @@
 // net.cpp: the compiled training loop, inference and evaluation; thread-count policy; shuffles.
 //
-// One training step, for a batch of B rows (all inside one OpenMP region per chunk of steps):
+// Steps run in blocks (all inside one OpenMP region per call):
+//   sort,    batches split among threads: each batch's non-zeros are sorted by column for W1's
+//            gradient (sort_by_column; it needs the data and the order only). -- barrier
+// then, for each step of the block, a batch of B rows:
 //   phase 1, rows split evenly among threads: forward through every layer, the loss and its
 //            gradient, and the backward pass down to dz of the first layer; everything here is
 //            per row, so rows are independent.                                     -- barrier
-//   phase 2, parameters split among threads: the sparse first layer's gradient is scattered by
-//            column ranges (each thread owns the W1 rows of its range, balanced by non-zeros),
-//            and the thread updates exactly those rows; the small layers' gradients and
+//   phase 2, parameters split among threads: the sparse first layer's gradient is summed by
+//            column ranges (each thread owns the W1 rows of its range, balanced by expected
+//            cost), and the thread updates exactly those rows; the small layers' gradients and
 //            updates are divided row by row.                                        -- barrier
 // Every float is computed by one thread, in an order fixed by the data alone (batch rows
 // ascending), so the weights are bitwise identical for any thread count. Small batches run on
@@ -114,11 +117,14 @@ inline int64_t part(int64_t n, int t, int nt) { return n * t / nt; }
 // development machine: a step of ~64k non-zeros (batch 512) gains from two threads, one of a few
 // thousand (batch <= ~40) loses to the barriers.
 constexpr int64_t kStepGrainNnz = 8192;
+// Rows sorted ahead per block of steps when threads share the steps: enough batches that every
+// thread sorts one or more, few enough that the block's sorted non-zeros stay in the L3 cache.
+constexpr int64_t kSortBlockRows = 4096;
 constexpr int64_t kTile = 256;  // rows per inference work item
 
 // Relative cost of one W1 row being touched in a step (gradient group, optimizer row update)
 // against one non-zero (count, place, add), measured on the development machine.
-constexpr double kTouchedRowCost = 8.0;
+constexpr double kTouchedRowCost = 24.0;
 
 // Column boundaries (nt + 1) giving each thread an equal expected share of the W1 work of one
 // step of B rows: column c holds n_c of the N rows' non-zeros, so a step sees n_c B / N of them
@@ -231,6 +237,28 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
         if (static_cast<int64_t>(w.touched.size()) < D) w.touched.resize(static_cast<size_t>(D));
     }
 
+    // Blocks of steps sorted ahead (one step at a time on one thread: no sharing to arrange),
+    // and where each step's sort goes in the block's buffers: non-zeros, groups (<= columns).
+    const int64_t blk = nt == 1 ? 1 : std::max<int64_t>(nt, (kSortBlockRows + B - 1) / B);
+    std::vector<int64_t> e_off(static_cast<size_t>(steps)), g_off(e_off);
+    int64_t e_cap = 0, g_cap = 0;
+    for (int64_t s = 0, e = 0, g = 0; s < steps; ++s) {
+        if (s % blk == 0) e = g = 0;
+        const int64_t r0 = (batch_begin + s) * B;
+        const int64_t nnz = cpu::batch_nnz(xv, order + r0, std::min(B, N - r0));
+        e_off[s] = e;
+        g_off[s] = g;
+        e += nnz;
+        g += std::min(nnz, D);
+        e_cap = std::max(e_cap, e);
+        g_cap = std::max(g_cap, g);
+    }
+    SortedBlock& sb = sorted_;
+    if (static_cast<int64_t>(sb.ent.size()) < e_cap) sb.ent.resize(static_cast<size_t>(e_cap));
+    if (xv.values && static_cast<int64_t>(sb.vals.size()) < e_cap) sb.vals.resize(static_cast<size_t>(e_cap));
+    if (static_cast<int64_t>(sb.groups.size()) < g_cap) sb.groups.resize(static_cast<size_t>(g_cap));
+    sb.batch.resize(static_cast<size_t>(blk));
+
     // Small-parameter work items: one per kernel row of layers >= 1, one per bias.
     struct Task { int p; int64_t row; };
     std::vector<Task> tasks;
@@ -252,6 +280,19 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
             const int64_t r0 = batch * B, Bb = std::min(B, N - r0);  // <= Bmax
             const int64_t* rows = order + r0;
             const int64_t it = iterations_ + s;
+
+            // ---- sort: at a block's first step, the block's batches, one per thread in turn
+            if (s % blk == 0) {
+                for (int64_t j = s + tid; j < std::min(steps, s + blk); j += nt) {
+                    const int64_t q0 = (batch_begin + j) * B;
+                    sb.batch[j - s] = cpu::sort_by_column(
+                        sb.ent.data() + e_off[j], xv.values ? sb.vals.data() + e_off[j] : nullptr,
+                        sb.groups.data() + g_off[j], w1_scratch_[tid].sort, xv, order + q0,
+                        std::min(B, N - q0));
+                }
+                barrier();
+            }
+            const cpu::ColumnSort& sorted = sb.batch[s % blk];
 
             // ---- phase 1: per-row forward, loss, backward to the first layer's dz
             const int64_t b0 = part(Bb, tid, nt), b1 = part(Bb, tid + 1, nt);
@@ -283,13 +324,13 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
             W1Scratch& w1 = w1_scratch_[tid];
             if (lazy) {  // gradient rows go straight into the row updates
                 cpu::sparse_backward_update(opt_, it, params_[0].data(), sp[0].data(),
-                                            synced_.data(), w1.sort, dz[0].data(), xv, rows, Bb,
-                                            H0, cb[tid], cb[tid + 1]);
+                                            synced_.data(), sorted, dz[0].data(), H0, cb[tid],
+                                            cb[tid + 1]);
             } else {  // every row moves: a dense update of this thread's rows
                 int64_t n_rows = 0;
                 float* G = grads_[0].data();
-                cpu::sparse_backward_weight(G, w1.touched.data(), &n_rows, w1.sort, dz[0].data(),
-                                            xv, rows, Bb, H0, cb[tid], cb[tid + 1], true);
+                cpu::sparse_backward_weight(G, w1.touched.data(), &n_rows, sorted, dz[0].data(),
+                                            H0, cb[tid], cb[tid + 1], true);
                 cpu::optimizer_update(opt_, it, params_[0].data(), G, sp[0].data(),
                                       cb[tid] * H0, cb[tid + 1] * H0);
                 for (int64_t i = 0; i < n_rows; ++i)

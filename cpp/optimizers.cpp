@@ -265,13 +265,12 @@ void optimizer_update_rows(const OptimizerConfig& c, int64_t iteration, float* W
 }
 
 void sparse_backward_update(const OptimizerConfig& c, int64_t iteration, float* W,
-                            float* const* slots, int64_t* synced, SparseGradScratch& scratch,
-                            const float* dz, const CSRView& x, const int64_t* rows, int64_t B,
-                            int64_t H, int64_t c0, int64_t c1) {
+                            float* const* slots, int64_t* synced, const ColumnSort& s,
+                            const float* dz, int64_t H, int64_t c0, int64_t c1) {
 #define CALL(HC)                                                                   \
     {                                                                              \
         const LazyRowUpdate<HC> update(c, iteration, W, slots, synced, H);         \
-        sparse_grad_rows<HC>(update, scratch, dz, x, rows, B, H, c0, c1);          \
+        sparse_grad_rows<HC>(update, s, dz, H, c0, c1);                            \
     }
     IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL

@@ -3,15 +3,16 @@
 // and optimizers.cpp (sparse_backward_update: rows straight into the optimizer), so the
 // algorithm exists once and the training loop never writes the gradient to memory.
 //
-// Method: a counting sort of the batch's non-zeros in [c0, c1) by column (count, bitmap of the
-// columns present, place each non-zero's batch row in its column's group, batch rows ascending),
-// then one sum per column over its group. The random accesses go to small per-range arrays
+// Method: the batch's non-zeros come sorted by column (sort_by_column, layers.cpp: count, bitmap
+// of the columns present, place each non-zero's batch row in its column's group, batch rows
+// ascending); then one sum per column over its group. The random accesses go to dz (B, H)
 // rather than a D x H gradient, and each column's sum runs over batch rows in ascending order
-// whatever the range split, so results do not depend on the thread count.
+// whatever the column split, so results do not depend on the thread count.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "kernels.h"
 
@@ -28,11 +29,6 @@ inline void prefetch_data_row(const CSRView& x, const int64_t* rows, int64_t b, 
     for (int j = 0; j < 4; ++j) __builtin_prefetch(p + 16 * j);
     if (x.values)
         for (int j = 0; j < 4; ++j) __builtin_prefetch(x.values + x.indptr[r] + 16 * j);
-}
-
-// First position in the sorted columns [p, e) whose column is >= c.
-inline int64_t lower_col(const int32_t* idx, int64_t p, int64_t e, int64_t c) {
-    return std::lower_bound(idx + p, idx + e, static_cast<int32_t>(c)) - idx;
 }
 
 // acc = sum over j in [start, end) of val_j * dz[ent[j]]  (val_j = 1 when vals is null), in a
@@ -133,76 +129,25 @@ inline void sum_group(float* __restrict acc, const float* __restrict dz, const i
 // in registers or scratch only until sink returns. sink.prefetch(column) is told a few columns
 // ahead, so that a sink touching memory per column can start loading it.
 template <int HC, class Sink>
-void sparse_grad_rows(Sink&& sink, SparseGradScratch& sc, const float* dz, const CSRView& x,
-                      const int64_t* rows, int64_t B, int64_t Hrt, int64_t c0, int64_t c1) {
+void sparse_grad_rows(Sink&& sink, const ColumnSort& s, const float* dz, int64_t Hrt, int64_t c0,
+                      int64_t c1) {
     const int64_t H = HC > 0 ? HC : Hrt;
-    const int64_t R = c1 - c0;
-    if (static_cast<int64_t>(sc.count.size()) < R) {
-        sc.count.assign(static_cast<size_t>(R), 0);
-        sc.seen.assign(static_cast<size_t>(R / 64 + 1), 0);
-    }
-    uint64_t* seen = sc.seen.data();
-    if (static_cast<int64_t>(sc.span.size()) < 2 * B) sc.span.resize(static_cast<size_t>(2 * B));
-    int32_t* count = sc.count.data();
-    // 1. this range's slice of every batch row, and the number of non-zeros per column
-    int64_t n_entries = 0;
-    for (int64_t b = 0; b < B; ++b) {
-        prefetch_data_row(x, rows, b, B);
-        const int64_t r = rows ? rows[b] : b;
-        int64_t p = x.indptr[r], e = x.indptr[r + 1];
-        if (c0 > 0) p = lower_col(x.indices, p, e, c0);
-        if (c1 < x.n_cols) e = lower_col(x.indices, p, e, c1);
-        sc.span[2 * b] = p;
-        sc.span[2 * b + 1] = e;
-        for (int64_t k = p; k < e; ++k) {
-            const int64_t c = x.indices[k] - c0;
-            count[c]++;
-            seen[c >> 6] |= uint64_t(1) << (c & 63);
-        }
-        n_entries += e - p;
-    }
-    if (static_cast<int64_t>(sc.entries.size()) < n_entries) sc.entries.resize(static_cast<size_t>(n_entries));
-    if (x.values && static_cast<int64_t>(sc.evals.size()) < n_entries) sc.evals.resize(static_cast<size_t>(n_entries));
-    // 2. touched columns, ascending (a scan of the bitmap, cheap for sparse small batches), and
-    //    the start of each column's group (count becomes a cursor)
-    if (static_cast<int64_t>(sc.touched.size()) < R) sc.touched.resize(static_cast<size_t>(R));
-    int64_t* touched = sc.touched.data();
-    int64_t nt = 0, pos = 0;
-    for (int64_t w = 0; w <= (R - 1) / 64; ++w) {
-        uint64_t word = seen[w];
-        seen[w] = 0;
-        while (word) {
-            const int64_t c = w * 64 + __builtin_ctzll(word);
-            word &= word - 1;
-            touched[nt++] = c;
-            const int32_t n = count[c];
-            count[c] = static_cast<int32_t>(pos);
-            pos += n;
-        }
-    }
-    // 3. place each non-zero's batch row in its column's group, batch rows ascending
-    int32_t* ent = sc.entries.data();
-    for (int64_t b = 0; b < B; ++b) {
-        for (int64_t k = sc.span[2 * b]; k < sc.span[2 * b + 1]; ++k) {
-            const int32_t j = count[x.indices[k] - c0]++;
-            ent[j] = static_cast<int32_t>(b);
-            if (x.values) sc.evals[j] = x.values[k];
-        }
-    }
-    // 4. one gradient row per touched column; count (now each group's end) is reset to zero
-    if (HC == 0 && static_cast<int64_t>(sc.row.size()) < H) sc.row.resize(static_cast<size_t>(H));
-    int64_t start = 0;
+    auto by_col = [](const ColumnGroup& g, int64_t c) { return g.col < c; };
+    const ColumnGroup* first = std::lower_bound(s.groups, s.groups + s.n_groups, c0, by_col);
+    const ColumnGroup* last = std::lower_bound(first, s.groups + s.n_groups, c1, by_col);
+    const int64_t n = last - first;
+    int64_t start = first == s.groups ? 0 : first[-1].end;
+    thread_local std::vector<float> row;  // one gradient row, for widths not specialised
+    if (HC == 0 && static_cast<int64_t>(row.size()) < H) row.resize(static_cast<size_t>(H));
     constexpr int64_t kAhead = 8;
-    for (int64_t t = 0; t < nt; ++t) {
-        if (t + kAhead < nt) sink.prefetch(c0 + touched[t + kAhead]);
-        const int64_t c = touched[t];
-        const int64_t end = count[c];
-        count[c] = 0;
+    for (int64_t t = 0; t < n; ++t) {
+        if (t + kAhead < n) sink.prefetch(first[t + kAhead].col);
+        const int64_t end = first[t].end;
         float g[HC > 0 ? HC : 1] = {};  // a register block for the specialised widths
         float* acc = g;
-        if constexpr (HC == 0) acc = sc.row.data();
-        sum_group<HC>(acc, dz, ent, x.values ? sc.evals.data() : nullptr, start, end, H);
-        sink(c0 + c, static_cast<const float*>(acc));
+        if constexpr (HC == 0) acc = row.data();
+        sum_group<HC>(acc, dz, s.ent, s.vals, start, end, H);
+        sink(first[t].col, static_cast<const float*>(acc));
         start = end;
     }
 }

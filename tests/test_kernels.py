@@ -138,8 +138,15 @@ def test_accuracy_threshold_is_strict(kernels):
 
 
 @pytest.mark.parametrize("H", [16, 7])
-def test_sparse_backward_matches_reference_for_any_split(kernels, rng, sparse_batch, H):
+@pytest.mark.parametrize("n_rows", [37, 2])  # columns found by scanning counts / by a bitmap
+@pytest.mark.parametrize("with_values", [False, True])
+def test_sparse_backward_matches_reference_for_any_split(kernels, rng, sparse_batch, H, n_rows,
+                                                         with_values):
     x, rows, dense = sparse_batch
+    rows = rows[:n_rows]
+    if with_values:
+        dense = dense * rng.normal(0, 2, dense.shape)
+        x = imdbfast.to_csr(dense)
     dz = f32(rng.normal(size=(len(rows), H)))
     expected = dense[rows].T @ dz.astype(np.float64)
     touched_ref = np.flatnonzero(dense[rows].any(axis=0))
