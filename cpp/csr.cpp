@@ -31,6 +31,18 @@ const std::vector<int64_t>& CSR::column_prefix() const {
     return col_prefix_;
 }
 
+CSRView CSR::narrow_view() const {
+    CSRView v = view();
+    if (n_cols > 65536) return v;
+    std::lock_guard<std::mutex> lock(*col_mutex_);
+    if (!has_narrow_) {
+        narrow_.assign(indices.begin(), indices.begin() + nnz());
+        has_narrow_ = true;
+    }
+    v.narrow = narrow_.data();
+    return v;
+}
+
 namespace cpu {
 namespace {
 

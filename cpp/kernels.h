@@ -58,12 +58,16 @@ struct CacheAligned {
 using AlignedFloats = std::vector<float, CacheAligned<float>>;
 
 // A read-only view of a CSR matrix: row r holds columns indices[indptr[r] .. indptr[r+1]),
-// sorted and unique; values == nullptr means every stored value is 1 (multi-hot).
+// sorted and unique; values == nullptr means every stored value is 1 (multi-hot). narrow, when
+// set, holds the same column indices as uint16 (n_cols <= 65536; CSR::narrow_view): the
+// training loop reads each row's list at a random place several times an epoch, and half the
+// bytes are fetched faster. Kernels that read indices use narrow when it is there.
 struct CSRView {
     int64_t n_rows = 0, n_cols = 0;
     const int64_t* indptr = nullptr;   // (n_rows + 1)
     const int32_t* indices = nullptr;  // (nnz)
     const float* values = nullptr;     // (nnz) or nullptr
+    const uint16_t* narrow = nullptr;  // (nnz) or nullptr
 };
 
 // An owning CSR matrix (what multi-hot encoding produces and training consumes).
@@ -82,11 +86,16 @@ struct CSR {
     // Prefix sums of per-column non-zero counts (n_cols + 1), computed once and cached:
     // the training loop uses it to give each thread an equal share of the gradient scatter.
     const std::vector<int64_t>& column_prefix() const;
+    // view() plus the uint16 copy of the indices (made once and cached; 2 bytes a non-zero)
+    // when n_cols <= 65536.
+    CSRView narrow_view() const;
 
    private:
-    // shared_ptr keeps CSR movable; the mutex makes the lazy computation safe across threads.
+    // shared_ptr keeps CSR movable; the mutex makes the lazy computations safe across threads.
     std::shared_ptr<std::mutex> col_mutex_ = std::make_shared<std::mutex>();
     mutable std::vector<int64_t> col_prefix_;
+    mutable std::vector<uint16_t> narrow_;
+    mutable bool has_narrow_ = false;
 };
 
 // A word index (word -> frequency rank), for encoding raw text. Words are raw UTF-8 bytes.

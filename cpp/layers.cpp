@@ -26,8 +26,8 @@ inline void prefetch_row(const float* p) { __builtin_prefetch(p); }
 // Gather-sum for one batch row: acc = sum_k val_k W[col_k] in a fixed order: non-zero k goes to
 // accumulator k % 4, and the four are combined as (a0 + a1) + (a2 + a3). kVals = false is the
 // multi-hot case (every value 1): the multiplications fold away.
-template <int HC, bool kVals>
-void gather_row(float* out, const int32_t* cols, const float* vals, int64_t L, const float* W,
+template <int HC, bool kVals, class Idx>
+void gather_row(float* out, const Idx* cols, const float* vals, int64_t L, const float* W,
                 const float* bias, int64_t Hrt) {
     const int64_t H = HC > 0 ? HC : Hrt;
     constexpr int64_t kMax = HC > 0 ? HC : 64;
@@ -75,10 +75,15 @@ void sparse_forward_impl(float* z, const CSRView& x, const int64_t* rows, const 
         prefetch_data_row(x, rows, b, b1);
         const int64_t r = rows ? rows[b] : b;
         const int64_t s = x.indptr[r], L = x.indptr[r + 1] - s;
-        if (x.values)
-            gather_row<HC, true>(z + b * H, x.indices + s, x.values + s, L, W, bias, Hrt);
+        const float* v = x.values ? x.values + s : nullptr;
+        if (x.narrow && v)
+            gather_row<HC, true>(z + b * H, x.narrow + s, v, L, W, bias, Hrt);
+        else if (x.narrow)
+            gather_row<HC, false>(z + b * H, x.narrow + s, v, L, W, bias, Hrt);
+        else if (v)
+            gather_row<HC, true>(z + b * H, x.indices + s, v, L, W, bias, Hrt);
         else
-            gather_row<HC, false>(z + b * H, x.indices + s, nullptr, L, W, bias, Hrt);
+            gather_row<HC, false>(z + b * H, x.indices + s, v, L, W, bias, Hrt);
     }
 }
 
@@ -100,8 +105,13 @@ int64_t batch_nnz(const CSRView& x, const int64_t* rows, int64_t B) {
     return n;
 }
 
-ColumnSort sort_by_column(int32_t* ent, float* vals, ColumnGroup* groups, ColumnSortScratch& sc,
-                          const CSRView& x, const int64_t* rows, int64_t B) {
+namespace {
+
+// sort_by_column over the column indices `indices` (x.indices or x.narrow).
+template <class Idx>
+ColumnSort sort_by_column_impl(int32_t* ent, float* vals, ColumnGroup* groups,
+                               ColumnSortScratch& sc, const CSRView& x, const Idx* indices,
+                               const int64_t* rows, int64_t B) {
     const int64_t D = x.n_cols;
     if (static_cast<int64_t>(sc.count.size()) < D) {
         sc.count.assign(static_cast<size_t>(D), 0);
@@ -117,11 +127,12 @@ ColumnSort sort_by_column(int32_t* ent, float* vals, ColumnGroup* groups, Column
     for (int64_t b = 0; b < B; ++b) {
         if (b + kAhead < B) {
             const int64_t q = rows ? rows[b + kAhead] : b + kAhead;
-            for (int64_t k = x.indptr[q], e = x.indptr[q + 1]; k < e; k += 16)
-                __builtin_prefetch(x.indices + k);
+            constexpr int64_t kPerLine = 64 / sizeof(Idx);
+            for (int64_t k = x.indptr[q], e = x.indptr[q + 1]; k < e; k += kPerLine)
+                __builtin_prefetch(indices + k);
         }
         const int64_t r = rows ? rows[b] : b;
-        const int32_t* idx = x.indices + x.indptr[r];
+        const Idx* idx = indices + x.indptr[r];
         const int64_t len = x.indptr[r + 1] - x.indptr[r];
         if (scan_counts) {
             for (int64_t k = 0; k < len; ++k) count[idx[k]]++;
@@ -160,7 +171,7 @@ ColumnSort sort_by_column(int32_t* ent, float* vals, ColumnGroup* groups, Column
         const int64_t r = rows ? rows[b] : b;
         const int64_t k0 = x.indptr[r], k1 = x.indptr[r + 1];
         for (int64_t k = k0; k < k1; ++k) {
-            const int32_t j = count[x.indices[k]]++;
+            const int32_t j = count[indices[k]]++;
             ent[j] = static_cast<int32_t>(b);
             if (x.values) vals[j] = x.values[k];
         }
@@ -171,6 +182,14 @@ ColumnSort sort_by_column(int32_t* ent, float* vals, ColumnGroup* groups, Column
         count[groups[g].col] = 0;
     }
     return ColumnSort{groups, n, ent, x.values ? vals : nullptr};
+}
+
+}  // namespace
+
+ColumnSort sort_by_column(int32_t* ent, float* vals, ColumnGroup* groups, ColumnSortScratch& sc,
+                          const CSRView& x, const int64_t* rows, int64_t B) {
+    return x.narrow ? sort_by_column_impl(ent, vals, groups, sc, x, x.narrow, rows, B)
+                    : sort_by_column_impl(ent, vals, groups, sc, x, x.indices, rows, B);
 }
 
 ColumnSort SortedBatch::sort(const CSRView& x, const int64_t* rows, int64_t B) {

@@ -209,7 +209,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     const int64_t steps = batch_end - batch_begin;
     Stats total;
     if (steps <= 0) return total;
-    const CSRView xv = x.view();
+    const CSRView xv = x.narrow_view();
 
     // Threads: worth it only when a step has enough non-zeros to share.
     const int64_t step_nnz = N > 0 ? x.nnz() / N * Bmax : 0;

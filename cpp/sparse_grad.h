@@ -25,8 +25,9 @@ constexpr int64_t kRowsAhead = 2;
 inline void prefetch_data_row(const CSRView& x, const int64_t* rows, int64_t b, int64_t b_end) {
     if (b + kRowsAhead >= b_end) return;
     const int64_t r = rows ? rows[b + kRowsAhead] : b + kRowsAhead;
-    const int32_t* p = x.indices + x.indptr[r];
-    for (int j = 0; j < 4; ++j) __builtin_prefetch(p + 16 * j);
+    for (int j = 0; j < 4; ++j)
+        __builtin_prefetch(x.narrow ? static_cast<const void*>(x.narrow + x.indptr[r] + 32 * j)
+                                    : static_cast<const void*>(x.indices + x.indptr[r] + 16 * j));
     if (x.values)
         for (int j = 0; j < 4; ++j) __builtin_prefetch(x.values + x.indptr[r] + 16 * j);
 }

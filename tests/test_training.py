@@ -120,6 +120,23 @@ def test_bitwise_identical_for_any_thread_count(rng, optimizer):
     assert not np.array_equal(w1[0], other[0])  # the seed matters
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_vocabulary_beyond_uint16_trains_the_same(rng, threads):
+    # Up to 65,536 columns the training loop reads a uint16 copy of the column indices; beyond,
+    # the int32 indices themselves. The same reviews in a wider vocabulary must train the same.
+    seqs = synthetic_sequences(rng, 1500, 2000, mean_len=60, empty_every=50)
+    y = rng.integers(0, 2, (1500, 1)).astype(np.float32)
+    narrow_x, wide_x = imdbfast.multi_hot(seqs, 2000), imdbfast.multi_hot(seqs, 70000)
+    weights = ref.init_weights(rng, [2000, 16, 16, 1])
+    wide = [np.concatenate([weights[0], ref.init_weights(rng, [68000, 16])[0]])] + weights[1:]
+    got, _ = epoch_weights(narrow_x, y, weights, threads, 5)
+    want, _ = epoch_weights(wide_x, y, wide, threads, 5)
+    np.testing.assert_array_equal(got[0], want[0][:2000])
+    np.testing.assert_array_equal(want[0][2000:], wide[0][2000:])  # never touched
+    for a, b in zip(got[1:], want[1:]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_chunked_epoch_equals_whole_epoch(kernels, rng):
     # Python may run an epoch in chunks of batches (progress, Ctrl-C): same math.
     x, y, _ = make(rng, 1000, 500)
