@@ -123,8 +123,9 @@ constexpr int64_t kStepGrainNnz = 8192;
 constexpr int64_t kSortBlockRows = 1024;
 constexpr int64_t kTile = 256;  // rows per inference work item
 
-// Relative cost of one W1 row being touched in a step (gradient group, optimizer row update)
-// against one non-zero (count, place, add), measured on the development machine.
+// Relative cost of one W1 row being touched in a step (its group's sum, the optimizer's row
+// update) against one non-zero (one row add in the sums), measured on the development machine:
+// with it the two threads' phase 2 took 5.2 and 5.4 ms an epoch.
 constexpr double kTouchedRowCost = 24.0;
 
 // Column boundaries (nt + 1) giving each thread an equal expected share of the W1 work of one
