@@ -234,9 +234,13 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     std::vector<float> da(static_cast<size_t>(Bmax * maxH));
     std::vector<double> loss_row(static_cast<size_t>(Bmax)), correct_row(static_cast<size_t>(Bmax));
     if (static_cast<int>(w1_scratch_.size()) < nt) w1_scratch_.resize(static_cast<size_t>(nt));
-    for (int t = 0; t < nt; ++t) {
+    for (int t = 0; t < nt; ++t) {  // sized here: nothing allocates inside the parallel region
         W1Scratch& w = w1_scratch_[t];
         if (static_cast<int64_t>(w.touched.size()) < D) w.touched.resize(static_cast<size_t>(D));
+        if (static_cast<int64_t>(w.sort.count.size()) < D) {
+            w.sort.count.assign(static_cast<size_t>(D), 0);
+            w.sort.seen.assign(static_cast<size_t>(D / 64 + 1), 0);
+        }
     }
 
     // Blocks of steps sorted ahead (one step at a time on one thread: no sharing to arrange),
