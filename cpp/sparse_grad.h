@@ -3,8 +3,8 @@
 // and optimizers.cpp (sparse_backward_update: rows straight into the optimizer), so the
 // algorithm exists once and the training loop never writes the gradient to memory.
 //
-// Method: the batch's non-zeros come sorted by column (sort_by_column, layers.cpp: count, bitmap
-// of the columns present, place each non-zero's batch row in its column's group, batch rows
+// Method: the batch's non-zeros come sorted by column (sort_by_column, layers.cpp: count, find
+// the columns present, place each non-zero's batch row in its column's group, batch rows
 // ascending); then one sum per column over its group. The random accesses go to dz (B, H)
 // rather than a D x H gradient, and each column's sum runs over batch rows in ascending order
 // whatever the column split, so results do not depend on the thread count.
