@@ -2,8 +2,9 @@
 // activation loops. All are row-range kernels (see kernels.h): no threading here, fixed
 // summation orders, so results are independent of how the caller splits the rows.
 //
-// The two loops that dominate an epoch are sparse_forward (a gather-sum of W1 rows) and
-// sparse_backward_weight (W1's gradient, by a counting sort of the batch's non-zeros by column).
+// The loops that dominate an epoch are sparse_forward (a gather-sum of W1 rows), sort_by_column
+// (a counting sort of a batch's non-zeros by column) and the gradient sums over its groups
+// (sparse_grad.h). Both read column indices as int32 or, when the view has them, uint16.
 // Row kernels are specialised for the common widths (IMDBFAST_DISPATCH_H), and sparse_forward
 // keeps four independent accumulators so consecutive row loads do not wait on one add chain.
 #include <algorithm>
