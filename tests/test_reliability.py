@@ -36,6 +36,15 @@ def small_model(seed=0, dim=200):
     return m
 
 
+# AddressSanitizer (.ci/sanitize preloads it) keeps freed memory in a quarantine of up to 256 MB
+# before reusing it: RSS grows ~240 MB over the first 1000 cycles of a fresh process and then
+# stays flat, so there it measures how full the quarantine was when the test began (it depends
+# on the tests run before), not leaks. The main CI run, without sanitizers, checks leaks.
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+@pytest.mark.skipif(UNDER_ASAN, reason="ASan's quarantine holds freed memory: RSS is no leak "
+                                       "signal under ASan (the unsanitized run checks this)")
 def test_no_leak_over_1000_build_fit_predict_cycles(rng):
     seqs = synthetic_sequences(rng, 200, 200, mean_len=20)
     y = rng.integers(0, 2, 200)
