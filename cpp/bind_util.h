@@ -221,6 +221,37 @@ inline int64_t shape_size(const std::vector<py::ssize_t>& shape) {
     return n;
 }
 
+// A Net's parameters as new arrays with Keras's shapes, each filled by copy(p, out); the caller
+// holds the Net's lock. Shared by the CPU and CUDA Nets, which differ only in how they copy.
+template <class N, class Copy>
+py::list weights_list(const N& n, Copy&& copy) {
+    py::list out;
+    const auto shapes = param_shapes(n.dims());
+    for (int p = 0; p < n.n_params(); ++p) {
+        py::array_t<float> a(shapes[p]);
+        copy(p, a.mutable_data());
+        out.append(a);
+    }
+    return out;
+}
+
+// A Net's optimizer slots, [[slot arrays of param 0], ...], flat, each filled by
+// copy(p, s, out); the caller holds the Net's lock.
+template <class N, class Copy>
+py::list slots_list(const N& n, Copy&& copy) {
+    py::list out;
+    for (int p = 0; p < n.n_params(); ++p) {
+        py::list ps;
+        for (int s = 0; s < n.n_slots(); ++s) {
+            py::array_t<float> a(n.param_size(p));
+            copy(p, s, a.mutable_data());
+            ps.append(a);
+        }
+        out.append(ps);
+    }
+    return out;
+}
+
 // Pointers to `ws`, one finite float32 array per parameter with its shape.
 inline std::vector<const float*> check_weights(const py::list& ws, const std::vector<int64_t>& dims) {
     const auto shapes = param_shapes(dims);

@@ -363,14 +363,9 @@ PYBIND11_MODULE(_core, m) {
         })
         .def("get_weights", [](const Net& n) {
             std::shared_lock<std::shared_mutex> lock(n.mutex());
-            py::list out;
-            const auto shapes = param_shapes(n.dims());
-            for (int p = 0; p < n.n_params(); ++p) {
-                py::array_t<float> a(shapes[p]);
-                std::copy_n(n.param(p), n.param_size(p), a.mutable_data());
-                out.append(a);
-            }
-            return out;
+            return weights_list(n, [&](int p, float* out) {
+                std::copy_n(n.param(p), n.param_size(p), out);
+            });
         }, "Copies of [kernel_1 (I, H), bias_1 (H), ...] in Keras's order.")
         .def("set_weights", [](Net& n, py::list ws) {
             const auto src = check_weights(ws, n.dims());
@@ -380,17 +375,9 @@ PYBIND11_MODULE(_core, m) {
         .def("get_slots", [](Net& n) {
             std::unique_lock<std::shared_mutex> lock(n.mutex());
             n.sync_optimizer();
-            py::list out;
-            for (int p = 0; p < n.n_params(); ++p) {
-                py::list ps;
-                for (int s = 0; s < n.n_slots(); ++s) {
-                    py::array_t<float> a(n.param_size(p));
-                    std::copy_n(n.slot(p, s), n.param_size(p), a.mutable_data());
-                    ps.append(a);
-                }
-                out.append(ps);
-            }
-            return out;
+            return slots_list(n, [&](int p, int s, float* out) {
+                std::copy_n(n.slot(p, s), n.param_size(p), out);
+            });
         }, "Optimizer slots, brought up to date: [[slot arrays of param 0], ...], flat.")
         .def("set_slots", [](Net& n, py::list slots) {
             const auto src = check_slots(slots, n.dims(), n.n_slots());

@@ -24,6 +24,19 @@ constexpr int64_t kPrefetch = 16;
 
 inline void prefetch_row(const float* p) { __builtin_prefetch(p); }
 
+// Batch rows are data rows in shuffled order, so each row's column list starts somewhere new in
+// a multi-megabyte array: fetch the first cache lines of the row `ahead` positions on early.
+constexpr int64_t kRowsAhead = 2;
+inline void prefetch_data_row(const CSRView& x, const int64_t* rows, int64_t b, int64_t b_end) {
+    if (b + kRowsAhead >= b_end) return;
+    const int64_t r = rows ? rows[b + kRowsAhead] : b + kRowsAhead;
+    for (int j = 0; j < 4; ++j)
+        __builtin_prefetch(x.narrow ? static_cast<const void*>(x.narrow + x.indptr[r] + 32 * j)
+                                    : static_cast<const void*>(x.indices + x.indptr[r] + 16 * j));
+    if (x.values)
+        for (int j = 0; j < 4; ++j) __builtin_prefetch(x.values + x.indptr[r] + 16 * j);
+}
+
 // Gather-sum for one batch row: acc = sum_k val_k W[col_k] in a fixed order: non-zero k goes to
 // accumulator k % 4, and the four are combined as (a0 + a1) + (a2 + a3). kVals = false is the
 // multi-hot case (every value 1): the multiplications fold away.

@@ -19,19 +19,6 @@
 namespace imdbfast {
 namespace cpu {
 
-// Batch rows are data rows in shuffled order, so each row's column list starts somewhere new in
-// a multi-megabyte array: fetch the first cache lines of the row `ahead` positions on early.
-constexpr int64_t kRowsAhead = 2;
-inline void prefetch_data_row(const CSRView& x, const int64_t* rows, int64_t b, int64_t b_end) {
-    if (b + kRowsAhead >= b_end) return;
-    const int64_t r = rows ? rows[b + kRowsAhead] : b + kRowsAhead;
-    for (int j = 0; j < 4; ++j)
-        __builtin_prefetch(x.narrow ? static_cast<const void*>(x.narrow + x.indptr[r] + 32 * j)
-                                    : static_cast<const void*>(x.indices + x.indptr[r] + 16 * j));
-    if (x.values)
-        for (int j = 0; j < 4; ++j) __builtin_prefetch(x.values + x.indptr[r] + 16 * j);
-}
-
 // acc = sum over j in [start, end) of val_j * dz[ent[j]]  (val_j = 1 when vals is null), in a
 // fixed order: entry j goes to partial sum (j - start) % 4, combined as (p0 + p1) + (p2 + p3),
 // so that a frequent column's long group is four independent add chains rather than one.

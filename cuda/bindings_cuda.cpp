@@ -398,14 +398,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
         })
         .def("get_weights", [](DeviceNet& n) {
             std::lock_guard<std::mutex> lock(n.mutex());
-            py::list out;
-            const auto shapes = param_shapes(n.dims());
-            for (int p = 0; p < n.n_params(); ++p) {
-                py::array_t<float> a(shapes[p]);
-                n.get_param(p, a.mutable_data());
-                out.append(a);
-            }
-            return out;
+            return weights_list(n, [&](int p, float* out) { n.get_param(p, out); });
         }, "Copies of [kernel_1 (I, H), bias_1 (H), ...] in Keras's order.")
         .def("set_weights", [](DeviceNet& n, py::list ws) {
             const auto src = check_weights(ws, n.dims());
@@ -414,17 +407,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
         })
         .def("get_slots", [](DeviceNet& n) {
             std::lock_guard<std::mutex> lock(n.mutex());
-            py::list out;
-            for (int p = 0; p < n.n_params(); ++p) {
-                py::list ps;
-                for (int s = 0; s < n.n_slots(); ++s) {
-                    py::array_t<float> a(n.param_size(p));
-                    n.get_slot(p, s, a.mutable_data());
-                    ps.append(a);
-                }
-                out.append(ps);
-            }
-            return out;
+            return slots_list(n, [&](int p, int s, float* out) { n.get_slot(p, s, out); });
         }, "Optimizer slots: [[slot arrays of param 0], ...], flat.")
         .def("set_slots", [](DeviceNet& n, py::list slots) {
             const auto src = check_slots(slots, n.dims(), n.n_slots());
