@@ -196,6 +196,11 @@ struct ColumnSort {
 struct ColumnSortScratch {  // per thread; all zero between calls
     std::vector<int32_t> count;  // (D)
     std::vector<uint64_t> seen;  // (D) bits: the columns present
+    void size_for(int64_t D) {
+        if (static_cast<int64_t>(count.size()) >= D) return;
+        count.assign(static_cast<size_t>(D), 0);
+        seen.assign(static_cast<size_t>(D / 64 + 1), 0);
+    }
 };
 // Non-zeros of batch rows rows[0..B) of x (rows == nullptr: rows 0..B-1).
 int64_t batch_nnz(const CSRView& x, const int64_t* rows, int64_t B);

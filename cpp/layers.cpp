@@ -127,10 +127,7 @@ ColumnSort sort_by_column_impl(int32_t* ent, float* vals, ColumnGroup* groups,
                                ColumnSortScratch& sc, const CSRView& x, const Idx* indices,
                                const int64_t* rows, int64_t B) {
     const int64_t D = x.n_cols;
-    if (static_cast<int64_t>(sc.count.size()) < D) {
-        sc.count.assign(static_cast<size_t>(D), 0);
-        sc.seen.assign(static_cast<size_t>(D / 64 + 1), 0);
-    }
+    sc.size_for(D);
     int32_t* count = sc.count.data();
     uint64_t* seen = sc.seen.data();
     // A batch with many non-zeros per column finds its columns by scanning the counts; a small

@@ -237,10 +237,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     for (int t = 0; t < nt; ++t) {  // sized here: nothing allocates inside the parallel region
         W1Scratch& w = w1_scratch_[t];
         if (static_cast<int64_t>(w.touched.size()) < D) w.touched.resize(static_cast<size_t>(D));
-        if (static_cast<int64_t>(w.sort.count.size()) < D) {
-            w.sort.count.assign(static_cast<size_t>(D), 0);
-            w.sort.seen.assign(static_cast<size_t>(D / 64 + 1), 0);
-        }
+        w.sort.size_for(D);
     }
 
     // Blocks of steps sorted ahead (one step at a time on one thread: no sharing to arrange),
