@@ -52,20 +52,23 @@ struct CpuKernels {
     static void sparse_backward(std::vector<int64_t>& touched, std::vector<float>& g,
                                 const float* dz, const CSR& x, const int64_t* rows, int64_t B,
                                 int64_t H, int parts) {
+        // `parts` column ranges split evenly by index, as lanes, one scatter each
         const int64_t D = x.n_cols;
-        g.resize(static_cast<size_t>(D * H));
-        touched.resize(static_cast<size_t>(D));
-        int64_t n = 0;
-        cpu::SortedBatch sorted;
-        const cpu::ColumnSort s = sorted.sort(x.view(), rows, B);
-        for (int p = 0; p < parts; ++p) {  // column ranges split evenly by index
-            int64_t k = 0;
-            cpu::sparse_backward_weight(g.data() + n * H, touched.data() + n, &k, s, dz, H,
-                                        D * p / parts, D * (p + 1) / parts);
-            n += k;
-        }
-        touched.resize(static_cast<size_t>(n));
+        std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1);
+        for (int p = 0; p <= parts; ++p) bounds[p] = D * p / parts;
+        std::vector<int32_t> pos(static_cast<size_t>(x.n_rows * (parts + 1)));
+        cpu::lane_offsets(pos.data(), x.view(), bounds.data(), parts, 1);
+        std::vector<float> G(static_cast<size_t>(D * H), 0.0f);
+        std::vector<uint8_t> flag(static_cast<size_t>(D), 0);
+        std::vector<int32_t> t(static_cast<size_t>(D + 1));
+        for (int p = 0; p < parts; ++p)
+            cpu::sparse_backward_scatter(G.data(), flag.data(), x.view(), pos.data(), parts, rows,
+                                         B, dz, H, p, p + 1);
+        const int64_t n = cpu::collect_flagged(t.data(), flag.data(), 0, D);
+        touched.assign(t.begin(), t.begin() + n);
         g.resize(static_cast<size_t>(n * H));
+        for (int64_t i = 0; i < n; ++i)
+            std::copy_n(G.data() + touched[i] * H, H, g.data() + i * H);
     }
     static void loss_forward_backward(float* dz, double* lr, double* cr, const float* z,
                                       const float* a, const float* y, const float* sw, int act,
@@ -169,7 +172,13 @@ PYBIND11_MODULE(_core, m) {
             check_rows(r, n, s.n_rows, "rows");
             py::gil_scoped_release nogil;
             return std::make_shared<CSR>(cpu::csr_take_rows(s.view(), r, n, threads));
-        }, py::arg("rows"), py::arg("threads") = 0);
+        }, py::arg("rows"), py::arg("threads") = 0)
+        .def("lane_bounds", [](const CSR& s, int64_t batch_size) {
+            if (batch_size < 1) throw std::invalid_argument("batch_size: must be >= 1");
+            std::vector<int64_t> b = s.lanes(batch_size, 1)->bounds;
+            return vector_to_array(std::move(b), {static_cast<py::ssize_t>(b.size())});
+        }, py::arg("batch_size"),
+           "The training loop's column lanes for batches of batch_size rows: kLanes + 1 bounds.");
 
     m.def("ragged_take", [](py::array tokens, py::array offsets, py::array rows, int64_t prefix,
                             int64_t add, int threads) {
@@ -282,6 +291,34 @@ PYBIND11_MODULE(_core, m) {
     // ---- single kernels (tests and embedding; the training loop calls the same functions) ----
     def_kernels<CpuKernels>(m);
 
+    m.def("sparse_forward_lanes", [](const CSR& x, py::array rows, py::array W, py::array b,
+                                     py::array bounds) {
+        const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
+        const int64_t* r = check<int64_t>(rows, "rows", {B});
+        check_rows(r, B, x.n_rows, "rows");
+        const int64_t H = W.ndim() == 2 ? W.shape(1) : -1;
+        const float* w = check<float>(W, "W", {x.n_cols, H});
+        const float* bb = check<float>(b, "b", {H});
+        constexpr int K = cpu::kLanes;
+        const int64_t* lb = check<int64_t>(bounds, "bounds", {K + 1});
+        if (lb[0] != 0 || lb[K] != x.n_cols)
+            throw std::invalid_argument("bounds: must run from 0 to the number of columns");
+        for (int k = 0; k < K; ++k)
+            if (lb[k + 1] < lb[k]) throw std::invalid_argument("bounds: must be ascending");
+        py::array_t<float> z({B, H}), P({static_cast<int64_t>(K), B, H});
+        float *zp = z.mutable_data(), *pp = P.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            std::vector<int32_t> pos(static_cast<size_t>(x.n_rows * (K + 1)));
+            cpu::lane_offsets(pos.data(), x.view(), lb, K, 1);
+            cpu::sparse_forward_lanes(pp, x.view(), pos.data(), K, r, B, w, H, 0, K);
+            cpu::lanes_sum(zp, pp, bb, H, B, 0, B);
+        }
+        return py::make_tuple(z, P);
+    }, py::arg("x"), py::arg("rows"), py::arg("W"), py::arg("b"), py::arg("bounds"),
+       "The training loop's first layer: (z, the lane partials P (kLanes, B, H)) for lanes "
+       "`bounds` (kLanes + 1 column bounds).");
+
     m.def("optimizer_update_rows", [](const std::string& kind, int64_t iteration, py::array W,
                                       py::array Gc, py::list slots, py::array rows, py::array synced,
                                       double learning_rate, double rho, double momentum,
@@ -303,8 +340,12 @@ PYBIND11_MODULE(_core, m) {
         if (static_cast<int>(slots.size()) != cpu::optimizer_num_slots(c))
             throw std::invalid_argument("slots: wrong count");
         auto sp = slot_ptrs(slots, "slots", D * H);
+        std::vector<float> G(static_cast<size_t>(D * H), 0.0f);  // the training loop's layout
+        std::vector<int32_t> touched(rp, rp + n);
+        for (int64_t i = 0; i < n; ++i) std::copy_n(gp + i * H, H, G.data() + rp[i] * H);
         py::gil_scoped_release nogil;
-        cpu::optimizer_update_rows(c, iteration, wp, gp, sp.data(), H, rp, n, syp);
+        cpu::optimizer_update_touched(c, iteration, wp, G.data(), sp.data(), H, touched.data(), n,
+                                      syp);
     }, py::arg("kind"), py::arg("iteration"), py::arg("W"), py::arg("Gc"), py::arg("slots"),
        py::arg("rows"), py::arg("synced"), py::arg("learning_rate"), py::arg("rho") = 0.9,
        py::arg("momentum") = 0.0, py::arg("epsilon") = 1e-7, py::arg("centered") = false,

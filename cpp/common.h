@@ -198,8 +198,11 @@ IMDBFAST_HD inline void row_loss(float* dz, double* loss_out, double* correct_ou
 // ---------------------------------------------------------------------------------------------
 // Summation orders. Every reduction in a layer has one fixed order, defined here one output
 // element at a time. The GPU kernels compute each element with these functions; the CPU kernels
-// (cpp/layers.cpp, cpp/sparse_grad.h) compute the same sums vectorised across the row, in the
-// same order, so both backends round identically (tests compare them bit for bit).
+// (cpp/layers.cpp) compute the same sums vectorised across the row, in the same order, so both
+// backends round identically (tests compare them bit for bit). One exception: the CPU's training
+// loop sums the first layer lane by lane (kernels.h, kLanes: each lane as gather_sum, then
+// ((P0 + P1) + (P2 + P3)) + bias), so that each thread owns its lanes' rows of W1; the GPU's
+// training sums whole rows, so the two trainings agree to rounding, not bit for bit.
 
 // Sparse gather, element h: ((a0 + a1) + (a2 + a3)) + bias, non-zero k added to a_(k mod 4);
 // vals == nullptr means every value is 1 (no multiplication).
@@ -241,21 +244,14 @@ IMDBFAST_HD inline float batch_sum_elem(const float* dz, const float* x, int64_t
 }
 
 // The sparse layer's gradient for one column, element h: the sum over its group of n >= 1
-// terms term(j), j = 0 .. n-1 (batch rows ascending). Up to four terms are added left to right,
-// except that the fourth pairs with the third; longer groups use four partial sums started at
-// the first four terms, term j into p_(j mod 4), combined (p0 + p1) + (p2 + p3).
+// terms term(j), j = 0 .. n-1 (batch rows ascending), added one after the other from 0. The CPU
+// scatters it (each non-zero adds its term to the column's row of G, batch row by batch row),
+// so the order is the batch's, one add chain per column.
 template <class Term>
 IMDBFAST_HD inline float group_sum(const Term& term, int64_t n) {
-    if (n <= 4) {
-        float t = term(0);
-        if (n >= 2) t = t + term(1);
-        if (n == 3) t = t + term(2);
-        if (n == 4) t = t + (term(2) + term(3));
-        return t;
-    }
-    float p[4] = {term(0), term(1), term(2), term(3)};
-    for (int64_t j = 4; j < n; ++j) p[j & 3] += term(j);
-    return (p[0] + p[1]) + (p[2] + p[3]);
+    float t = 0.0f;
+    for (int64_t j = 0; j < n; ++j) t += term(j);
+    return t;
 }
 
 // ---------------------------------------------------------------------------------------------

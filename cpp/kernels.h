@@ -89,6 +89,14 @@ struct CSR {
     // view() plus the uint16 copy of the indices (made once and cached; 2 bytes a non-zero)
     // when n_cols <= 65536.
     CSRView narrow_view() const;
+    // Training's column lanes for batches of B rows (see kLanes): bounds (kLanes + 1) and each
+    // row's lane offsets pos (n_rows, kLanes + 1), computed once per batch size and cached.
+    struct Lanes {
+        int64_t batch_size = 0;
+        std::vector<int64_t> bounds;
+        std::vector<int32_t> pos;
+    };
+    std::shared_ptr<const Lanes> lanes(int64_t batch_size, int threads) const;
 
    private:
     // shared_ptr keeps CSR movable; the mutex makes the lazy computations safe across threads.
@@ -96,6 +104,7 @@ struct CSR {
     mutable std::vector<int64_t> col_prefix_;
     mutable std::vector<uint16_t> narrow_;
     mutable bool has_narrow_ = false;
+    mutable std::shared_ptr<const Lanes> lanes_;
 };
 
 // A word index (word -> frequency rank), for encoding raw text. Words are raw UTF-8 bytes.
@@ -178,53 +187,37 @@ void dense_backward_weight(float* dW, const float* dz, const float* x, int64_t B
                            int64_t H, int64_t i0, int64_t i1);
 // Bias gradient: db[h] = sum_b dz[b, h], in the same fixed order.   db (H), dz (B, H).
 void bias_backward(float* db, const float* dz, int64_t B, int64_t H);
-// The sparse first layer's gradient starts from the batch's non-zeros grouped by column (a
-// counting sort): the n_groups columns the batch touches, ascending, each with the end of its
-// group in ent; group k is ent[groups[k-1].end .. groups[k].end), the batch rows (ascending)
-// that hold column groups[k].col, with their values in vals (non-binary input; else null).
-// The sort depends on the data and the batch order only, never on the weights, so the training
-// loop sorts batches ahead of the steps that use them, one batch per thread.
-struct ColumnGroup {
-    int32_t col, end;
-};
-struct ColumnSort {
-    const ColumnGroup* groups = nullptr;
-    int64_t n_groups = 0;
-    const int32_t* ent = nullptr;
-    const float* vals = nullptr;
-};
-struct ColumnSortScratch {  // per thread; all zero between calls
-    std::vector<int32_t> count;  // (D)
-    std::vector<uint64_t> seen;  // (D) bits: the columns present
-    void size_for(int64_t D) {
-        if (static_cast<int64_t>(count.size()) >= D) return;
-        count.assign(static_cast<size_t>(D), 0);
-        seen.assign(static_cast<size_t>(D / 64 + 1), 0);
-    }
-};
-// Non-zeros of batch rows rows[0..B) of x (rows == nullptr: rows 0..B-1).
-int64_t batch_nnz(const CSRView& x, const int64_t* rows, int64_t B);
-// Sorts the batch into caller buffers sized by its non-zeros nnz: ent (nnz), vals (nnz; written
-// for non-binary x only), groups (min(nnz, D)).
-ColumnSort sort_by_column(int32_t* ent, float* vals, ColumnGroup* groups, ColumnSortScratch& sc,
-                          const CSRView& x, const int64_t* rows, int64_t B);
-// A sort with its own buffers, for one-off use.
-struct SortedBatch {
-    std::vector<int32_t> ent;
-    std::vector<float> vals;
-    std::vector<ColumnGroup> groups;
-    ColumnSortScratch scratch;
-    ColumnSort sort(const CSRView& x, const int64_t* rows, int64_t B);
-};
-// Sparse first layer's weight gradient, compacted, for the columns (= rows of W) in [c0, c1):
-// the n_touched columns of the range that the sorted batch s touches, ascending, go to touched[]
-// and their gradient rows to Gc (n_touched, H):  Gc[j, :] = sum over the group of column
-// touched[j] (batch rows b ascending) of val * dz[b, :].   dz (B, H).  With in_place, Gc is
-// instead the whole (D, H) gradient and each row goes to its column's row (the others are left
-// as they are). The random accesses go to dz (B, H), not to a D x H gradient.
-void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched, const ColumnSort& s,
-                            const float* dz, int64_t H, int64_t c0, int64_t c1,
-                            bool in_place = false);
+
+// ---- the sparse first layer in training: column lanes (layers.cpp) ---------------------------
+// Training splits the columns of x (the rows of W1) into kLanes ranges, "lanes", of about equal
+// work (CSR::lanes), and gives each thread whole lanes: only that thread reads its rows of W1
+// (forward), writes them (gradient, update), so they stay in its core's cache. The first layer's
+// pre-activation is therefore summed lane by lane: z = ((P0 + P1) + (P2 + P3)) + bias, lane k's
+// partial P_k gathering the row's non-zeros in lane k as sparse_forward gathers a whole row.
+// The lanes are fixed by the data and the batch size, never by the thread count.
+constexpr int kLanes = 4;
+// pos (N, K + 1): pos[r, k] = the number of row r's columns below bounds[k] (bounds (K + 1),
+// ascending, bounds[0] = 0, bounds[K] = D): lane k of row r is its non-zeros
+// indptr[r] + [pos[r, k], pos[r, k + 1]).
+void lane_offsets(int32_t* pos, const CSRView& x, const int64_t* bounds, int K, int threads);
+// P (K, B, H), lanes [k0, k1) written: P[k, b, :] = sum over lane k of row rows[b] of
+// val * W[col, :] (no bias).
+void sparse_forward_lanes(float* P, const CSRView& x, const int32_t* pos, int K,
+                          const int64_t* rows, int64_t B, const float* W, int64_t H, int k0,
+                          int k1);
+// Rows [b0, b1) of z (B, H) from the kLanes partials P (kLanes, B, H) and the bias.
+void lanes_sum(float* z, const float* P, const float* bias, int64_t H, int64_t B, int64_t b0,
+               int64_t b1);
+// The first layer's weight gradient for the columns of lanes [k0, k1), added into G (D, H):
+// G[c, :] += val * dz[b, :] for each non-zero (b, c), batch rows b ascending, so each row of G
+// is one sum in a fixed order (common.h's group_sum) whatever the lanes or threads; flag[c] is
+// set to 1 for every column met.  dz (B, H).
+void sparse_backward_scatter(float* G, uint8_t* flag, const CSRView& x, const int32_t* pos,
+                             int K, const int64_t* rows, int64_t B, const float* dz, int64_t H,
+                             int k0, int k1);
+// The flagged columns of [c0, c1), ascending, into touched (c1 - c0 + 1 slots: one past the
+// last may be written); their flags cleared. Returns how many.
+int64_t collect_flagged(int32_t* touched, uint8_t* flag, int64_t c0, int64_t c1);
 
 // ---- loss.cpp: loss + gradient of the output layer, fused -----------------------------------
 // Rows [b0, b1) of a batch of B rows; data row of batch row b is rows[b] (nullptr: b).
@@ -275,22 +268,17 @@ bool optimizer_is_lazy(const OptimizerConfig& c);
 // `iterations` before the step). slots: optimizer_num_slots pointers, each like w.
 void optimizer_update(const OptimizerConfig& c, int64_t iteration, float* w, const float* g,
                       float* const* slots, int64_t n0, int64_t n1);
-// Lazy sparse update of rows of a (D, H) parameter: for each i, row r = rows[i] first has its
-// slots decayed for the steps it missed (synced[r] .. iteration-1, all with zero gradient), then
-// takes the step with gradient Gc[i, :] (compact, (n_rows, H)); synced[r] becomes iteration + 1.
-// Only for optimizer_is_lazy configurations.
-void optimizer_update_rows(const OptimizerConfig& c, int64_t iteration, float* W, const float* Gc,
-                           float* const* slots, int64_t H, const int64_t* rows, int64_t n_rows,
-                           int64_t* synced);
+// Lazy sparse update of rows of a (D, H) parameter: for each i, row r = touched[i] (unique)
+// first has its slots decayed for the steps it missed (synced[r] .. iteration-1, all with zero
+// gradient), then takes the step with gradient row G[r, :], read in place from G (D, H) and
+// set back to zero (the training loop's G stays zero between steps); synced[r] becomes
+// iteration + 1. Only for optimizer_is_lazy configurations.
+void optimizer_update_touched(const OptimizerConfig& c, int64_t iteration, float* W, float* G,
+                              float* const* slots, int64_t H, const int32_t* touched,
+                              int64_t n_rows, int64_t* synced);
 // Bring rows [r0, r1) up to date through `iterations` steps (no gradient): slots decay only.
 void optimizer_catch_up(const OptimizerConfig& c, int64_t iterations, float* const* slots,
                         int64_t H, int64_t* synced, int64_t r0, int64_t r1);
-// sparse_backward_weight fused with optimizer_update_rows (lazy configurations only): each
-// gradient row of W's columns [c0, c1) goes from registers straight into the row's update.
-void sparse_backward_update(const OptimizerConfig& c, int64_t iteration, float* W,
-                            float* const* slots, int64_t* synced, const ColumnSort& s,
-                            const float* dz, int64_t H, int64_t c0, int64_t c1);
-
 // ---- net.cpp: seeded shuffles ---------------------------------------------------------------
 // A permutation of [0, n) determined by (seed, epoch) alone: Fisher-Yates driven by SplitMix64.
 void shuffle_order(int64_t* order, int64_t n, uint64_t seed, int64_t epoch);

@@ -2,17 +2,17 @@
 // activation loops. All are row-range kernels (see kernels.h): no threading here, fixed
 // summation orders, so results are independent of how the caller splits the rows.
 //
-// The loops that dominate an epoch are sparse_forward (a gather-sum of W1 rows), sort_by_column
-// (a counting sort of a batch's non-zeros by column) and the gradient sums over its groups
-// (sparse_grad.h). Both read column indices as int32 or, when the view has them, uint16.
-// Row kernels are specialised for the common widths (IMDBFAST_DISPATCH_H), and sparse_forward
-// keeps four independent accumulators so consecutive row loads do not wait on one add chain.
+// The loops that dominate an epoch are the sparse first layer's: the gather-sum of W1 rows
+// (sparse_forward, and sparse_forward_lanes in training) and the scatter-add of its gradient
+// (sparse_backward_scatter). They read column indices as int32 or, when the view has them,
+// uint16. Row kernels are specialised for the common widths (IMDBFAST_DISPATCH_H), and the
+// gathers keep four independent accumulators so consecutive row loads do not wait on one chain.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
-#include "sparse_grad.h"
 
 namespace imdbfast {
 namespace cpu {
@@ -110,127 +110,156 @@ void sparse_forward(float* z, const CSRView& x, const int64_t* rows, const float
 #undef CALL
 }
 
-int64_t batch_nnz(const CSRView& x, const int64_t* rows, int64_t B) {
-    int64_t n = 0;
-    for (int64_t b = 0; b < B; ++b) {
-        const int64_t r = rows ? rows[b] : b;
-        n += x.indptr[r + 1] - x.indptr[r];
-    }
-    return n;
-}
-
 namespace {
 
-// sort_by_column over the column indices `indices` (x.indices or x.narrow).
-template <class Idx>
-ColumnSort sort_by_column_impl(int32_t* ent, float* vals, ColumnGroup* groups,
-                               ColumnSortScratch& sc, const CSRView& x, const Idx* indices,
-                               const int64_t* rows, int64_t B) {
-    const int64_t D = x.n_cols;
-    sc.size_for(D);
-    int32_t* count = sc.count.data();
-    uint64_t* seen = sc.seen.data();
-    // A batch with many non-zeros per column finds its columns by scanning the counts; a small
-    // one (most columns absent) keeps a bitmap of the columns present as it counts.
-    const bool scan_counts = batch_nnz(x, rows, B) >= D / 4;
-    // 1. non-zeros per column (and the columns present)
-    constexpr int64_t kAhead = 4;  // rows whose column lists are fetched ahead, whole
+// The lane kernels read, for each batch row, its non-zeros from lane k0 on: fetch the row's
+// offsets 4 rows ahead and the first lines of its part of the column list 2 rows ahead.
+inline void prefetch_lane_row(const CSRView& x, const int32_t* pos, int K, const int64_t* rows,
+                              int64_t b, int64_t B, int k0) {
+    if (b + 4 < B) {
+        __builtin_prefetch(pos + rows[b + 4] * (K + 1));
+        __builtin_prefetch(x.indptr + rows[b + 4]);
+    }
+    if (b + 2 < B) {
+        const int64_t r = rows[b + 2], s = x.indptr[r] + pos[r * (K + 1) + k0];
+        for (int j = 0; j < 2; ++j)
+            __builtin_prefetch(x.narrow ? static_cast<const void*>(x.narrow + s + 32 * j)
+                                        : static_cast<const void*>(x.indices + s + 16 * j));
+        if (x.values) __builtin_prefetch(x.values + s);
+    }
+}
+
+// Lane partials for batch rows [0, B): each lane's non-zeros of the row gathered like a whole
+// row in sparse_forward (non-zero k of the lane into accumulator k % 4), without bias.
+template <int HC, bool kVals, class Idx>
+void sparse_forward_lanes_impl(float* P, const CSRView& x, const Idx* idx, const int32_t* pos,
+                               int K, const int64_t* rows, int64_t B, const float* W,
+                               const float* zero, int64_t Hrt, int k0, int k1) {
+    const int64_t H = HC > 0 ? HC : Hrt;
     for (int64_t b = 0; b < B; ++b) {
-        if (b + kAhead < B) {
-            const int64_t q = rows ? rows[b + kAhead] : b + kAhead;
-            constexpr int64_t kPerLine = 64 / sizeof(Idx);
-            for (int64_t k = x.indptr[q], e = x.indptr[q + 1]; k < e; k += kPerLine)
-                __builtin_prefetch(indices + k);
-        }
-        const int64_t r = rows ? rows[b] : b;
-        const Idx* idx = indices + x.indptr[r];
-        const int64_t len = x.indptr[r + 1] - x.indptr[r];
-        if (scan_counts) {
-            for (int64_t k = 0; k < len; ++k) count[idx[k]]++;
-        } else {
-            for (int64_t k = 0; k < len; ++k) {
-                const int32_t c = idx[k];
-                count[c]++;
-                seen[c >> 6] |= uint64_t(1) << (c & 63);
-            }
-        }
+        prefetch_lane_row(x, pos, K, rows, b, B, k0);
+        const int64_t r = rows[b], s0 = x.indptr[r];
+        const int32_t* q = pos + r * (K + 1);
+        for (int k = k0; k < k1; ++k)
+            gather_row<HC, kVals>(P + (k * B + b) * H, idx + s0 + q[k],
+                                  kVals ? x.values + s0 + q[k] : nullptr, q[k + 1] - q[k], W,
+                                  zero, Hrt);
     }
-    // 2. touched columns, ascending, and the start of each column's group (count becomes a
-    //    cursor)
-    int64_t n = 0, pos = 0;
-    for (int64_t w = 0; w <= (D - 1) / 64; ++w) {
-        uint64_t word = 0;
-        if (scan_counts) {
-            const int32_t* cw = count + w * 64;
-            const int64_t m = std::min<int64_t>(64, D - w * 64);
-            for (int64_t i = 0; i < m; ++i) word |= uint64_t(cw[i] != 0) << i;
-        } else {
-            word = seen[w];
-            seen[w] = 0;
-        }
-        while (word) {
-            const int32_t c = static_cast<int32_t>(w * 64 + __builtin_ctzll(word));
-            word &= word - 1;
-            groups[n++].col = c;
-            const int32_t k = count[c];
-            count[c] = static_cast<int32_t>(pos);
-            pos += k;
-        }
-    }
-    // 3. place each non-zero's batch row in its column's group, batch rows ascending
+}
+
+// G[c, :] += val * dz[b, :] over batch rows ascending, flagging each column met. The dz row
+// sits in registers for the whole batch row; G's rows are fetched ahead.
+template <int HC, bool kVals, class Idx>
+void sparse_backward_scatter_impl(float* G, uint8_t* flag, const CSRView& x, const Idx* idx,
+                                  const int32_t* pos, int K, const int64_t* rows, int64_t B,
+                                  const float* dz, int64_t Hrt, int k0, int k1) {
+    const int64_t H = HC > 0 ? HC : Hrt;
     for (int64_t b = 0; b < B; ++b) {
-        const int64_t r = rows ? rows[b] : b;
-        const int64_t k0 = x.indptr[r], k1 = x.indptr[r + 1];
-        for (int64_t k = k0; k < k1; ++k) {
-            const int32_t j = count[indices[k]]++;
-            ent[j] = static_cast<int32_t>(b);
-            if (x.values) vals[j] = x.values[k];
+        prefetch_lane_row(x, pos, K, rows, b, B, k0);
+        const int64_t r = rows[b], s0 = x.indptr[r];
+        const int32_t* q = pos + r * (K + 1);
+        float d[HC > 0 ? HC : 1];
+        const float* dv = dz + b * H;
+        if constexpr (HC > 0) {
+            for (int64_t h = 0; h < H; ++h) d[h] = dv[h];
+            dv = d;
+        }
+        const int64_t e0 = s0 + q[k0], e1 = s0 + q[k1];
+        for (int64_t k = e0; k < e1; ++k) {
+            if (k + kPrefetch < e1) __builtin_prefetch(G + int64_t(idx[k + kPrefetch]) * H, 1);
+            const int64_t c = idx[k];
+            float* g = G + c * H;
+            const float v = kVals ? x.values[k] : 1.0f;
+            IMDBFAST_ROW_SIMD
+            for (int64_t h = 0; h < H; ++h) g[h] += kVals ? v * dv[h] : dv[h];
+            flag[c] = 1;
         }
     }
-    // 4. each group's end; count back to zero
-    for (int64_t g = 0; g < n; ++g) {
-        groups[g].end = count[groups[g].col];
-        count[groups[g].col] = 0;
-    }
-    return ColumnSort{groups, n, ent, x.values ? vals : nullptr};
+}
+
+// Calls F<kVals>(indices) for the view's index type (uint16 when present) and values.
+template <class F>
+void with_indices(const CSRView& x, F&& f) {
+    if (x.narrow && x.values) f(std::true_type{}, x.narrow);
+    else if (x.narrow) f(std::false_type{}, x.narrow);
+    else if (x.values) f(std::true_type{}, x.indices);
+    else f(std::false_type{}, x.indices);
 }
 
 }  // namespace
 
-ColumnSort sort_by_column(int32_t* ent, float* vals, ColumnGroup* groups, ColumnSortScratch& sc,
-                          const CSRView& x, const int64_t* rows, int64_t B) {
-    return x.narrow ? sort_by_column_impl(ent, vals, groups, sc, x, x.narrow, rows, B)
-                    : sort_by_column_impl(ent, vals, groups, sc, x, x.indices, rows, B);
+void lane_offsets(int32_t* pos, const CSRView& x, const int64_t* bounds, int K, int threads) {
+    const int nt = threads_for(threads, x.indptr[x.n_rows], 1 << 16);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int64_t r = 0; r < x.n_rows; ++r) {
+        const int32_t* first = x.indices + x.indptr[r];
+        const int32_t* last = x.indices + x.indptr[r + 1];
+        for (int k = 0; k <= K; ++k)
+            pos[r * (K + 1) + k] = static_cast<int32_t>(
+                std::lower_bound(first, last, bounds[k]) - first);
+    }
 }
 
-ColumnSort SortedBatch::sort(const CSRView& x, const int64_t* rows, int64_t B) {
-    const int64_t nnz = batch_nnz(x, rows, B);
-    ent.resize(static_cast<size_t>(nnz));
-    if (x.values) vals.resize(static_cast<size_t>(nnz));
-    groups.resize(static_cast<size_t>(std::min(nnz, x.n_cols)));
-    return sort_by_column(ent.data(), vals.data(), groups.data(), scratch, x, rows, B);
-}
-
-void sparse_backward_weight(float* Gc, int64_t* touched, int64_t* n_touched, const ColumnSort& s,
-                            const float* dz, int64_t H, int64_t c0, int64_t c1, bool in_place) {
-    struct ToRows {
-        float* G;
-        int64_t* touched;
-        int64_t H, n;
-        bool in_place;
-        void prefetch(int64_t col) const {
-            if (in_place) __builtin_prefetch(G + col * H, 1);
-        }
-        void operator()(int64_t col, const float* g) {
-            touched[n] = col;
-            std::copy_n(g, H, G + (in_place ? col : n) * H);
-            ++n;
-        }
-    } sink{Gc, touched, H, 0, in_place};
-#define CALL(HC) sparse_grad_rows<HC>(sink, s, dz, H, c0, c1)
-    IMDBFAST_DISPATCH_H(H, CALL)
+void sparse_forward_lanes(float* P, const CSRView& x, const int32_t* pos, int K,
+                          const int64_t* rows, int64_t B, const float* W, int64_t H, int k0,
+                          int k1) {
+    thread_local std::vector<float> zero;  // the lanes' "bias": the real one is added once
+    if (static_cast<int64_t>(zero.size()) < H) zero.assign(static_cast<size_t>(H), 0.0f);
+    with_indices(x, [&](auto vals, const auto* idx) {
+#define CALL(HC)                                                                              \
+    sparse_forward_lanes_impl<HC, decltype(vals)::value>(P, x, idx, pos, K, rows, B, W,         \
+                                                         zero.data(), H, k0, k1)
+        IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL
-    *n_touched = sink.n;
+    });
+}
+
+void lanes_sum(float* z, const float* P, const float* bias, int64_t H, int64_t B, int64_t b0,
+               int64_t b1) {
+    static_assert(kLanes == 4, "lanes_sum adds four lanes");
+    const float *P0 = P, *P1 = P + B * H, *P2 = P + 2 * B * H, *P3 = P + 3 * B * H;
+    for (int64_t b = b0; b < b1; ++b) {
+        const int64_t o = b * H;
+        IMDBFAST_ROW_SIMD
+        for (int64_t h = 0; h < H; ++h)
+            z[o + h] = ((P0[o + h] + P1[o + h]) + (P2[o + h] + P3[o + h])) + bias[h];
+    }
+}
+
+void sparse_backward_scatter(float* G, uint8_t* flag, const CSRView& x, const int32_t* pos,
+                             int K, const int64_t* rows, int64_t B, const float* dz, int64_t H,
+                             int k0, int k1) {
+    with_indices(x, [&](auto vals, const auto* idx) {
+#define CALL(HC)                                                                              \
+    sparse_backward_scatter_impl<HC, decltype(vals)::value>(G, flag, x, idx, pos, K, rows, B, \
+                                                            dz, H, k0, k1)
+        IMDBFAST_DISPATCH_H(H, CALL)
+#undef CALL
+    });
+}
+
+int64_t collect_flagged(int32_t* touched, uint8_t* flag, int64_t c0, int64_t c1) {
+    int64_t n = 0, c = c0;
+    auto one = [&](int64_t col, uint8_t f) {  // branch-free: the slot is kept when flagged
+        touched[n] = static_cast<int32_t>(col);
+        n += f;
+    };
+    for (; c < c1 && (c & 7); ++c) {
+        one(c, flag[c]);
+        flag[c] = 0;
+    }
+    for (; c + 8 <= c1; c += 8) {  // eight flags at a time: most are clear in small batches
+        uint64_t w;
+        std::memcpy(&w, flag + c, 8);
+        if (!w) continue;
+        std::memset(flag + c, 0, 8);
+        for (int j = 0; j < 8; ++j) one(c + j, static_cast<uint8_t>((w >> (8 * j)) & 1));
+    }
+    for (; c < c1; ++c) {
+        one(c, flag[c]);
+        flag[c] = 0;
+    }
+    return n;
 }
 
 namespace {

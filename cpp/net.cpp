@@ -1,19 +1,21 @@
 // net.cpp: the compiled training loop, inference and evaluation; thread-count policy; shuffles.
 //
-// Steps run in blocks (all inside one OpenMP region per call):
-//   sort,    batches split among threads: each batch's non-zeros are sorted by column for W1's
-//            gradient (sort_by_column; it needs the data and the order only). -- barrier
-// then, for each step of the block, a batch of B rows:
-//   phase 1, rows split evenly among threads: forward through every layer, the loss and its
-//            gradient, and the backward pass down to dz of the first layer; everything here is
-//            per row, so rows are independent.                                     -- barrier
-//   phase 2, parameters split among threads: the sparse first layer's gradient is summed by
-//            column ranges (each thread owns the W1 rows of its range, balanced by expected
-//            cost), and the thread updates exactly those rows; the small layers' gradients and
-//            updates are divided row by row.                                        -- barrier
-// Every float is computed by one thread, in an order fixed by the data alone (batch rows
-// ascending), so the weights are bitwise identical for any thread count. Small batches run on
-// one thread: a parallel step would cost more in synchronisation than it saves.
+// Training runs all steps of a call inside one OpenMP region. W1's rows are split into fixed
+// column lanes (CSR::lanes) and each thread owns whole lanes: it alone reads and writes those
+// rows, so they stay in its core's cache. For each step of a batch of B rows:
+//   phase 1, rows split evenly among threads: the first layer's pre-activation from the lane
+//            partials (lanes_sum), the rest of the forward pass, the loss and its gradient, and
+//            the backward pass down to dz of the first layer; per row, so rows are independent.
+//                                                                                   -- barrier
+//   phase 2, parameters split among threads: each thread scatters the first layer's gradient
+//            into its lanes' rows of G, updates the rows the batch touched, and gathers its
+//            lanes' partials of the NEXT batch's first layer with the new weights; the small
+//            layers' gradients and updates are divided row by row.                 -- barrier
+// (The call's first batch has its partials gathered before the first step.) Every float is
+// computed by one thread, in an order fixed by the data alone (batch rows ascending, lanes
+// fixed by the data and the batch size), so the weights are bitwise identical for any thread
+// count. Small batches run on one thread: a parallel step would cost more in synchronisation
+// than it saves.
 #include "net.h"
 
 #include <algorithm>
@@ -117,38 +119,7 @@ inline int64_t part(int64_t n, int t, int nt) { return n * t / nt; }
 // development machine: a step of ~64k non-zeros (batch 512) gains from two threads, one of a few
 // thousand (batch <= ~40) loses to the barriers.
 constexpr int64_t kStepGrainNnz = 8192;
-// Rows sorted ahead per block of steps when threads share the steps: every thread sorts one
-// batch or more, and the block's rows are still in the L2 caches when its steps read them (2
-// threads at batch 512: blocks of 2 batches 13.2-14.1 ms an epoch, of 8 14.2-14.4, of 32 18-20).
-constexpr int64_t kSortBlockRows = 1024;
 constexpr int64_t kTile = 256;  // rows per inference work item
-
-// Relative cost of one W1 row being touched in a step (its group's sum, the optimizer's row
-// update) against one non-zero (one row add in the sums), measured on the development machine:
-// with it the two threads' phase 2 took 5.2 and 5.4 ms an epoch.
-constexpr double kTouchedRowCost = 24.0;
-
-// Column boundaries (nt + 1) giving each thread an equal expected share of the W1 work of one
-// step of B rows: column c holds n_c of the N rows' non-zeros, so a step sees n_c B / N of them
-// and touches the row with probability 1 - (1 - n_c / N)^B. The split changes speed only, never
-// results.
-std::vector<int64_t> column_split(const CSR& x, int64_t B, int nt) {
-    const int64_t D = x.n_cols, N = std::max<int64_t>(1, x.n_rows);
-    std::vector<int64_t> cb(static_cast<size_t>(nt) + 1, D);
-    cb[0] = 0;
-    if (nt == 1) return cb;
-    const std::vector<int64_t>& pre = x.column_prefix();
-    std::vector<double> cost(static_cast<size_t>(D) + 1, 0.0);
-    const double Bd = static_cast<double>(std::min(B, N));
-    for (int64_t c = 0; c < D; ++c) {
-        const double f = static_cast<double>(pre[c + 1] - pre[c]) / static_cast<double>(N);
-        const double touch = f >= 1.0 ? 1.0 : -std::expm1(Bd * std::log1p(-f));
-        cost[c + 1] = cost[c] + f * Bd + kTouchedRowCost * touch;
-    }
-    for (int t = 1; t < nt; ++t)
-        cb[t] = std::lower_bound(cost.begin(), cost.end(), cost[D] * t / nt) - cost.begin();
-    return cb;
-}
 
 }  // namespace
 
@@ -215,13 +186,15 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     // Threads: worth it only when a step has enough non-zeros to share.
     const int64_t step_nnz = N > 0 ? x.nnz() / N * Bmax : 0;
     const int nt = cpu::threads_for(threads, step_nnz, kStepGrainNnz);
-    if (split_key_ != std::make_tuple(&x, x.nnz(), B, nt)) {
-        split_ = column_split(x, B, nt);
-        split_key_ = std::make_tuple(&x, x.nnz(), B, nt);
-    }
-    const std::vector<int64_t>& cb = split_;
+    // Lanes: thread t owns lanes [K t / nt, K (t + 1) / nt) (none when nt > K), i.e. W1's rows
+    // [cb[t], cb[t + 1]).
+    constexpr int K = cpu::kLanes;
+    const std::shared_ptr<const CSR::Lanes> lanes = x.lanes(B, threads);
+    const int32_t* pos = lanes->pos.data();
+    std::vector<int64_t> cb(static_cast<size_t>(nt) + 1);
+    for (int t = 0; t <= nt; ++t) cb[t] = lanes->bounds[K * t / nt];
 
-    // Scratch: activations and gradients of every layer for one batch.
+    // Scratch: activations and gradients of every layer for one batch, the lane partials.
     std::vector<std::vector<float>> z(L), a(L), dz(L);
     int64_t maxH = 0;
     for (int l = 0; l < L; ++l) {
@@ -233,34 +206,14 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     }
     std::vector<float> da(static_cast<size_t>(Bmax * maxH));
     std::vector<double> loss_row(static_cast<size_t>(Bmax)), correct_row(static_cast<size_t>(Bmax));
-    if (static_cast<int>(w1_scratch_.size()) < nt) w1_scratch_.resize(static_cast<size_t>(nt));
-    for (int t = 0; t < nt; ++t) {  // sized here: nothing allocates inside the parallel region
-        W1Scratch& w = w1_scratch_[t];
-        if (static_cast<int64_t>(w.touched.size()) < D) w.touched.resize(static_cast<size_t>(D));
-        w.sort.size_for(D);
-    }
-
-    // Blocks of steps sorted ahead (one step at a time on one thread: no sharing to arrange),
-    // and where each step's sort goes in the block's buffers: non-zeros, groups (<= columns).
-    const int64_t blk = nt == 1 ? 1 : std::max<int64_t>(nt, (kSortBlockRows + B - 1) / B);
-    std::vector<int64_t> e_off(static_cast<size_t>(steps)), g_off(e_off);
-    int64_t e_cap = 0, g_cap = 0;
-    for (int64_t s = 0, e = 0, g = 0; s < steps; ++s) {
-        if (s % blk == 0) e = g = 0;
-        const int64_t r0 = (batch_begin + s) * B;
-        const int64_t nnz = cpu::batch_nnz(xv, order + r0, std::min(B, N - r0));
-        e_off[s] = e;
-        g_off[s] = g;
-        e += nnz;
-        g += std::min(nnz, D);
-        e_cap = std::max(e_cap, e);
-        g_cap = std::max(g_cap, g);
-    }
-    SortedBlock& sb = sorted_;
-    if (static_cast<int64_t>(sb.ent.size()) < e_cap) sb.ent.resize(static_cast<size_t>(e_cap));
-    if (xv.values && static_cast<int64_t>(sb.vals.size()) < e_cap) sb.vals.resize(static_cast<size_t>(e_cap));
-    if (static_cast<int64_t>(sb.groups.size()) < g_cap) sb.groups.resize(static_cast<size_t>(g_cap));
-    sb.batch.resize(static_cast<size_t>(blk));
+    if (static_cast<int64_t>(lane_sums_.size()) < K * Bmax * H0)
+        lane_sums_.resize(static_cast<size_t>(K * Bmax * H0));
+    float* P = lane_sums_.data();
+    // W1's gradient (kept zero between steps) and which of its rows a step touched.
+    float* G = grads_[0].data();
+    if (static_cast<int64_t>(touched_flag_.size()) < D) touched_flag_.assign(static_cast<size_t>(D), 0);
+    if (static_cast<int64_t>(touched_.size()) < D + nt) touched_.resize(static_cast<size_t>(D + nt));
+    uint8_t* flag = touched_flag_.data();
 
     // Small-parameter work items: one per kernel row of layers >= 1, one per bias; each thread
     // takes a run of them of about equal cost. A row or bias of width H costs about H + 10
@@ -282,32 +235,35 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     for (int p = 0; p < 2 * L; ++p)
         for (int s = 0; s < n_slots(); ++s) sp[p][s] = slots_[p][s].data();
     const bool lazy = cpu::optimizer_is_lazy(opt_);
+    auto batch_rows = [&](int64_t batch) { return std::min(B, N - batch * B); };
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int tid = thread_num();
+        const int k0 = K * tid / nt, k1 = K * (tid + 1) / nt;
+        // the thread's slice of touched_: one slot per column of its lanes, plus the one
+        // collect_flagged may write past the last
+        int32_t* touched = touched_.data() + cb[tid] + tid;
+        if (k0 < k1)
+            cpu::sparse_forward_lanes(P, xv, pos, K, order + batch_begin * B,
+                                      batch_rows(batch_begin), param(0), H0, k0, k1);
+        barrier();
         for (int64_t s = 0; s < steps; ++s) {
             const int64_t batch = batch_begin + s;
-            const int64_t r0 = batch * B, Bb = std::min(B, N - r0);  // <= Bmax
+            const int64_t r0 = batch * B, Bb = batch_rows(batch);  // <= Bmax
             const int64_t* rows = order + r0;
             const int64_t it = iterations_ + s;
 
-            // ---- sort: at a block's first step, the block's batches, one per thread in turn
-            if (s % blk == 0) {
-                for (int64_t j = s + tid; j < std::min(steps, s + blk); j += nt) {
-                    const int64_t q0 = (batch_begin + j) * B;
-                    sb.batch[j - s] = cpu::sort_by_column(
-                        sb.ent.data() + e_off[j], xv.values ? sb.vals.data() + e_off[j] : nullptr,
-                        sb.groups.data() + g_off[j], w1_scratch_[tid].sort, xv, order + q0,
-                        std::min(B, N - q0));
-                }
-                barrier();
-            }
-            const cpu::ColumnSort& sorted = sb.batch[s % blk];
-
             // ---- phase 1: per-row forward, loss, backward to the first layer's dz
             const int64_t b0 = part(Bb, tid, nt), b1 = part(Bb, tid + 1, nt);
-            forward_rows(z, a, xv, rows, b0, b1);
+            cpu::lanes_sum(z[0].data(), P, param(1), H0, Bb, b0, b1);
+            cpu::act_forward(a[0].data(), z[0].data(), acts_[0], b0 * H0, b1 * H0);
+            for (int l = 1; l < L; ++l) {
+                const int64_t I = dims_[l], H = dims_[l + 1];
+                cpu::dense_forward(z[l].data(), a[l - 1].data(), param(2 * l), param(2 * l + 1),
+                                   I, H, b0, b1);
+                cpu::act_forward(a[l].data(), z[l].data(), acts_[l], b0 * H, b1 * H);
+            }
             cpu::loss_forward_backward(dz[L - 1].data(), loss_row.data(), correct_row.data(),
                                        z[L - 1].data(), a[L - 1].data(), y, sw, rows, acts_[L - 1],
                                        loss_, O, Bb, b0, b1);
@@ -332,21 +288,22 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
                 if (batch_loss) batch_loss[s] = ls / static_cast<double>(Bb);
                 if (batch_acc) batch_acc[s] = cs / static_cast<double>(Bb);
             }
-            W1Scratch& w1 = w1_scratch_[tid];
-            if (lazy) {  // gradient rows go straight into the row updates
-                cpu::sparse_backward_update(opt_, it, params_[0].data(), sp[0].data(),
-                                            synced_.data(), sorted, dz[0].data(), H0, cb[tid],
-                                            cb[tid + 1]);
+            if (k0 < k1)
+                cpu::sparse_backward_scatter(G, flag, xv, pos, K, rows, Bb, dz[0].data(), H0, k0,
+                                             k1);
+            const int64_t n_touched = cpu::collect_flagged(touched, flag, cb[tid], cb[tid + 1]);
+            if (lazy) {  // the touched rows only; the others catch up when next touched
+                cpu::optimizer_update_touched(opt_, it, params_[0].data(), G, sp[0].data(), H0,
+                                              touched, n_touched, synced_.data());
             } else {  // every row moves: a dense update of this thread's rows
-                int64_t n_rows = 0;
-                float* G = grads_[0].data();
-                cpu::sparse_backward_weight(G, w1.touched.data(), &n_rows, sorted, dz[0].data(),
-                                            H0, cb[tid], cb[tid + 1], true);
                 cpu::optimizer_update(opt_, it, params_[0].data(), G, sp[0].data(),
                                       cb[tid] * H0, cb[tid + 1] * H0);
-                for (int64_t i = 0; i < n_rows; ++i)
-                    std::fill_n(G + w1.touched[i] * H0, H0, 0.0f);
+                for (int64_t i = 0; i < n_touched; ++i)
+                    std::fill_n(G + int64_t(touched[i]) * H0, H0, 0.0f);
             }
+            if (k0 < k1 && s + 1 < steps)  // the next batch's lane partials, with the new rows
+                cpu::sparse_forward_lanes(P, xv, pos, K, order + (batch + 1) * B,
+                                          batch_rows(batch + 1), param(0), H0, k0, k1);
             for (int64_t k = task_split[tid]; k < task_split[tid + 1]; ++k) {
                 const Task& t = tasks[k];
                 const int l = t.p / 2;

@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <new>
 #include <shared_mutex>
-#include <tuple>
 #include <vector>
 
 #include "kernels.h"
@@ -61,19 +60,6 @@ class Net {
     std::shared_mutex& mutex() const { return mutex_; }
 
    private:
-    // Per-thread scratch for W1's gradient, kept across calls (it is large and would
-    // otherwise be page-faulted in again every chunk).
-    struct W1Scratch {
-        cpu::ColumnSortScratch sort;
-        std::vector<int64_t> touched;  // (D)
-    };
-    // The current block of batches, sorted by column (see train_batches).
-    struct SortedBlock {
-        std::vector<int32_t> ent;
-        std::vector<float> vals;
-        std::vector<cpu::ColumnGroup> groups;
-        std::vector<cpu::ColumnSort> batch;
-    };
     void forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
                       const CSRView& x, const int64_t* rows, int64_t b0, int64_t b1) const;
     template <class PerTile>
@@ -88,10 +74,11 @@ class Net {
     std::vector<std::vector<AlignedFloats>> slots_;    // [param][slot]
     std::vector<AlignedFloats> grads_;                 // gradients; grads_[0] is W1's (kept zero)
     std::vector<int64_t> synced_;                      // W1 rows: slots current through step
-    std::vector<W1Scratch> w1_scratch_;                // one per thread
-    SortedBlock sorted_;
-    std::vector<int64_t> split_;                       // W1 column range of each thread
-    std::tuple<const CSR*, int64_t, int64_t, int> split_key_{nullptr, 0, 0, 0};
+    // Training scratch kept across calls (large; it would be page-faulted in again every
+    // chunk): the first layer's lane partials, W1's touched rows and their flags.
+    AlignedFloats lane_sums_;
+    std::vector<int32_t> touched_;
+    std::vector<uint8_t> touched_flag_;
     int64_t iterations_ = 0;
     mutable std::shared_mutex mutex_;
 };

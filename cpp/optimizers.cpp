@@ -10,10 +10,10 @@
 // check lazy against dense within that.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
-#include "sparse_grad.h"
 
 namespace imdbfast {
 namespace cpu {
@@ -242,36 +242,22 @@ struct LazyRowUpdate {
     }
 };
 
-template <int HC>
-void update_rows_impl(const OptimizerConfig& c, int64_t iteration, float* W, const float* Gc,
-                      float* const* slots, int64_t H, const int64_t* rows, int64_t n_rows,
-                      int64_t* synced) {
-    const LazyRowUpdate<HC> update(c, iteration, W, slots, synced, H);
-    constexpr int64_t kAhead = 8;  // rows are visited at random: prefetch their W and v ahead
-    for (int64_t i = 0; i < n_rows; ++i) {
-        if (i + kAhead < n_rows) update.prefetch(rows[i + kAhead]);
-        update(rows[i], Gc + i * update.H);
-    }
-}
-
 }  // namespace
 
-void optimizer_update_rows(const OptimizerConfig& c, int64_t iteration, float* W, const float* Gc,
-                           float* const* slots, int64_t H, const int64_t* rows, int64_t n_rows,
-                           int64_t* synced) {
-#define CALL(HC) update_rows_impl<HC>(c, iteration, W, Gc, slots, H, rows, n_rows, synced)
-    IMDBFAST_DISPATCH_H(H, CALL)
-#undef CALL
-}
-
-void sparse_backward_update(const OptimizerConfig& c, int64_t iteration, float* W,
-                            float* const* slots, int64_t* synced, const ColumnSort& s,
-                            const float* dz, int64_t H, int64_t c0, int64_t c1) {
-#define CALL(HC)                                                                   \
-    {                                                                              \
-        const LazyRowUpdate<HC> update(c, iteration, W, slots, synced, H);         \
-        sparse_grad_rows<HC>(update, s, dz, H, c0, c1);                            \
-    }
+void optimizer_update_touched(const OptimizerConfig& c, int64_t iteration, float* W, float* G,
+                              float* const* slots, int64_t H, const int32_t* touched,
+                              int64_t n_rows, int64_t* synced) {
+    auto run = [&](auto hc) {
+        const LazyRowUpdate<decltype(hc)::value> update(c, iteration, W, slots, synced, H);
+        constexpr int64_t kAhead = 8;  // rows are visited at random: prefetch their W and v ahead
+        for (int64_t i = 0; i < n_rows; ++i) {
+            if (i + kAhead < n_rows) update.prefetch(touched[i + kAhead]);
+            float* g = G + int64_t(touched[i]) * update.H;
+            update(touched[i], g);
+            std::fill_n(g, update.H, 0.0f);
+        }
+    };
+#define CALL(HC) run(std::integral_constant<int, HC>{})
     IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL
 }

@@ -57,6 +57,50 @@ def test_sparse_forward_with_values(kernels, rng):
                  **REDUCE, what="sparse_forward with values")
 
 
+def lane_csr(dense, lo, hi):
+    """The matrix with only columns [lo, hi) kept: lane k of every row, as a CSR of its own."""
+    kept = np.zeros_like(dense)
+    kept[:, lo:hi] = dense[:, lo:hi]
+    return imdbfast.to_csr(kept)
+
+
+@pytest.mark.parametrize("H", [1, 16, 70])
+@pytest.mark.parametrize("with_values", [False, True])
+def test_sparse_forward_lanes(rng, sparse_batch, H, with_values):
+    """The training loop's first layer (CPU): against the reference, and lane by lane against
+    sparse_forward on each lane's columns alone, combined ((P0 + P1) + (P2 + P3)) + b exactly."""
+    x, rows, dense = sparse_batch
+    if with_values:
+        dense = dense * rng.normal(0, 2, dense.shape)
+        x = imdbfast.to_csr(dense)
+    D = x.n_cols
+    W = f32(rng.normal(0, 0.1, (D, H)))
+    b = f32(rng.normal(0, 0.1, H))
+    bounds = np.array([0, 3, 40, 41, D], np.int64)  # a narrow lane and an empty one
+    z, P = _core.sparse_forward_lanes(x, rows, W, b, bounds)
+    assert z.shape == (len(rows), H) and P.shape == (4, len(rows), H)
+    assert_close(z, f32(dense)[rows].astype(np.float64) @ W + b, **REDUCE, what="lanes")
+    zero = np.zeros(H, np.float32)
+    for k in range(4):
+        lane = _core.sparse_forward(lane_csr(f32(dense), bounds[k], bounds[k + 1]), rows, W, zero)
+        np.testing.assert_array_equal(P[k], lane)
+    np.testing.assert_array_equal(z, ((P[0] + P[1]) + (P[2] + P[3])) + b)
+    # all columns in lane 0: the whole-row gather of inference, bit for bit
+    whole, _ = _core.sparse_forward_lanes(x, rows, W, b, np.array([0, D, D, D, D], np.int64))
+    np.testing.assert_array_equal(whole, _core.sparse_forward(x, rows, W, b))
+
+
+@pytest.mark.parametrize("bounds, match", [
+    ([0, 5, 4, 9, 500], "ascending"), ([1, 5, 6, 9, 500], "from 0"), ([0, 5, 6, 9, 499], "from 0"),
+    ([0, 5, 500], r"bounds: expected dimension 0"),
+])
+def test_sparse_forward_lanes_bad_bounds(rng, sparse_batch, bounds, match):
+    x, rows, _ = sparse_batch
+    W, b = f32(np.zeros((x.n_cols, 4))), f32(np.zeros(4))
+    with pytest.raises(ValueError, match=match):
+        _core.sparse_forward_lanes(x, rows, W, b, np.array(bounds, np.int64))
+
+
 @pytest.mark.parametrize("H", [1, 16, 5])
 def test_dense_forward_and_backward(kernels, rng, H):
     B, I = 33, 16
@@ -138,7 +182,7 @@ def test_accuracy_threshold_is_strict(kernels):
 
 
 @pytest.mark.parametrize("H", [16, 7])
-@pytest.mark.parametrize("n_rows", [37, 2])  # columns found by scanning counts / by a bitmap
+@pytest.mark.parametrize("n_rows", [37, 2])
 @pytest.mark.parametrize("with_values", [False, True])
 def test_sparse_backward_matches_reference_for_any_split(kernels, rng, sparse_batch, H, n_rows,
                                                          with_values):

@@ -106,7 +106,7 @@ def test_bitwise_identical_for_any_thread_count(rng, optimizer):
     x, y, _ = make(rng, 3000, 2000, mean_len=60)
     weights = ref.init_weights(rng, [2000, 16, 16, 1])
     w1, s1 = epoch_weights(x, y, weights, 1, 3, optimizer)
-    for threads in (2, 3, 4):
+    for threads in (2, 3, 4, 5):  # 3: lanes shared 1/1/2; 5: a thread with none
         wt, st = epoch_weights(x, y, weights, threads, 3, optimizer)
         for a, b in zip(w1, wt):
             np.testing.assert_array_equal(a, b)
@@ -118,6 +118,27 @@ def test_bitwise_identical_for_any_thread_count(rng, optimizer):
         np.testing.assert_array_equal(a, b)
     other, _ = epoch_weights(x, y, weights, 2, 4, optimizer)
     assert not np.array_equal(w1[0], other[0])  # the seed matters
+
+
+def test_lanes_follow_the_batch_size(rng):
+    """The lanes (CSR.lane_bounds) depend on the data and the batch size, and are cached on the
+    matrix: training at another batch size in between must not leave stale lanes behind."""
+    x, y, _ = make(rng, 2000, 1500, mean_len=40)
+    weights = ref.init_weights(rng, [1500, 16, 16, 1])
+    b512, b64 = x.lane_bounds(512), x.lane_bounds(64)
+    for b in (b512, b64):
+        assert b[0] == 0 and b[-1] == 1500 and len(b) == 5 and np.all(np.diff(b) >= 0)
+    assert not np.array_equal(b512, b64)  # rarer words touch more rows at 512: other splits
+
+    def train(xm, bs):
+        net = net_for(weights, ["relu", "relu", "sigmoid"])
+        net.train_batches(xm, y, None, _core.shuffle_order(2000, 1, 0), bs, 0, -(-2000 // bs), 2)
+        return net.get_weights()
+
+    fresh = train(x.take(np.arange(2000, dtype=np.int64)), 64)  # a new matrix: new cache
+    train(x, 512)
+    for a, b in zip(train(x, 64), fresh):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
