@@ -292,7 +292,7 @@ PYBIND11_MODULE(_core, m) {
     def_kernels<CpuKernels>(m);
 
     m.def("sparse_forward_lanes", [](const CSR& x, py::array rows, py::array W, py::array b,
-                                     py::array bounds) {
+                                     py::array bounds, bool pairs) {
         const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
         const int64_t* r = check<int64_t>(rows, "rows", {B});
         check_rows(r, B, x.n_rows, "rows");
@@ -306,18 +306,20 @@ PYBIND11_MODULE(_core, m) {
         for (int k = 0; k < K; ++k)
             if (lb[k + 1] < lb[k]) throw std::invalid_argument("bounds: must be ascending");
         py::array_t<float> z({B, H}), P({static_cast<int64_t>(K), B, H});
+        std::fill_n(P.mutable_data(), K * B * H, 0.0f);  // pairs leave lanes 1 and 3 unwritten
         float *zp = z.mutable_data(), *pp = P.mutable_data();
         {
             py::gil_scoped_release nogil;
             std::vector<int32_t> pos(static_cast<size_t>(x.n_rows * (K + 1)));
             cpu::lane_offsets(pos.data(), x.view(), lb, K, 1);
-            cpu::sparse_forward_lanes(pp, x.view(), pos.data(), K, r, B, w, H, 0, K);
-            cpu::lanes_sum(zp, pp, bb, H, B, 0, B);
+            cpu::sparse_forward_lanes(pp, x.view(), pos.data(), K, r, B, w, H, 0, K, pairs);
+            cpu::lanes_sum(zp, pp, bb, H, B, 0, B, pairs);
         }
         return py::make_tuple(z, P);
     }, py::arg("x"), py::arg("rows"), py::arg("W"), py::arg("b"), py::arg("bounds"),
+       py::arg("pairs") = false,
        "The training loop's first layer: (z, the lane partials P (kLanes, B, H)) for lanes "
-       "`bounds` (kLanes + 1 column bounds).");
+       "`bounds` (kLanes + 1 column bounds); with pairs, P[0] and P[2] hold pair sums.");
 
     m.def("optimizer_update_rows", [](const std::string& kind, int64_t iteration, py::array W,
                                       py::array Gc, py::list slots, py::array rows, py::array synced,

@@ -201,13 +201,16 @@ constexpr int kLanes = 4;
 // indptr[r] + [pos[r, k], pos[r, k + 1]).
 void lane_offsets(int32_t* pos, const CSRView& x, const int64_t* bounds, int K, int threads);
 // P (K, B, H), lanes [k0, k1) written: P[k, b, :] = sum over lane k of row rows[b] of
-// val * W[col, :] (no bias).
+// val * W[col, :] (no bias). With pairs (k0 and k1 even), P[k] holds lane k's partial plus
+// lane k + 1's instead (the first add of lanes_sum, done by the thread that owns both: half the
+// rows to write and to read back) and P[k + 1] is not written.
 void sparse_forward_lanes(float* P, const CSRView& x, const int32_t* pos, int K,
                           const int64_t* rows, int64_t B, const float* W, int64_t H, int k0,
-                          int k1);
-// Rows [b0, b1) of z (B, H) from the kLanes partials P (kLanes, B, H) and the bias.
+                          int k1, bool pairs);
+// Rows [b0, b1) of z (B, H) from the kLanes partials P (kLanes, B, H) and the bias; pairs:
+// P holds pair sums (sparse_forward_lanes), the same floats.
 void lanes_sum(float* z, const float* P, const float* bias, int64_t H, int64_t B, int64_t b0,
-               int64_t b1);
+               int64_t b1, bool pairs);
 // The first layer's weight gradient for the columns of lanes [k0, k1), added into G (D, H):
 // G[c, :] += val * dz[b, :] for each non-zero (b, c), batch rows b ascending, so each row of G
 // is one sum in a fixed order (common.h's group_sum) whatever the lanes or threads; flag[c] is

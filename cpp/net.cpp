@@ -193,6 +193,8 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     const int32_t* pos = lanes->pos.data();
     std::vector<int64_t> cb(static_cast<size_t>(nt) + 1);
     for (int t = 0; t <= nt; ++t) cb[t] = lanes->bounds[K * t / nt];
+    // One or two threads own whole pairs of lanes: each adds its pair before phase 1 reads it.
+    const bool pairs = nt <= 2;
 
     // Scratch: activations and gradients of every layer for one batch, the lane partials.
     std::vector<std::vector<float>> z(L), a(L), dz(L);
@@ -246,7 +248,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
         int32_t* touched = touched_.data() + cb[tid] + tid;
         if (k0 < k1)
             cpu::sparse_forward_lanes(P, xv, pos, K, order + batch_begin * B,
-                                      batch_rows(batch_begin), param(0), H0, k0, k1);
+                                      batch_rows(batch_begin), param(0), H0, k0, k1, pairs);
         barrier();
         for (int64_t s = 0; s < steps; ++s) {
             const int64_t batch = batch_begin + s;
@@ -256,7 +258,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
 
             // ---- phase 1: per-row forward, loss, backward to the first layer's dz
             const int64_t b0 = part(Bb, tid, nt), b1 = part(Bb, tid + 1, nt);
-            cpu::lanes_sum(z[0].data(), P, param(1), H0, Bb, b0, b1);
+            cpu::lanes_sum(z[0].data(), P, param(1), H0, Bb, b0, b1, pairs);
             cpu::act_forward(a[0].data(), z[0].data(), acts_[0], b0 * H0, b1 * H0);
             for (int l = 1; l < L; ++l) {
                 const int64_t I = dims_[l], H = dims_[l + 1];
@@ -303,7 +305,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
             }
             if (k0 < k1 && s + 1 < steps)  // the next batch's lane partials, with the new rows
                 cpu::sparse_forward_lanes(P, xv, pos, K, order + (batch + 1) * B,
-                                          batch_rows(batch + 1), param(0), H0, k0, k1);
+                                          batch_rows(batch + 1), param(0), H0, k0, k1, pairs);
             for (int64_t k = task_split[tid]; k < task_split[tid + 1]; ++k) {
                 const Task& t = tasks[k];
                 const int l = t.p / 2;

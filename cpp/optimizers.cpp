@@ -249,9 +249,12 @@ void optimizer_update_touched(const OptimizerConfig& c, int64_t iteration, float
                               int64_t n_rows, int64_t* synced) {
     auto run = [&](auto hc) {
         const LazyRowUpdate<decltype(hc)::value> update(c, iteration, W, slots, synced, H);
-        constexpr int64_t kAhead = 8;  // rows are visited at random: prefetch their W and v ahead
+        constexpr int64_t kAhead = 8;  // rows are visited at random: prefetch W, v and G ahead
         for (int64_t i = 0; i < n_rows; ++i) {
-            if (i + kAhead < n_rows) update.prefetch(touched[i + kAhead]);
+            if (i + kAhead < n_rows) {
+                update.prefetch(touched[i + kAhead]);
+                __builtin_prefetch(G + int64_t(touched[i + kAhead]) * update.H, 1);
+            }
             float* g = G + int64_t(touched[i]) * update.H;
             update(touched[i], g);
             std::fill_n(g, update.H, 0.0f);

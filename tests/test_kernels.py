@@ -85,6 +85,11 @@ def test_sparse_forward_lanes(rng, sparse_batch, H, with_values):
         lane = _core.sparse_forward(lane_csr(f32(dense), bounds[k], bounds[k + 1]), rows, W, zero)
         np.testing.assert_array_equal(P[k], lane)
     np.testing.assert_array_equal(z, ((P[0] + P[1]) + (P[2] + P[3])) + b)
+    # pairs: each pair added by its owner (one or two threads), the same floats
+    zp, Pp = _core.sparse_forward_lanes(x, rows, W, b, bounds, pairs=True)
+    np.testing.assert_array_equal(zp, z)
+    np.testing.assert_array_equal(Pp[0], P[0] + P[1])
+    np.testing.assert_array_equal(Pp[2], P[2] + P[3])
     # all columns in lane 0: the whole-row gather of inference, bit for bit
     whole, _ = _core.sparse_forward_lanes(x, rows, W, b, np.array([0, D, D, D, D], np.int64))
     np.testing.assert_array_equal(whole, _core.sparse_forward(x, rows, W, b))
