@@ -207,6 +207,11 @@ void lane_offsets(int32_t* pos, const CSRView& x, const int64_t* bounds, int K, 
 void sparse_forward_lanes(float* P, const CSRView& x, const int32_t* pos, int K,
                           const int64_t* rows, int64_t B, const float* W, int64_t H, int k0,
                           int k1, bool pairs);
+// Cache prefetches for the lane kernels' next batch, rows[0 .. B): stage 0 its rows' offsets
+// (pos, indptr), stage 1 (some time later, once those have arrived) lanes [k0, k1) of its rows'
+// column lists.
+void prefetch_lane_rows(const CSRView& x, const int32_t* pos, int K, const int64_t* rows,
+                        int64_t B, int k0, int k1, int stage);
 // Rows [b0, b1) of z (B, H) from the kLanes partials P (kLanes, B, H) and the bias; pairs:
 // P holds pair sums (sparse_forward_lanes), the same floats.
 void lanes_sum(float* z, const float* P, const float* bias, int64_t H, int64_t B, int64_t b0,

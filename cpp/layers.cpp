@@ -130,6 +130,29 @@ inline void prefetch_lane_row(const CSRView& x, const int32_t* pos, int K, const
     }
 }
 
+}  // namespace
+
+void prefetch_lane_rows(const CSRView& x, const int32_t* pos, int K, const int64_t* rows,
+                        int64_t B, int k0, int k1, int stage) {
+    for (int64_t b = 0; b < B; ++b) {
+        const int64_t r = rows[b];
+        if (stage == 0) {
+            __builtin_prefetch(pos + r * (K + 1));
+            __builtin_prefetch(x.indptr + r);
+            continue;
+        }
+        const int64_t s = x.indptr[r] + pos[r * (K + 1) + k0], e = x.indptr[r] + pos[r * (K + 1) + k1];
+        if (x.narrow)
+            for (int64_t j = s; j < e; j += 32) __builtin_prefetch(x.narrow + j);
+        else
+            for (int64_t j = s; j < e; j += 16) __builtin_prefetch(x.indices + j);
+        if (x.values)
+            for (int64_t j = s; j < e; j += 16) __builtin_prefetch(x.values + j);
+    }
+}
+
+namespace {
+
 // Lane partials for batch rows [0, B): each lane's non-zeros of the row gathered like a whole
 // row in sparse_forward (non-zero k of the lane into accumulator k % 4), without bias.
 template <int HC, bool kVals, class Idx>

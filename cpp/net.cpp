@@ -257,6 +257,10 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
             const int64_t it = iterations_ + s;
 
             // ---- phase 1: per-row forward, loss, backward to the first layer's dz
+            // (meanwhile the next batch's rows are fetched for this thread's phase 2)
+            const bool ahead = k0 < k1 && s + 1 < steps;
+            if (ahead)
+                cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 0);
             const int64_t b0 = part(Bb, tid, nt), b1 = part(Bb, tid + 1, nt);
             cpu::lanes_sum(z[0].data(), P, param(1), H0, Bb, b0, b1, pairs);
             cpu::act_forward(a[0].data(), z[0].data(), acts_[0], b0 * H0, b1 * H0);
@@ -275,6 +279,8 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
                 cpu::act_backward(dz[l - 1].data(), da.data(), z[l - 1].data(), a[l - 1].data(),
                                   acts_[l - 1], b0 * I, b1 * I);
             }
+            if (ahead)
+                cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 1);
             barrier();
 
             // ---- phase 2: gradients and updates, parameters split among threads
