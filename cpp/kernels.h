@@ -84,7 +84,7 @@ struct CSR {
     }
     int64_t nnz() const { return indptr.empty() ? 0 : indptr.back(); }
     // Prefix sums of per-column non-zero counts (n_cols + 1), computed once and cached:
-    // the training loop uses it to give each thread an equal share of the gradient scatter.
+    // the training loop's lanes (below) are cut from it.
     const std::vector<int64_t>& column_prefix() const;
     // view() plus the uint16 copy of the indices (made once and cached; 2 bytes a non-zero)
     // when n_cols <= 65536.

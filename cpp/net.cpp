@@ -6,6 +6,7 @@
 //   phase 1, rows split evenly among threads: the first layer's pre-activation from the lane
 //            partials (lanes_sum), the rest of the forward pass, the loss and its gradient, and
 //            the backward pass down to dz of the first layer; per row, so rows are independent.
+//            Meanwhile each thread prefetches its lanes of the next batch's (shuffled) rows.
 //                                                                                   -- barrier
 //   phase 2, parameters split among threads: each thread scatters the first layer's gradient
 //            into its lanes' rows of G, updates the rows the batch touched, and gathers its
