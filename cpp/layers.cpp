@@ -399,6 +399,71 @@ void batch_sum(float* out, const float* dz, const float* x, int64_t B, int64_t I
     }
 }
 
+// Four rows i0 .. i0 + 3 of dW at once (H = HC): each dz row is read once for the four, and
+// every element keeps batch_sum's order (batch row b into partial b % 4, (p0 + p1) + (p2 + p3)).
+template <int HC>
+void batch_sum4(float* out, const float* dz, const float* x, int64_t B, int64_t I, int64_t i0) {
+    float p[4][4][HC];
+    for (int r = 0; r < 4; ++r)
+        for (int q = 0; q < 4; ++q)
+            for (int64_t h = 0; h < HC; ++h) p[r][q][h] = 0.0f;
+    auto add = [&](int q, int64_t b) {
+        const float* d = dz + b * HC;
+        const float* xb = x + b * I + i0;
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) {
+            const float xr = xb[r];
+            IMDBFAST_ROW_SIMD
+            for (int64_t h = 0; h < HC; ++h) p[r][q][h] += xr * d[h];
+        }
+    };
+    int64_t b = 0;
+    for (; b + 4 <= B; b += 4) {
+        add(0, b);
+        add(1, b + 1);
+        add(2, b + 2);
+        add(3, b + 3);
+    }
+    if (b < B) add(0, b);
+    if (b + 1 < B) add(1, b + 1);
+    if (b + 2 < B) add(2, b + 2);
+    for (int r = 0; r < 4; ++r) {
+        IMDBFAST_ROW_SIMD
+        for (int64_t h = 0; h < HC; ++h)
+            out[(i0 + r) * HC + h] = (p[r][0][h] + p[r][1][h]) + (p[r][2][h] + p[r][3][h]);
+    }
+}
+
+// Rows [i0, i1) of dW for H = 1 (an output layer), vectorised across the rows: dW[i] = sum over
+// b of x[b, i] dz[b], in batch_sum's order for each element.
+void batch_sum_h1(float* out, const float* dz, const float* x, int64_t B, int64_t I, int64_t i0,
+                  int64_t i1) {
+    constexpr int64_t kW = 16;
+    for (int64_t c0 = i0; c0 < i1; c0 += kW) {
+        const int64_t w = std::min(kW, i1 - c0);
+        float p0[kW], p1[kW], p2[kW], p3[kW];
+        for (int64_t j = 0; j < kW; ++j) p0[j] = p1[j] = p2[j] = p3[j] = 0.0f;
+        auto add = [&](float* p, int64_t b) {
+            const float d = dz[b];
+            const float* xb = x + b * I + c0;
+            IMDBFAST_ROW_SIMD
+            for (int64_t j = 0; j < w; ++j) p[j] += xb[j] * d;
+        };
+        int64_t b = 0;
+        for (; b + 4 <= B; b += 4) {
+            add(p0, b);
+            add(p1, b + 1);
+            add(p2, b + 2);
+            add(p3, b + 3);
+        }
+        if (b < B) add(p0, b);
+        if (b + 1 < B) add(p1, b + 1);
+        if (b + 2 < B) add(p2, b + 2);
+        IMDBFAST_ROW_SIMD
+        for (int64_t j = 0; j < w; ++j) out[c0 + j] = (p0[j] + p1[j]) + (p2[j] + p3[j]);
+    }
+}
+
 }  // namespace
 
 void dense_forward(float* z, const float* x, const float* W, const float* bias, int64_t I,
@@ -450,8 +515,12 @@ void dense_backward_input(float* dx, const float* dz, const float* W, int64_t I,
 
 void dense_backward_weight(float* dW, const float* dz, const float* x, int64_t B, int64_t I,
                            int64_t H, int64_t i0, int64_t i1) {
+    if (H == 1) return batch_sum_h1(dW, dz, x, B, I, i0, i1);
+    int64_t i = i0;
+    if (H == 16)
+        for (; i + 4 <= i1; i += 4) batch_sum4<16>(dW, dz, x, B, I, i);
 #define CALL(HC) batch_sum<HC>(dW + i * H, dz, x, B, I, i, H)
-    for (int64_t i = i0; i < i1; ++i) {
+    for (; i < i1; ++i) {
         IMDBFAST_DISPATCH_H(H, CALL)
     }
 #undef CALL

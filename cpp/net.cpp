@@ -218,17 +218,23 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     if (static_cast<int64_t>(touched_.size()) < D + nt) touched_.resize(static_cast<size_t>(D + nt));
     uint8_t* flag = touched_flag_.data();
 
-    // Small-parameter work items: one per kernel row of layers >= 1, one per bias; each thread
-    // takes a run of them of about equal cost. A row or bias of width H costs about H + 10
-    // (measured: a 16-wide row of the book's model 2.4 times a 1-wide one).
-    struct Task { int p; int64_t row; };
+    // Small-parameter work items: blocks of kernel rows of layers >= 1 (4 rows, the block
+    // dense_backward_weight reads dz once for; all rows of a 1-wide layer, which it vectorises
+    // across rows), one per bias; each thread takes a run of them of about equal cost. A row or
+    // bias of width H costs about H + 10 (measured: a 16-wide row of the book's model 2.4 times
+    // a 1-wide one).
+    struct Task { int p; int64_t row0, row1; };
     std::vector<Task> tasks;
-    for (int l = 1; l < L; ++l)
-        for (int64_t i = 0; i < dims_[l]; ++i) tasks.push_back({2 * l, i});
-    for (int l = 0; l < L; ++l) tasks.push_back({2 * l + 1, 0});
+    for (int l = 1; l < L; ++l) {
+        const int64_t step = dims_[l + 1] == 1 ? dims_[l] : 4;
+        for (int64_t i = 0; i < dims_[l]; i += step)
+            tasks.push_back({2 * l, i, std::min(dims_[l], i + step)});
+    }
+    for (int l = 0; l < L; ++l) tasks.push_back({2 * l + 1, 0, 1});
     std::vector<int64_t> task_cost(tasks.size() + 1, 0);  // prefix sums
     for (size_t k = 0; k < tasks.size(); ++k)
-        task_cost[k + 1] = task_cost[k] + dims_[tasks[k].p / 2 + 1] + 10;
+        task_cost[k + 1] = task_cost[k] +
+                           (tasks[k].row1 - tasks[k].row0) * (dims_[tasks[k].p / 2 + 1] + 10);
     std::vector<int64_t> task_split(static_cast<size_t>(nt) + 1);
     for (int t = 0; t <= nt; ++t)
         task_split[t] = std::lower_bound(task_cost.begin(), task_cost.end(),
@@ -320,9 +326,9 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
                 float* g = grads_[t.p].data();
                 if (t.p % 2 == 0) {
                     cpu::dense_backward_weight(g, dz[l].data(), a[l - 1].data(), Bb, dims_[l], H,
-                                               t.row, t.row + 1);
+                                               t.row0, t.row1);
                     cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(),
-                                          t.row * H, (t.row + 1) * H);
+                                          t.row0 * H, t.row1 * H);
                 } else {
                     cpu::bias_backward(g, dz[l].data(), Bb, H);
                     cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(), 0, H);

@@ -119,6 +119,20 @@ def test_dense_forward_and_backward(kernels, rng, H):
     assert_close(db, dzd.sum(axis=0), **REDUCE, what="db")
 
 
+@pytest.mark.parametrize("H", [1, 16, 5])
+def test_dense_weight_gradient_order(rng, H):
+    """The CPU's weight gradient reads dz once for four rows (H = 16) or runs across the rows
+    (H = 1); every element must still be common.h's batch_sum_elem, which the simulator computes
+    element by element: bit for bit, with partial blocks of rows and of batch rows."""
+    from conftest import _gpu_module
+    sim = _gpu_module("sim")
+    for B, I in [(1, 16), (6, 37), (33, 16), (514, 37)]:
+        dz, x = f32(rng.normal(size=(B, H))), f32(rng.normal(size=(B, I)))
+        W = f32(rng.normal(size=(I, H)))
+        for got, want in zip(_core.dense_backward(dz, x, W), sim.dense_backward(dz, x, W)):
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("name", ["linear", "relu", "tanh", "sigmoid"])
 def test_activations(kernels, rng, name):
     z = f32(np.concatenate([rng.normal(0, 3, 200), [0.0, -0.0, 30.0, -30.0, 100.0, -100.0]]))
