@@ -335,6 +335,27 @@ void dense_forward_impl(float* z, const float* x, const float* W, const float* b
     }
 }
 
+// The same for H = 1 (an output layer), eight rows at a time: each row's sum is one add chain
+// over i (dense_sum's order), and eight independent chains keep the adder busy.
+void dense_forward_h1(float* z, const float* x, const float* W, const float* bias, int64_t I,
+                      int64_t b0, int64_t b1) {
+    constexpr int64_t kRows = 8;
+    int64_t b = b0;
+    for (; b + kRows <= b1; b += kRows) {
+        float acc[kRows] = {};
+        for (int64_t i = 0; i < I; ++i) {
+            const float w = W[i];
+            for (int64_t r = 0; r < kRows; ++r) acc[r] += x[(b + r) * I + i] * w;
+        }
+        for (int64_t r = 0; r < kRows; ++r) z[b + r] = acc[r] + bias[0];
+    }
+    for (; b < b1; ++b) {
+        float acc = 0.0f;
+        for (int64_t i = 0; i < I; ++i) acc += x[b * I + i] * W[i];
+        z[b] = acc + bias[0];
+    }
+}
+
 // dx[b, :] = sum_h dz[b, h] * W[:, h]. W is transposed once per call into (H, I) so that each
 // row is a sum of H vectors of width I (vectorised over i, kept in registers for the
 // specialised input widths IC) rather than I dot products of length H. Sum over h ascending.
@@ -468,6 +489,7 @@ void batch_sum_h1(float* out, const float* dz, const float* x, int64_t B, int64_
 
 void dense_forward(float* z, const float* x, const float* W, const float* bias, int64_t I,
                    int64_t H, int64_t b0, int64_t b1) {
+    if (H == 1) return dense_forward_h1(z, x, W, bias, I, b0, b1);
 #define CALL(HC) dense_forward_impl<HC>(z, x, W, bias, I, H, b0, b1)
     IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL

@@ -120,15 +120,17 @@ def test_dense_forward_and_backward(kernels, rng, H):
 
 
 @pytest.mark.parametrize("H", [1, 16, 5])
-def test_dense_weight_gradient_order(rng, H):
+def test_dense_layer_summation_orders(rng, H):
     """The CPU's weight gradient reads dz once for four rows (H = 16) or runs across the rows
-    (H = 1); every element must still be common.h's batch_sum_elem, which the simulator computes
-    element by element: bit for bit, with partial blocks of rows and of batch rows."""
+    (H = 1), and its 1-wide forward runs eight rows at a time; every element must still be
+    common.h's batch_sum_elem / dense_sum, which the simulator computes element by element: bit
+    for bit, with partial blocks of rows and of batch rows."""
     from conftest import _gpu_module
     sim = _gpu_module("sim")
     for B, I in [(1, 16), (6, 37), (33, 16), (514, 37)]:
         dz, x = f32(rng.normal(size=(B, H))), f32(rng.normal(size=(B, I)))
-        W = f32(rng.normal(size=(I, H)))
+        W, b = f32(rng.normal(size=(I, H))), f32(rng.normal(size=H))
+        np.testing.assert_array_equal(_core.dense_forward(x, W, b), sim.dense_forward(x, W, b))
         for got, want in zip(_core.dense_backward(dz, x, W), sim.dense_backward(dz, x, W)):
             np.testing.assert_array_equal(got, want)
 
