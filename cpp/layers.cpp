@@ -319,7 +319,28 @@ template <int HC>
 void dense_forward_impl(float* z, const float* x, const float* W, const float* bias, int64_t I,
                         int64_t Hrt, int64_t b0, int64_t b1) {
     const int64_t H = HC > 0 ? HC : Hrt;
-    for (int64_t b = b0; b < b1; ++b) {
+    int64_t b = b0;
+    if constexpr (HC > 0) {  // four rows at a time: four independent add chains per element
+        for (; b + 4 <= b1; b += 4) {
+            float o[4][HC];
+            for (int r = 0; r < 4; ++r)
+                for (int64_t h = 0; h < HC; ++h) o[r][h] = 0.0f;
+            for (int64_t i = 0; i < I; ++i) {
+                const float* w = W + i * HC;
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; ++r) {
+                    const float xi = x[(b + r) * I + i];
+                    IMDBFAST_ROW_SIMD
+                    for (int64_t h = 0; h < HC; ++h) o[r][h] += xi * w[h];
+                }
+            }
+            for (int r = 0; r < 4; ++r) {
+                IMDBFAST_ROW_SIMD
+                for (int64_t h = 0; h < HC; ++h) z[(b + r) * HC + h] = o[r][h] + bias[h];
+            }
+        }
+    }
+    for (; b < b1; ++b) {
         float o[HC > 0 ? HC : 1];
         float* acc = HC > 0 ? o : z + b * H;
         const float* xb = x + b * I;
@@ -368,7 +389,28 @@ void dense_backward_input_impl(float* dx, const float* dz, const float* W, int64
     float* WT = wt.data();
     for (int64_t i = 0; i < I; ++i)
         for (int64_t h = 0; h < H; ++h) WT[h * I + i] = W[i * H + h];
-    for (int64_t b = b0; b < b1; ++b) {
+    int64_t b = b0;
+    if constexpr (IC > 0) {  // four rows at a time: four independent add chains per element
+        for (; b + 4 <= b1; b += 4) {
+            float o[4][IC];
+            for (int r = 0; r < 4; ++r)
+                for (int64_t i = 0; i < IC; ++i) o[r][i] = 0.0f;
+            for (int64_t h = 0; h < H; ++h) {
+                const float* wr = WT + h * IC;
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; ++r) {
+                    const float dh = dz[(b + r) * H + h];
+                    IMDBFAST_ROW_SIMD
+                    for (int64_t i = 0; i < IC; ++i) o[r][i] += dh * wr[i];
+                }
+            }
+            for (int r = 0; r < 4; ++r) {
+                IMDBFAST_ROW_SIMD
+                for (int64_t i = 0; i < IC; ++i) dx[(b + r) * IC + i] = o[r][i];
+            }
+        }
+    }
+    for (; b < b1; ++b) {
         const float* d = dz + b * H;
         float o[IC > 0 ? IC : 1];
         float* acc = IC > 0 ? o : dx + b * I;
