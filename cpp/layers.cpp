@@ -313,46 +313,51 @@ int64_t collect_flagged(int32_t* touched, uint8_t* flag, int64_t c0, int64_t c1)
 
 namespace {
 
-// z[b, :] = (sum over i ascending of x[b, i] W[i, :], from 0) + bias (common.h's dense_sum), the
-// row accumulated in registers for the specialised widths (in z itself otherwise).
-template <int HC>
-void dense_forward_impl(float* z, const float* x, const float* W, const float* bias, int64_t I,
-                        int64_t Hrt, int64_t b0, int64_t b1) {
-    const int64_t H = HC > 0 ? HC : Hrt;
+// out[b, :] = (sum over k ascending of a[b, k] M[k, :], from 0) [+ bias]: rows [b0, b1) of
+// a (B, K) times M (K, NC), the row accumulated in registers for the specialised widths (in out
+// itself otherwise), four rows at a time there (four independent add chains per element). The
+// dense layer's forward (common.h's dense_sum) and, with M = W transposed and no bias, its input
+// gradient (input_grad_sum).
+template <int NC>
+void rows_times(float* out, const float* a, const float* M, const float* bias, int64_t K,
+                int64_t Nrt, int64_t b0, int64_t b1) {
+    const int64_t N = NC > 0 ? NC : Nrt;
     int64_t b = b0;
-    if constexpr (HC > 0) {  // four rows at a time: four independent add chains per element
+    if constexpr (NC > 0) {
         for (; b + 4 <= b1; b += 4) {
-            float o[4][HC];
+            float o[4][NC];
             for (int r = 0; r < 4; ++r)
-                for (int64_t h = 0; h < HC; ++h) o[r][h] = 0.0f;
-            for (int64_t i = 0; i < I; ++i) {
-                const float* w = W + i * HC;
+                for (int64_t n = 0; n < NC; ++n) o[r][n] = 0.0f;
+            for (int64_t k = 0; k < K; ++k) {
+                const float* m = M + k * NC;
 #pragma GCC unroll 4
                 for (int r = 0; r < 4; ++r) {
-                    const float xi = x[(b + r) * I + i];
+                    const float ak = a[(b + r) * K + k];
                     IMDBFAST_ROW_SIMD
-                    for (int64_t h = 0; h < HC; ++h) o[r][h] += xi * w[h];
+                    for (int64_t n = 0; n < NC; ++n) o[r][n] += ak * m[n];
                 }
             }
             for (int r = 0; r < 4; ++r) {
+                float* dst = out + (b + r) * NC;
                 IMDBFAST_ROW_SIMD
-                for (int64_t h = 0; h < HC; ++h) z[(b + r) * HC + h] = o[r][h] + bias[h];
+                for (int64_t n = 0; n < NC; ++n) dst[n] = bias ? o[r][n] + bias[n] : o[r][n];
             }
         }
     }
     for (; b < b1; ++b) {
-        float o[HC > 0 ? HC : 1];
-        float* acc = HC > 0 ? o : z + b * H;
-        const float* xb = x + b * I;
-        for (int64_t h = 0; h < H; ++h) acc[h] = 0.0f;
-        for (int64_t i = 0; i < I; ++i) {
-            const float xi = xb[i];
-            const float* w = W + i * H;
+        float o[NC > 0 ? NC : 1];
+        float* acc = NC > 0 ? o : out + b * N;
+        const float* ab = a + b * K;
+        for (int64_t n = 0; n < N; ++n) acc[n] = 0.0f;
+        for (int64_t k = 0; k < K; ++k) {
+            const float ak = ab[k];
+            const float* m = M + k * N;
             IMDBFAST_ROW_SIMD
-            for (int64_t h = 0; h < H; ++h) acc[h] += xi * w[h];
+            for (int64_t n = 0; n < N; ++n) acc[n] += ak * m[n];
         }
+        float* dst = out + b * N;
         IMDBFAST_ROW_SIMD
-        for (int64_t h = 0; h < H; ++h) z[b * H + h] = acc[h] + bias[h];
+        for (int64_t n = 0; n < N; ++n) dst[n] = bias ? acc[n] + bias[n] : acc[n];
     }
 }
 
@@ -378,54 +383,17 @@ void dense_forward_h1(float* z, const float* x, const float* W, const float* bia
 }
 
 // dx[b, :] = sum_h dz[b, h] * W[:, h]. W is transposed once per call into (H, I) so that each
-// row is a sum of H vectors of width I (vectorised over i, kept in registers for the
-// specialised input widths IC) rather than I dot products of length H. Sum over h ascending.
+// row is a sum of H vectors of width I (vectorised over i) rather than I dot products of length
+// H. Sum over h ascending.
 template <int IC>
-void dense_backward_input_impl(float* dx, const float* dz, const float* W, int64_t Irt,
-                               int64_t H, int64_t b0, int64_t b1) {
-    const int64_t I = IC > 0 ? IC : Irt;
+void dense_backward_input_impl(float* dx, const float* dz, const float* W, int64_t I, int64_t H,
+                               int64_t b0, int64_t b1) {
     thread_local std::vector<float> wt;  // reused: no allocation per call after the first
     if (static_cast<int64_t>(wt.size()) < H * I) wt.resize(static_cast<size_t>(H * I));
     float* WT = wt.data();
     for (int64_t i = 0; i < I; ++i)
         for (int64_t h = 0; h < H; ++h) WT[h * I + i] = W[i * H + h];
-    int64_t b = b0;
-    if constexpr (IC > 0) {  // four rows at a time: four independent add chains per element
-        for (; b + 4 <= b1; b += 4) {
-            float o[4][IC];
-            for (int r = 0; r < 4; ++r)
-                for (int64_t i = 0; i < IC; ++i) o[r][i] = 0.0f;
-            for (int64_t h = 0; h < H; ++h) {
-                const float* wr = WT + h * IC;
-#pragma GCC unroll 4
-                for (int r = 0; r < 4; ++r) {
-                    const float dh = dz[(b + r) * H + h];
-                    IMDBFAST_ROW_SIMD
-                    for (int64_t i = 0; i < IC; ++i) o[r][i] += dh * wr[i];
-                }
-            }
-            for (int r = 0; r < 4; ++r) {
-                IMDBFAST_ROW_SIMD
-                for (int64_t i = 0; i < IC; ++i) dx[(b + r) * IC + i] = o[r][i];
-            }
-        }
-    }
-    for (; b < b1; ++b) {
-        const float* d = dz + b * H;
-        float o[IC > 0 ? IC : 1];
-        float* acc = IC > 0 ? o : dx + b * I;
-        for (int64_t i = 0; i < I; ++i) acc[i] = 0.0f;
-        for (int64_t h = 0; h < H; ++h) {
-            const float dh = d[h];
-            const float* wr = WT + h * I;
-            IMDBFAST_ROW_SIMD
-            for (int64_t i = 0; i < I; ++i) acc[i] += dh * wr[i];
-        }
-        if (IC > 0) {
-            IMDBFAST_ROW_SIMD
-            for (int64_t i = 0; i < I; ++i) dx[b * I + i] = acc[i];
-        }
-    }
+    rows_times<IC>(dx, dz, WT, nullptr, H, I, b0, b1);
 }
 
 // out[:] = sum over batch rows b of x[b * I + i] * dz[b, :] (x == nullptr: of dz[b, :], the bias
@@ -532,7 +500,7 @@ void batch_sum_h1(float* out, const float* dz, const float* x, int64_t B, int64_
 void dense_forward(float* z, const float* x, const float* W, const float* bias, int64_t I,
                    int64_t H, int64_t b0, int64_t b1) {
     if (H == 1) return dense_forward_h1(z, x, W, bias, I, b0, b1);
-#define CALL(HC) dense_forward_impl<HC>(z, x, W, bias, I, H, b0, b1)
+#define CALL(HC) rows_times<HC>(z, x, W, bias, I, H, b0, b1)
     IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL
 }
