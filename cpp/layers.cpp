@@ -396,6 +396,23 @@ void dense_backward_input_impl(float* dx, const float* dz, const float* W, int64
     rows_times<IC>(dx, dz, WT, nullptr, H, I, b0, b1);
 }
 
+// The order of every batch reduction here (common.h's batch_sum_elem): add(q, b) for batch rows
+// b = 0 .. B-1, q = b % 4 the partial sum that row b goes to; the caller then combines
+// (p0 + p1) + (p2 + p3). q is a constant at every call, so the partials stay in registers.
+template <class Add>
+inline void over_batch_rows(int64_t B, Add&& add) {
+    int64_t b = 0;
+    for (; b + 4 <= B; b += 4) {
+        add(0, b);
+        add(1, b + 1);
+        add(2, b + 2);
+        add(3, b + 3);
+    }
+    if (b < B) add(0, b);
+    if (b + 1 < B) add(1, b + 1);
+    if (b + 2 < B) add(2, b + 2);
+}
+
 // out[:] = sum over batch rows b of x[b * I + i] * dz[b, :] (x == nullptr: of dz[b, :], the bias
 // gradient), as four interleaved partial sums (row b goes to partial b % 4, combined as
 // (p0 + p1) + (p2 + p3)): independent add chains instead of one, in a fixed order.
@@ -409,22 +426,13 @@ void batch_sum(float* out, const float* dz, const float* x, int64_t B, int64_t I
         // Named partials (not p[b % 4]), so that they stay in registers.
         float p0[kW], p1[kW], p2[kW], p3[kW];
         for (int64_t h = 0; h < w; ++h) p0[h] = p1[h] = p2[h] = p3[h] = 0.0f;
-        auto add = [&](float* p, int64_t b) {
+        over_batch_rows(B, [&](int q, int64_t b) {
+            float* p = q == 0 ? p0 : q == 1 ? p1 : q == 2 ? p2 : p3;
             const float* d = dz + b * H + h0;
             const float xi = x ? x[b * I + i] : 1.0f;
             IMDBFAST_ROW_SIMD
             for (int64_t h = 0; h < w; ++h) p[h] += x ? xi * d[h] : d[h];
-        };
-        int64_t b = 0;
-        for (; b + 4 <= B; b += 4) {
-            add(p0, b);
-            add(p1, b + 1);
-            add(p2, b + 2);
-            add(p3, b + 3);
-        }
-        if (b < B) add(p0, b);
-        if (b + 1 < B) add(p1, b + 1);
-        if (b + 2 < B) add(p2, b + 2);
+        });
         IMDBFAST_ROW_SIMD
         for (int64_t h = 0; h < w; ++h) out[h0 + h] = (p0[h] + p1[h]) + (p2[h] + p3[h]);
     }
@@ -438,7 +446,7 @@ void batch_sum4(float* out, const float* dz, const float* x, int64_t B, int64_t 
     for (int r = 0; r < 4; ++r)
         for (int q = 0; q < 4; ++q)
             for (int64_t h = 0; h < HC; ++h) p[r][q][h] = 0.0f;
-    auto add = [&](int q, int64_t b) {
+    over_batch_rows(B, [&](int q, int64_t b) {
         const float* d = dz + b * HC;
         const float* xb = x + b * I + i0;
 #pragma GCC unroll 4
@@ -447,17 +455,7 @@ void batch_sum4(float* out, const float* dz, const float* x, int64_t B, int64_t 
             IMDBFAST_ROW_SIMD
             for (int64_t h = 0; h < HC; ++h) p[r][q][h] += xr * d[h];
         }
-    };
-    int64_t b = 0;
-    for (; b + 4 <= B; b += 4) {
-        add(0, b);
-        add(1, b + 1);
-        add(2, b + 2);
-        add(3, b + 3);
-    }
-    if (b < B) add(0, b);
-    if (b + 1 < B) add(1, b + 1);
-    if (b + 2 < B) add(2, b + 2);
+    });
     for (int r = 0; r < 4; ++r) {
         IMDBFAST_ROW_SIMD
         for (int64_t h = 0; h < HC; ++h)
@@ -474,22 +472,13 @@ void batch_sum_h1(float* out, const float* dz, const float* x, int64_t B, int64_
         const int64_t w = std::min(kW, i1 - c0);
         float p0[kW], p1[kW], p2[kW], p3[kW];
         for (int64_t j = 0; j < kW; ++j) p0[j] = p1[j] = p2[j] = p3[j] = 0.0f;
-        auto add = [&](float* p, int64_t b) {
+        over_batch_rows(B, [&](int q, int64_t b) {
+            float* p = q == 0 ? p0 : q == 1 ? p1 : q == 2 ? p2 : p3;
             const float d = dz[b];
             const float* xb = x + b * I + c0;
             IMDBFAST_ROW_SIMD
             for (int64_t j = 0; j < w; ++j) p[j] += xb[j] * d;
-        };
-        int64_t b = 0;
-        for (; b + 4 <= B; b += 4) {
-            add(p0, b);
-            add(p1, b + 1);
-            add(p2, b + 2);
-            add(p3, b + 3);
-        }
-        if (b < B) add(p0, b);
-        if (b + 1 < B) add(p1, b + 1);
-        if (b + 2 < B) add(p2, b + 2);
+        });
         IMDBFAST_ROW_SIMD
         for (int64_t j = 0; j < w; ++j) out[c0 + j] = (p0[j] + p1[j]) + (p2[j] + p3[j]);
     }
