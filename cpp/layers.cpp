@@ -81,23 +81,25 @@ void gather_row(float* out, const Idx* cols, const float* vals, int64_t L, const
     }
 }
 
-template <int HC>
-void sparse_forward_impl(float* z, const CSRView& x, const int64_t* rows, const float* W,
-                         const float* bias, int64_t Hrt, int64_t b0, int64_t b1) {
+// Calls F<kVals>(indices) for the view's index type (uint16 when present) and values.
+template <class F>
+void with_indices(const CSRView& x, F&& f) {
+    if (x.narrow && x.values) f(std::true_type{}, x.narrow);
+    else if (x.narrow) f(std::false_type{}, x.narrow);
+    else if (x.values) f(std::true_type{}, x.indices);
+    else f(std::false_type{}, x.indices);
+}
+
+template <int HC, bool kVals, class Idx>
+void sparse_forward_impl(float* z, const CSRView& x, const Idx* idx, const int64_t* rows,
+                         const float* W, const float* bias, int64_t Hrt, int64_t b0, int64_t b1) {
     const int64_t H = HC > 0 ? HC : Hrt;
     for (int64_t b = b0; b < b1; ++b) {
         prefetch_data_row(x, rows, b, b1);
         const int64_t r = rows ? rows[b] : b;
-        const int64_t s = x.indptr[r], L = x.indptr[r + 1] - s;
-        const float* v = x.values ? x.values + s : nullptr;
-        if (x.narrow && v)
-            gather_row<HC, true>(z + b * H, x.narrow + s, v, L, W, bias, Hrt);
-        else if (x.narrow)
-            gather_row<HC, false>(z + b * H, x.narrow + s, v, L, W, bias, Hrt);
-        else if (v)
-            gather_row<HC, true>(z + b * H, x.indices + s, v, L, W, bias, Hrt);
-        else
-            gather_row<HC, false>(z + b * H, x.indices + s, v, L, W, bias, Hrt);
+        const int64_t s = x.indptr[r];
+        gather_row<HC, kVals>(z + b * H, idx + s, kVals ? x.values + s : nullptr,
+                              x.indptr[r + 1] - s, W, bias, Hrt);
     }
 }
 
@@ -105,9 +107,11 @@ void sparse_forward_impl(float* z, const CSRView& x, const int64_t* rows, const 
 
 void sparse_forward(float* z, const CSRView& x, const int64_t* rows, const float* W,
                     const float* bias, int64_t H, int64_t b0, int64_t b1) {
-#define CALL(HC) sparse_forward_impl<HC>(z, x, rows, W, bias, H, b0, b1)
-    IMDBFAST_DISPATCH_H(H, CALL)
+    with_indices(x, [&](auto vals, const auto* idx) {
+#define CALL(HC) sparse_forward_impl<HC, decltype(vals)::value>(z, x, idx, rows, W, bias, H, b0, b1)
+        IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL
+    });
 }
 
 namespace {
@@ -216,15 +220,6 @@ void sparse_backward_scatter_impl(float* G, uint8_t* flag, const CSRView& x, con
             flag[c] = 1;
         }
     }
-}
-
-// Calls F<kVals>(indices) for the view's index type (uint16 when present) and values.
-template <class F>
-void with_indices(const CSRView& x, F&& f) {
-    if (x.narrow && x.values) f(std::true_type{}, x.narrow);
-    else if (x.narrow) f(std::false_type{}, x.narrow);
-    else if (x.values) f(std::true_type{}, x.indices);
-    else f(std::false_type{}, x.indices);
 }
 
 }  // namespace
@@ -361,27 +356,6 @@ void rows_times(float* out, const float* a, const float* M, const float* bias, i
     }
 }
 
-// The same for H = 1 (an output layer), eight rows at a time: each row's sum is one add chain
-// over i (dense_sum's order), and eight independent chains keep the adder busy.
-void dense_forward_h1(float* z, const float* x, const float* W, const float* bias, int64_t I,
-                      int64_t b0, int64_t b1) {
-    constexpr int64_t kRows = 8;
-    int64_t b = b0;
-    for (; b + kRows <= b1; b += kRows) {
-        float acc[kRows] = {};
-        for (int64_t i = 0; i < I; ++i) {
-            const float w = W[i];
-            for (int64_t r = 0; r < kRows; ++r) acc[r] += x[(b + r) * I + i] * w;
-        }
-        for (int64_t r = 0; r < kRows; ++r) z[b + r] = acc[r] + bias[0];
-    }
-    for (; b < b1; ++b) {
-        float acc = 0.0f;
-        for (int64_t i = 0; i < I; ++i) acc += x[b * I + i] * W[i];
-        z[b] = acc + bias[0];
-    }
-}
-
 // dx[b, :] = sum_h dz[b, h] * W[:, h]. W is transposed once per call into (H, I) so that each
 // row is a sum of H vectors of width I (vectorised over i) rather than I dot products of length
 // H. Sum over h ascending.
@@ -488,7 +462,6 @@ void batch_sum_h1(float* out, const float* dz, const float* x, int64_t B, int64_
 
 void dense_forward(float* z, const float* x, const float* W, const float* bias, int64_t I,
                    int64_t H, int64_t b0, int64_t b1) {
-    if (H == 1) return dense_forward_h1(z, x, W, bias, I, b0, b1);
 #define CALL(HC) rows_times<HC>(z, x, W, bias, I, H, b0, b1)
     IMDBFAST_DISPATCH_H(H, CALL)
 #undef CALL

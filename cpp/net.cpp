@@ -158,8 +158,13 @@ void Net::set_iterations(int64_t it) {
 
 void Net::forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
                        const CSRView& x, const int64_t* rows, int64_t b0, int64_t b1) const {
-    const int L = n_layers();
     cpu::sparse_forward(z[0].data(), x, rows, param(0), param(1), dims_[1], b0, b1);
+    forward_after_first(z, a, b0, b1);
+}
+
+void Net::forward_after_first(std::vector<std::vector<float>>& z,
+                              std::vector<std::vector<float>>& a, int64_t b0, int64_t b1) const {
+    const int L = n_layers();
     cpu::act_forward(a[0].data(), z[0].data(), acts_[0], b0 * dims_[1], b1 * dims_[1]);
     for (int l = 1; l < L; ++l) {
         const int64_t I = dims_[l], H = dims_[l + 1];
@@ -270,13 +275,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
                 cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 0);
             const int64_t b0 = part(Bb, tid, nt), b1 = part(Bb, tid + 1, nt);
             cpu::lanes_sum(z[0].data(), P, param(1), H0, Bb, b0, b1, pairs);
-            cpu::act_forward(a[0].data(), z[0].data(), acts_[0], b0 * H0, b1 * H0);
-            for (int l = 1; l < L; ++l) {
-                const int64_t I = dims_[l], H = dims_[l + 1];
-                cpu::dense_forward(z[l].data(), a[l - 1].data(), param(2 * l), param(2 * l + 1),
-                                   I, H, b0, b1);
-                cpu::act_forward(a[l].data(), z[l].data(), acts_[l], b0 * H, b1 * H);
-            }
+            forward_after_first(z, a, b0, b1);
             cpu::loss_forward_backward(dz[L - 1].data(), loss_row.data(), correct_row.data(),
                                        z[L - 1].data(), a[L - 1].data(), y, sw, rows, acts_[L - 1],
                                        loss_, O, Bb, b0, b1);

@@ -62,6 +62,10 @@ class Net {
    private:
     void forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
                       const CSRView& x, const int64_t* rows, int64_t b0, int64_t b1) const;
+    // Rows [b0, b1) of every layer from the first layer's pre-activation z[0] on (the rest of
+    // forward_rows; training computes z[0] from its lane partials instead).
+    void forward_after_first(std::vector<std::vector<float>>& z,
+                             std::vector<std::vector<float>>& a, int64_t b0, int64_t b1) const;
     template <class PerTile>
     void for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
                        PerTile&& per_tile) const;

@@ -249,7 +249,7 @@ void optimizer_update_touched(const OptimizerConfig& c, int64_t iteration, float
                               int64_t n_rows, int64_t* synced) {
     auto run = [&](auto hc) {
         const LazyRowUpdate<decltype(hc)::value> update(c, iteration, W, slots, synced, H);
-        constexpr int64_t kAhead = 8;  // rows are visited at random: prefetch W, v and G ahead
+        constexpr int64_t kAhead = 8;  // rows ascending but sparse: prefetch W, v and G ahead
         for (int64_t i = 0; i < n_rows; ++i) {
             if (i + kAhead < n_rows) {
                 update.prefetch(touched[i + kAhead]);

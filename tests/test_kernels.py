@@ -122,7 +122,7 @@ def test_dense_forward_and_backward(kernels, rng, H):
 @pytest.mark.parametrize("H", [1, 16, 5])
 def test_dense_layer_summation_orders(rng, H):
     """The CPU's weight gradient reads dz once for four rows (H = 16) or runs across the rows
-    (H = 1), and its 1-wide forward runs eight rows at a time; every element must still be
+    (H = 1), and its forward runs four rows at a time; every element must still be
     common.h's batch_sum_elem / dense_sum, which the simulator computes element by element: bit
     for bit, with partial blocks of rows and of batch rows."""
     from conftest import _gpu_module
