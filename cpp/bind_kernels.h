@@ -28,16 +28,11 @@ void def_kernels(py::module_& m) {
        "Multi-hot CSR (N, num_words) of ragged sequences given as flat int32 tokens + int64 offsets.");
 
     m.def("sparse_forward", [](const CSR& x, py::array rows, py::array W, py::array b) {
-        const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
-        const int64_t* r = check<int64_t>(rows, "rows", {B});
-        check_rows(r, B, x.n_rows, "rows");
-        const int64_t H = W.ndim() == 2 ? W.shape(1) : -1;
-        const float* w = check<float>(W, "W", {x.n_cols, H});
-        const float* bb = check<float>(b, "b", {H});
-        py::array_t<float> z({B, H});
+        const FirstLayerArgs f = check_first_layer(x, rows, W, b);
+        py::array_t<float> z({f.B, f.H});
         float* zp = z.mutable_data();
         py::gil_scoped_release nogil;
-        K::sparse_forward(zp, x, r, B, w, bb, H);
+        K::sparse_forward(zp, x, f.rows, f.B, f.W, f.b, f.H);
         return z;
     }, py::arg("x"), py::arg("rows"), py::arg("W"), py::arg("b"));
 

@@ -91,6 +91,22 @@ inline void check_rows(const int64_t* rows, int64_t n, int64_t N, const char* na
                                     std::to_string(N) + ")");
 }
 
+// The sparse first layer's inputs: batch rows of x (B), W (x.n_cols, H), b (H).
+struct FirstLayerArgs {
+    int64_t B, H;
+    const int64_t* rows;
+    const float *W, *b;
+};
+inline FirstLayerArgs check_first_layer(const CSR& x, const py::array& rows, const py::array& W,
+                                        const py::array& b) {
+    const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
+    const int64_t* r = check<int64_t>(rows, "rows", {B});
+    check_rows(r, B, x.n_rows, "rows");
+    const int64_t H = W.ndim() == 2 ? W.shape(1) : -1;
+    const float* w = check<float>(W, "W", {x.n_cols, H});
+    return FirstLayerArgs{B, H, r, w, check<float>(b, "b", {H})};
+}
+
 inline void check_finite(const float* v, int64_t n, const char* name) {
     for (int64_t i = 0; i < n; ++i)
         if (!std::isfinite(v[i]))

@@ -293,12 +293,8 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("sparse_forward_lanes", [](const CSR& x, py::array rows, py::array W, py::array b,
                                      py::array bounds, bool pairs) {
-        const int64_t B = rows.ndim() == 1 ? rows.shape(0) : -1;
-        const int64_t* r = check<int64_t>(rows, "rows", {B});
-        check_rows(r, B, x.n_rows, "rows");
-        const int64_t H = W.ndim() == 2 ? W.shape(1) : -1;
-        const float* w = check<float>(W, "W", {x.n_cols, H});
-        const float* bb = check<float>(b, "b", {H});
+        const FirstLayerArgs f = check_first_layer(x, rows, W, b);
+        const int64_t B = f.B, H = f.H;
         constexpr int K = cpu::kLanes;
         const int64_t* lb = check<int64_t>(bounds, "bounds", {K + 1});
         if (lb[0] != 0 || lb[K] != x.n_cols)
@@ -312,8 +308,8 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release nogil;
             std::vector<int32_t> pos(static_cast<size_t>(x.n_rows * (K + 1)));
             cpu::lane_offsets(pos.data(), x.view(), lb, K, 1);
-            cpu::sparse_forward_lanes(pp, x.view(), pos.data(), K, r, B, w, H, 0, K, pairs);
-            cpu::lanes_sum(zp, pp, bb, H, B, 0, B, pairs);
+            cpu::sparse_forward_lanes(pp, x.view(), pos.data(), K, f.rows, B, f.W, H, 0, K, pairs);
+            cpu::lanes_sum(zp, pp, f.b, H, B, 0, B, pairs);
         }
         return py::make_tuple(z, P);
     }, py::arg("x"), py::arg("rows"), py::arg("W"), py::arg("b"), py::arg("bounds"),
