@@ -124,6 +124,9 @@ PYBIND11_MODULE(_core, m) {
         cpu::set_default_threads(n);
     }, py::arg("n"), "Default thread count for every kernel; 0 restores OpenMP's default.");
     m.def("get_num_threads", &cpu::default_threads);
+    m.def("_split_all_work", &cpu::set_split_all_work, py::arg("on"),
+          "For tests: use every requested thread even where the work is too small to gain from "
+          "it (results are the same by design). Returns the previous setting.");
 
     // ---- CSR ---------------------------------------------------------------------------------
     py::class_<CSR, std::shared_ptr<CSR>>(m, "CSR", "A CSR matrix with sorted unique columns per row.")

@@ -134,6 +134,9 @@ int default_threads();
 int resolve_threads(int requested);
 // Threads worth using for `work` units when each thread should get at least `grain` of them.
 int threads_for(int requested, int64_t work, int64_t grain);
+// For the tests: with `on`, threads_for ignores the grain, so every call with little work runs
+// on all the threads asked for (results must not change). Returns the previous setting.
+bool set_split_all_work(bool on);
 bool have_openmp();
 
 // ---- csr.cpp: multi-hot encoding and conversions --------------------------------------------

@@ -63,7 +63,12 @@ int resolve_threads(int requested) {
 #endif
 }
 
+static std::atomic<bool> g_split_all_work{false};
+
+bool set_split_all_work(bool on) { return g_split_all_work.exchange(on); }
+
 int threads_for(int requested, int64_t work, int64_t grain) {
+    if (g_split_all_work.load(std::memory_order_relaxed)) return resolve_threads(requested);
     const int64_t useful = std::max<int64_t>(1, work / std::max<int64_t>(1, grain));
     return static_cast<int>(std::min<int64_t>(resolve_threads(requested), useful));
 }
@@ -147,7 +152,7 @@ void Net::sync_optimizer() {
     if (!cpu::optimizer_is_lazy(opt_)) return;
     float* s[3] = {nullptr, nullptr, nullptr};
     for (int k = 0; k < n_slots(); ++k) s[k] = slots_[0][k].data();
-    cpu::optimizer_catch_up(opt_, iterations_, s, dims_[1], synced_.data(), 0, dims_[0]);
+    cpu::optimizer_catch_up(opt_, iterations(), s, dims_[1], synced_.data(), 0, dims_[0]);
 }
 
 void Net::set_iterations(int64_t it) {
@@ -203,16 +208,17 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     const bool pairs = nt <= 2;
 
     // Scratch: activations and gradients of every layer for one batch, the lane partials.
-    std::vector<std::vector<float>> z(L), a(L), dz(L);
-    int64_t maxH = 0;
+    // da[l] is the gradient of layer l's input (B, dims_[l]). Each layer has its own: phase 1
+    // has no barrier between layers, so one buffer shared by layers of different widths would
+    // let a thread on one layer overwrite the rows another thread is reading on another.
+    std::vector<std::vector<float>> z(L), a(L), dz(L), da(L);
     for (int l = 0; l < L; ++l) {
         const size_t n = static_cast<size_t>(Bmax * dims_[l + 1]);
         z[l].resize(n);
         a[l].resize(n);
         dz[l].resize(n);
-        maxH = std::max(maxH, dims_[l + 1]);
+        if (l >= 1) da[l].resize(static_cast<size_t>(Bmax * dims_[l]));
     }
-    std::vector<float> da(static_cast<size_t>(Bmax * maxH));
     std::vector<double> loss_row(static_cast<size_t>(Bmax)), correct_row(static_cast<size_t>(Bmax));
     if (static_cast<int64_t>(lane_sums_.size()) < K * Bmax * H0)
         lane_sums_.resize(static_cast<size_t>(K * Bmax * H0));
@@ -249,6 +255,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     for (int p = 0; p < 2 * L; ++p)
         for (int s = 0; s < n_slots(); ++s) sp[p][s] = slots_[p][s].data();
     const bool lazy = cpu::optimizer_is_lazy(opt_);
+    const int64_t it0 = iterations();
     auto batch_rows = [&](int64_t batch) { return std::min(B, N - batch * B); };
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -266,7 +273,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
             const int64_t batch = batch_begin + s;
             const int64_t r0 = batch * B, Bb = batch_rows(batch);  // <= Bmax
             const int64_t* rows = order + r0;
-            const int64_t it = iterations_ + s;
+            const int64_t it = it0 + s;
 
             // ---- phase 1: per-row forward, loss, backward to the first layer's dz
             // (meanwhile the next batch's rows are fetched for this thread's phase 2)
@@ -281,8 +288,8 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
                                        loss_, O, Bb, b0, b1);
             for (int l = L - 1; l >= 1; --l) {
                 const int64_t I = dims_[l], H = dims_[l + 1];
-                cpu::dense_backward_input(da.data(), dz[l].data(), param(2 * l), I, H, b0, b1);
-                cpu::act_backward(dz[l - 1].data(), da.data(), z[l - 1].data(), a[l - 1].data(),
+                cpu::dense_backward_input(da[l].data(), dz[l].data(), param(2 * l), I, H, b0, b1);
+                cpu::act_backward(dz[l - 1].data(), da[l].data(), z[l - 1].data(), a[l - 1].data(),
                                   acts_[l - 1], b0 * I, b1 * I);
             }
             if (ahead)

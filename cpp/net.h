@@ -6,6 +6,7 @@
 // time; inference may run concurrently with other inference (a shared lock).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -32,7 +33,7 @@ class Net {
     int loss() const { return loss_; }
     const cpu::OptimizerConfig& optimizer() const { return opt_; }
     int n_layers() const { return static_cast<int>(acts_.size()); }
-    int64_t iterations() const { return iterations_; }
+    int64_t iterations() const { return iterations_.load(std::memory_order_relaxed); }
 
     // Parameter p = 2l (kernel of layer l) or 2l + 1 (bias); size in floats.
     int n_params() const { return 2 * n_layers(); }
@@ -83,7 +84,8 @@ class Net {
     AlignedFloats lane_sums_;
     std::vector<int32_t> touched_;
     std::vector<uint8_t> touched_flag_;
-    int64_t iterations_ = 0;
+    // Atomic: Python may read it (progress, Ctrl-C) while a trainer runs without the lock.
+    std::atomic<int64_t> iterations_{0};
     mutable std::shared_mutex mutex_;
 };
 

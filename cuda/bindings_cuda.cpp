@@ -248,6 +248,12 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
     m.doc() = "imdbfast's GPU kernels run serially on the host (a test double of _cuda).";
     m.attr("simulated") = true;
     m.attr("architectures") = "host simulator";
+    m.def("_set_launch_order", [](int order) {
+        if (order < 0 || order > 2) throw std::invalid_argument("order: must be 0, 1 or 2");
+        return gpu::sim_launch_order().exchange(order);
+    }, py::arg("order"),
+       "For tests: run every kernel's elements ascending (0), descending (1) or evens then odds "
+       "(2); results must not change. Returns the previous order.");
 #else
     m.doc() = "imdbfast's CUDA backend: device-resident training, inference and CSR building.";
     m.attr("simulated") = false;

@@ -128,7 +128,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
         small_grads(G, offset_dev_.data(), dims_dev_.data(), dz_ptrs_.data(), a_ptrs_.data(), L,
                     offset_[1], offset_.back(), Bb);
         sparse_weight_grad(G, index_, batch, dz_[0].data(), D, dims_[1]);
-        optimizer_step(opt_, iterations_ + s, params_.data(), G, slots.data(), offset_.back());
+        optimizer_step(opt_, iterations() + s, params_.data(), G, slots.data(), offset_.back());
     }
     iterations_ += steps;
 

@@ -10,6 +10,7 @@
 // Methods take the object's lock: one caller at a time.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -43,7 +44,7 @@ class DeviceNet {
     int n_params() const { return 2 * n_layers(); }
     int64_t param_size(int p) const { return offset_[p + 1] - offset_[p]; }
     int n_slots() const { return cpu::optimizer_num_slots(opt_); }
-    int64_t iterations() const { return iterations_; }
+    int64_t iterations() const { return iterations_.load(std::memory_order_relaxed); }
     void set_iterations(int64_t it) { iterations_ = it; }
 
     // Host copies in and out (param p = 2l kernel, 2l + 1 bias; flat).
@@ -78,7 +79,8 @@ class DeviceNet {
     std::vector<int64_t> offset_;  // (n_params + 1) of each parameter in the flat buffers
     Buffer<float> params_, grads_;
     std::vector<Buffer<float>> slots_;
-    int64_t iterations_ = 0;
+    // Atomic: Python may read it (progress, Ctrl-C) while a trainer runs without the lock.
+    std::atomic<int64_t> iterations_{0};
 
     // Per-batch activations and gradients, (rows_ x H_l) per layer.
     int64_t rows_ = 0;

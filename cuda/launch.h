@@ -13,6 +13,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
@@ -40,6 +41,16 @@ __global__ void parallel_for_kernel(int64_t n, F body) {
 }
 #endif
 
+#ifdef IMDBFAST_CUDA_SIM
+// The order the simulator runs a loop's elements in: 0 ascending, 1 descending, 2 even indices
+// then odd ones. A kernel whose result depends on the order (one element reading another's
+// output: a race on the GPU) gives other bits under another order; the tests compare them.
+inline std::atomic<int>& sim_launch_order() {
+    static std::atomic<int> order{0};
+    return order;
+}
+#endif
+
 #if defined(__CUDACC__) || defined(IMDBFAST_CUDA_SIM)
 // body(i) for every i in [0, n), in parallel; no ordering between elements. (Kernel sources
 // only: host-compiled files such as the bindings see the rest of this header.)
@@ -47,7 +58,17 @@ template <class F>
 void parallel_for(int64_t n, F body) {
     if (n <= 0) return;
 #ifdef IMDBFAST_CUDA_SIM
-    for (int64_t i = 0; i < n; ++i) body(i);
+    switch (sim_launch_order().load(std::memory_order_relaxed)) {
+        case 1:
+            for (int64_t i = n; i-- > 0;) body(i);
+            break;
+        case 2:
+            for (int64_t i = 0; i < n; i += 2) body(i);
+            for (int64_t i = 1; i < n; i += 2) body(i);
+            break;
+        default:
+            for (int64_t i = 0; i < n; ++i) body(i);
+    }
 #else
     constexpr int kThreads = 256;
     const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20);

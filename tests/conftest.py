@@ -5,10 +5,21 @@ Tests that need the real IMDB data skip, with the reason, when datautil.data_dir
 
 from __future__ import annotations
 
+import os
 import zlib
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests (hypothesis): `ci`, the default, is bounded and derandomised (the same
+# examples on every run, no example database); `long` explores far more, for the sanitizer runs
+# and for local hunting. Choose with IMDBFAST_HYPOTHESIS=long.
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=_SLOW_OK)
+settings.register_profile("long", max_examples=400, deadline=None, suppress_health_check=_SLOW_OK)
+settings.load_profile(os.environ.get("IMDBFAST_HYPOTHESIS", "ci"))
 
 import imdbfast
 from datautil import data_dir, flat, keras_load_data, synthetic_sequences  # noqa: F401

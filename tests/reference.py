@@ -223,3 +223,9 @@ def init_weights(rng: np.random.Generator, dims) -> list:
     for i, o in zip(dims[:-1], dims[1:]):
         out += [glorot_uniform(rng, i, o).astype(np.float32), np.zeros(o, dtype=np.float32)]
     return out
+
+
+# A float32 training trajectory drifts from this float64 one only by rounding: over the dozen or
+# so steps the tests run, per-step losses agree to ~1e-6 relative, so 1e-5 is a real check, not a
+# loose one (a wrong gradient, a lost update or a race moves the loss by far more).
+TRAJECTORY = dict(rtol=1e-5, atol=0.0)

@@ -1,0 +1,175 @@
+"""Properties of the compiled training loop over random networks and data (hypothesis).
+
+For every architecture (1-4 hidden layers of 1-70 units, mixed activations, 1-3 outputs), every
+optimizer variant and loss, batch sizes 1-600 with a partial last batch, multi-hot or valued
+inputs, with and without sample weights:
+
+  (a) the weights and optimizer slots are bitwise identical for 1, 2, 3 and 4 threads and when a
+      run is repeated (no race, no split that depends on the thread count);
+  (b) the per-batch and per-epoch losses follow the float64 Keras-math reference
+      (tests/reference.py) within its trajectory tolerance.
+
+Training normally runs small steps on one thread (the work is too small to share); these tests
+make every call use all the threads asked for (`_core._split_all_work`), so even a batch of one
+row is split. The CUDA simulator runs the same property: (a) across runs and across the orders
+it can run a kernel's elements in (`_cuda_sim._set_launch_order`), and (b).
+
+Profiles (tests/conftest.py): `ci` (default, derandomised, bounded) and `long` (set
+IMDBFAST_HYPOTHESIS=long; the sanitizer runs use it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import imdbfast
+from imdbfast import _core
+
+import reference as ref
+from conftest import assert_close
+
+ACTS = ["relu", "tanh", "sigmoid", "linear"]
+OPTIMIZERS = [
+    ("rmsprop", {}),
+    ("rmsprop", {"momentum": 0.5}),
+    ("rmsprop", {"centered": True}),
+    ("adam", {}),
+    ("adam", {"amsgrad": True}),
+    ("sgd", {"learning_rate": 0.01}),
+    ("sgd", {"learning_rate": 0.01, "momentum": 0.9}),
+    ("sgd", {"learning_rate": 0.01, "momentum": 0.9, "nesterov": True}),
+]
+
+
+@st.composite
+def problems(draw):
+    hidden = draw(st.lists(st.integers(1, 70), min_size=1, max_size=4))
+    outputs = draw(st.sampled_from([1, 1, 2, 3]))
+    loss = draw(st.sampled_from(["bce_logits", "bce_probs", "mse"]))
+    acts = [draw(st.sampled_from(ACTS)) for _ in hidden]
+    acts.append("sigmoid" if loss != "mse" else draw(st.sampled_from(ACTS)))
+    optimizer, cfg = draw(st.sampled_from(OPTIMIZERS))
+    batch_size = draw(st.integers(1, 600))
+    n_batches = draw(st.integers(1, max(1, min(6, 2400 // batch_size))))
+    last = draw(st.integers(1, batch_size))  # rows of the last, possibly partial, batch
+    return dict(
+        dims=[draw(st.integers(1, 300))] + hidden + [outputs], acts=acts, loss=loss,
+        optimizer=optimizer, cfg=cfg, batch_size=batch_size,
+        n=(n_batches - 1) * batch_size + last,
+        epochs=draw(st.integers(1, 2)),
+        mean_len=draw(st.integers(0, 60)),
+        valued=draw(st.booleans()),  # a dense matrix of values, not 0/1 (CSR with values)
+        weighted=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def make_data(p):
+    """x (CSR), y, sample weights and the dense float64 x of the reference."""
+    rng = np.random.default_rng(p["seed"])
+    n, D, O = p["n"], p["dims"][0], p["dims"][-1]
+    density = min(1.0, p["mean_len"] / D)
+    mask = rng.random((n, D)) < density
+    if p["valued"]:
+        dense = np.where(mask, rng.uniform(0.1, 1.0, (n, D)), 0.0).astype(np.float32)
+        x = _core.csr_from_dense(dense)
+    else:
+        dense = mask.astype(np.float32)
+        x = imdbfast.multi_hot([np.flatnonzero(r) for r in mask], D)
+    y = rng.integers(0, 2, (n, O)).astype(np.float32)
+    sw = rng.uniform(0.5, 1.5, n).astype(np.float32) if p["weighted"] else None
+    return x, y, sw, dense.astype(np.float64), rng
+
+
+def train(module, p, weights, x, y, sw, threads):
+    """Weights, slots and per-epoch (per-batch losses, loss sum, correct sum) of one run."""
+    lr = p["cfg"].get("learning_rate", 1e-3)
+    cfg = {k: v for k, v in p["cfg"].items() if k != "learning_rate"}
+    net = module.Net(p["dims"], p["acts"], p["loss"], p["optimizer"], lr, **cfg)
+    net.set_weights(weights)
+    n, bs = p["n"], p["batch_size"]
+    epochs = []
+    for e in range(p["epochs"]):
+        loss_sum, correct, rows, per_batch, _ = net.train_batches(
+            x, y, sw, _core.shuffle_order(n, p["seed"], e), bs, 0, -(-n // bs), threads, True)
+        assert rows == n
+        epochs.append((per_batch, loss_sum, correct))
+    return net.get_weights(), net.get_slots(), epochs
+
+
+def check_reference(p, weights, dense, y, sw, epochs):
+    cfg = dict(p["cfg"], learning_rate=p["cfg"].get("learning_rate", 1e-3))
+    model = ref.Model(weights, p["acts"], p["loss"], p["optimizer"], **cfg)
+    for e, (per_batch, loss_sum, correct) in enumerate(epochs):
+        order = _core.shuffle_order(p["n"], p["seed"], e)
+        ref_batches, ref_loss, ref_acc = model.train_epoch(
+            dense, y.astype(np.float64), order, p["batch_size"],
+            None if sw is None else sw.astype(np.float64))
+        assert_close(per_batch, [b[0] for b in ref_batches], **ref.TRAJECTORY,
+                     what=f"epoch {e} batch losses")
+        assert_close(loss_sum / p["n"], ref_loss, **ref.TRAJECTORY, what=f"epoch {e} loss")
+        # accuracy counts a threshold: a float32 output within rounding of 0.5 may round the
+        # other way, so it is compared to one row in n, not exactly
+        assert abs(correct / p["n"] - ref_acc) <= 1.0 / p["n"] + 1e-12
+
+
+def assert_same_bits(a, b, what):
+    (wa, sa, ea), (wb, sb, eb) = a, b
+    for i, (u, v) in enumerate(zip(wa, wb)):
+        np.testing.assert_array_equal(u, v, err_msg=f"{what}: weights[{i}]")
+    for i, (u, v) in enumerate(zip(sa, sb)):
+        for s, (su, sv) in enumerate(zip(u, v)):
+            np.testing.assert_array_equal(su, sv, err_msg=f"{what}: slot {s} of weights[{i}]")
+    for e, ((pa, la, ca), (pb, lb, cb)) in enumerate(zip(ea, eb)):
+        np.testing.assert_array_equal(pa, pb, err_msg=f"{what}: epoch {e} batch losses")
+        assert (la, ca) == (lb, cb), f"{what}: epoch {e} totals"
+
+
+@contextlib.contextmanager
+def split_all_work():
+    previous = _core._split_all_work(True)
+    try:
+        yield
+    finally:
+        _core._split_all_work(previous)
+
+
+@contextlib.contextmanager
+def launch_order(sim, order):
+    previous = sim._set_launch_order(order)
+    try:
+        yield
+    finally:
+        sim._set_launch_order(previous)
+
+
+@given(p=problems())
+def test_any_network_trains_the_same_on_any_thread_count(p):
+    x, y, sw, dense, rng = make_data(p)
+    weights = ref.init_weights(rng, p["dims"])
+    with split_all_work():
+        runs = {t: train(_core, p, weights, x, y, sw, t) for t in (1, 2, 3, 4)}
+        for t in (2, 3, 4):
+            assert_same_bits(runs[1], runs[t], f"threads={t} vs 1")
+        for t in (2, 4):  # a race shows as a difference between two runs of one thread count
+            assert_same_bits(runs[t], train(_core, p, weights, x, y, sw, t), f"threads={t}, run 2")
+    check_reference(p, weights, dense, y, sw, runs[1][2])
+
+
+@given(p=problems())
+def test_any_network_on_the_cuda_simulator(p):
+    sim = pytest.importorskip("imdbfast._cuda_sim", reason="built without the CUDA simulator")
+    x, y, sw, dense, rng = make_data(p)
+    weights = ref.init_weights(rng, p["dims"])
+    first = train(sim, p, weights, x, y, sw, 0)
+    assert_same_bits(first, train(sim, p, weights, x, y, sw, 0), "simulator, run 2")
+    # The GPU runs a kernel's elements in no fixed order: a race there shows here as other bits
+    # when the simulator runs them in another order.
+    for order in (1, 2):
+        with launch_order(sim, order):
+            assert_same_bits(first, train(sim, p, weights, x, y, sw, 0), f"launch order {order}")
+    check_reference(p, weights, dense, y, sw, first[2])
