@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-# Property-based tests (hypothesis): `ci`, the default, is bounded and derandomised (the same
-# examples on every run, no example database); `long` explores far more, for the sanitizer runs
-# and for local hunting. Choose with IMDBFAST_HYPOTHESIS=long.
+# Property-based tests (hypothesis). `ci`, the default, and `long` (ten times the examples, for
+# the sanitizer runs) are derandomised: the same examples on every run, so CI cannot flake.
+# `hunt` draws new examples every run, for looking for bugs locally. IMDBFAST_HYPOTHESIS=name.
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, database=None,
                           suppress_health_check=_SLOW_OK)
-settings.register_profile("long", max_examples=400, deadline=None, suppress_health_check=_SLOW_OK)
+settings.register_profile("long", max_examples=400, deadline=None, derandomize=True,
+                          database=None, suppress_health_check=_SLOW_OK)
+settings.register_profile("hunt", max_examples=2000, deadline=None, suppress_health_check=_SLOW_OK)
 settings.load_profile(os.environ.get("IMDBFAST_HYPOTHESIS", "ci"))
 
 import imdbfast

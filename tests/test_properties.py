@@ -7,15 +7,16 @@ inputs, with and without sample weights:
   (a) the weights and optimizer slots are bitwise identical for 1, 2, 3 and 4 threads and when a
       run is repeated (no race, no split that depends on the thread count);
   (b) the per-batch and per-epoch losses follow the float64 Keras-math reference
-      (tests/reference.py) within its trajectory tolerance.
+      (tests/reference.py) within its trajectory tolerance, up to the first step with a relu
+      pre-activation within rounding of its kink (kink_margin; ~80 % of all steps are compared).
 
 Training normally runs small steps on one thread (the work is too small to share); these tests
 make every call use all the threads asked for (`_core._split_all_work`), so even a batch of one
 row is split. The CUDA simulator runs the same property: (a) across runs and across the orders
 it can run a kernel's elements in (`_cuda_sim._set_launch_order`), and (b).
 
-Profiles (tests/conftest.py): `ci` (default, derandomised, bounded) and `long` (set
-IMDBFAST_HYPOTHESIS=long; the sanitizer runs use it).
+Profiles (tests/conftest.py): `ci` (default, derandomised, 40 examples), `long` (400, the
+sanitizer runs) and `hunt` (2,000, new examples every run); IMDBFAST_HYPOTHESIS=name.
 """
 
 from __future__ import annotations
@@ -101,20 +102,49 @@ def train(module, p, weights, x, y, sw, threads):
     return net.get_weights(), net.get_slots(), epochs
 
 
+def kink_margin(model, x):
+    """How far the batch's relu pre-activations are from 0, relative to their rounding scale.
+
+    z = inp @ W + b carries a float32 rounding error of ~1e-7 * (|inp| @ |W| + |b|). Where the
+    ratio is small, float32 and float64 may put a row on different sides of the kink, and from
+    there the trajectories part by more than rounding (RMSprop and Adam turn even a tiny
+    gradient into a whole step), so the reference comparison stops after such a step.
+    """
+    zs, as_ = ref.forward(model.params, model.acts, x)
+    margin = np.inf
+    for l, name in enumerate(model.acts[:-1]):
+        if name == "relu":
+            inp = x if l == 0 else as_[l - 1]
+            scale = np.abs(inp) @ np.abs(model.params[2 * l]) + np.abs(model.params[2 * l + 1])
+            margin = min(margin, float(np.min(np.abs(zs[l]) / np.maximum(scale, 1e-30))))
+    return margin
+
+
 def check_reference(p, weights, dense, y, sw, epochs):
+    """Per-batch and per-epoch losses against the float64 reference, step by step, while the
+    trajectory is well conditioned (kink_margin); returns the number of steps compared."""
     cfg = dict(p["cfg"], learning_rate=p["cfg"].get("learning_rate", 1e-3))
     model = ref.Model(weights, p["acts"], p["loss"], p["optimizer"], **cfg)
+    n, bs, compared = p["n"], p["batch_size"], 0
+    y64, sw64 = y.astype(np.float64), None if sw is None else sw.astype(np.float64)
     for e, (per_batch, loss_sum, correct) in enumerate(epochs):
-        order = _core.shuffle_order(p["n"], p["seed"], e)
-        ref_batches, ref_loss, ref_acc = model.train_epoch(
-            dense, y.astype(np.float64), order, p["batch_size"],
-            None if sw is None else sw.astype(np.float64))
-        assert_close(per_batch, [b[0] for b in ref_batches], **ref.TRAJECTORY,
-                     what=f"epoch {e} batch losses")
-        assert_close(loss_sum / p["n"], ref_loss, **ref.TRAJECTORY, what=f"epoch {e} loss")
+        order = _core.shuffle_order(n, p["seed"], e)
+        ref_loss = ref_correct = 0.0
+        for k, start in enumerate(range(0, n, bs)):
+            rows = order[start:start + bs]
+            margin = kink_margin(model, dense[rows])
+            loss, acc = model.train_step(dense[rows], y64[rows], None if sw is None else sw64[rows])
+            assert_close(per_batch[k], loss, **ref.TRAJECTORY, what=f"epoch {e} batch {k} loss")
+            compared += 1
+            if margin < 1e-5:
+                return compared
+            ref_loss += loss * len(rows)
+            ref_correct += acc
+        assert_close(loss_sum / n, ref_loss / n, **ref.TRAJECTORY, what=f"epoch {e} loss")
         # accuracy counts a threshold: a float32 output within rounding of 0.5 may round the
         # other way, so it is compared to one row in n, not exactly
-        assert abs(correct / p["n"] - ref_acc) <= 1.0 / p["n"] + 1e-12
+        assert abs(correct - ref_correct) <= 1.0 + 1e-9
+    return compared
 
 
 def assert_same_bits(a, b, what):
