@@ -1,8 +1,9 @@
 // csr.cpp: multi-hot encoding of ragged token sequences into CSR, and conversions between CSR
 // and dense matrices. Every builder works in two passes over rows (count, prefix-sum, fill), so
 // threads write disjoint slices and the output does not depend on the thread count.
-// Bad input found inside a parallel region is recorded (first bad row) and thrown afterwards:
-// exceptions must never cross an OpenMP region.
+// Bad input found inside a parallel region is recorded (first bad row) and thrown afterwards,
+// and code that allocates there runs under RegionErrors::guard: exceptions must never cross an
+// OpenMP region. Every region runs through run_region (parallel.h).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <string>
 
 #include "kernels.h"
+#include "parallel.h"
 
 #ifdef IMDBFAST_HAVE_OPENMP
 #include <omp.h>
@@ -190,13 +192,15 @@ CSR multi_hot(const int32_t* tokens, const int64_t* offsets, int64_t N, int64_t 
     dedup.reserve(nt);
     for (int t = 0; t < nt; ++t) dedup.emplace_back(D);
 
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 256) if (nt > 1)
-    for (int64_t r = 0; r < N; ++r) {
-        int64_t n = 0;
-        if (!dedup[thread_id()].count(tokens + offsets[r], offsets[r + 1] - offsets[r], D, &n))
-            bad.note(r);
-        out.indptr[r + 1] = n;
-    }
+        for (int64_t r = 0; r < N; ++r) {
+            int64_t n = 0;
+            if (!dedup[thread_id()].count(tokens + offsets[r], offsets[r + 1] - offsets[r], D, &n))
+                bad.note(r);
+            out.indptr[r + 1] = n;
+        }
+    });
     if (bad.any()) {
         int64_t r = bad.row.load();
         for (int64_t k = offsets[r]; k < offsets[r + 1]; ++k)
@@ -209,10 +213,12 @@ CSR multi_hot(const int32_t* tokens, const int64_t* offsets, int64_t N, int64_t 
     exclusive_prefix(out.indptr);
     out.indices.resize(static_cast<size_t>(out.indptr[N]));
 
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 256) if (nt > 1)
-    for (int64_t r = 0; r < N; ++r)
-        dedup[thread_id()].fill(tokens + offsets[r], offsets[r + 1] - offsets[r],
-                                out.indices.data() + out.indptr[r]);
+        for (int64_t r = 0; r < N; ++r)
+            dedup[thread_id()].fill(tokens + offsets[r], offsets[r + 1] - offsets[r],
+                                    out.indices.data() + out.indptr[r]);
+    });
     return out;
 }
 
@@ -220,19 +226,21 @@ void multi_hot_dense(float* out, const int32_t* tokens, const int64_t* offsets, 
                      int64_t D, int threads) {
     FirstBad bad;
     const int nt = threads_for(threads, N * D, 1 << 20);
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t r = 0; r < N; ++r) {
-        float* row = out + r * D;
-        std::memset(row, 0, sizeof(float) * static_cast<size_t>(D));
-        for (int64_t k = offsets[r]; k < offsets[r + 1]; ++k) {
-            uint32_t v = static_cast<uint32_t>(tokens[k]);
-            if (v >= static_cast<uint64_t>(D)) {
-                bad.note(r);
-                continue;
+        for (int64_t r = 0; r < N; ++r) {
+            float* row = out + r * D;
+            std::memset(row, 0, sizeof(float) * static_cast<size_t>(D));
+            for (int64_t k = offsets[r]; k < offsets[r + 1]; ++k) {
+                uint32_t v = static_cast<uint32_t>(tokens[k]);
+                if (v >= static_cast<uint64_t>(D)) {
+                    bad.note(r);
+                    continue;
+                }
+                row[v] = 1.0f;
             }
-            row[v] = 1.0f;
         }
-    }
+    });
     if (bad.any())
         throw std::out_of_range("sequences: sequence " + std::to_string(bad.row.load()) +
                                 " holds a token outside [0, " + std::to_string(D) + ")");
@@ -247,21 +255,23 @@ CSR csr_from_dense(const T* x, int64_t N, int64_t D, int threads) {
     FirstBad bad;
     std::atomic<bool> all_ones{true};
     const int nt = threads_for(threads, N * D, 1 << 20);
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t r = 0; r < N; ++r) {
-        const T* row = x + r * D;
-        int64_t n = 0;
-        bool ones = true, finite = true;
-        for (int64_t c = 0; c < D; ++c) {
-            T v = row[c];
-            n += v != T(0);
-            ones &= (v == T(0)) | (v == T(1));
-            finite &= std::isfinite(v);
+        for (int64_t r = 0; r < N; ++r) {
+            const T* row = x + r * D;
+            int64_t n = 0;
+            bool ones = true, finite = true;
+            for (int64_t c = 0; c < D; ++c) {
+                T v = row[c];
+                n += v != T(0);
+                ones &= (v == T(0)) | (v == T(1));
+                finite &= std::isfinite(v);
+            }
+            if (!finite) bad.note(r);
+            if (!ones) all_ones.store(false, std::memory_order_relaxed);
+            out.indptr[r + 1] = n;
         }
-        if (!finite) bad.note(r);
-        if (!ones) all_ones.store(false, std::memory_order_relaxed);
-        out.indptr[r + 1] = n;
-    }
+    });
     if (bad.any())
         throw std::invalid_argument("x: row " + std::to_string(bad.row.load()) +
                                     " holds NaN or infinity");
@@ -269,18 +279,20 @@ CSR csr_from_dense(const T* x, int64_t N, int64_t D, int threads) {
     out.binary = all_ones.load();
     out.indices.resize(static_cast<size_t>(out.indptr[N]));
     if (!out.binary) out.values.resize(out.indices.size());
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t r = 0; r < N; ++r) {
-        const T* row = x + r * D;
-        int64_t k = out.indptr[r];
-        for (int64_t c = 0; c < D; ++c) {
-            if (row[c] != T(0)) {
-                out.indices[k] = static_cast<int32_t>(c);
-                if (!out.binary) out.values[k] = static_cast<float>(row[c]);
-                ++k;
+        for (int64_t r = 0; r < N; ++r) {
+            const T* row = x + r * D;
+            int64_t k = out.indptr[r];
+            for (int64_t c = 0; c < D; ++c) {
+                if (row[c] != T(0)) {
+                    out.indices[k] = static_cast<int32_t>(c);
+                    if (!out.binary) out.values[k] = static_cast<float>(row[c]);
+                    ++k;
+                }
             }
         }
-    }
+    });
     return out;
 }
 template CSR csr_from_dense<float>(const float*, int64_t, int64_t, int);
@@ -296,63 +308,76 @@ CSR csr_from_arrays(const int64_t* indptr, const int32_t* indices, const float* 
     const int nt = threads_for(threads, indptr[N], 1 << 16);
     // Rows that are already strictly increasing are copied; others are sorted and merged.
     std::vector<uint8_t> sorted(static_cast<size_t>(N), 1);
+    RegionErrors errors;
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 256) if (nt > 1)
-    for (int64_t r = 0; r < N; ++r) {
-        const int32_t* c = indices + indptr[r];
-        const int64_t L = indptr[r + 1] - indptr[r];
-        bool inc = true;
-        for (int64_t k = 1; k < L; ++k) inc &= c[k] > c[k - 1];
-        int64_t n = L;
-        if (!inc) {
-            sorted[r] = 0;
-            std::vector<int32_t> t(c, c + L);
-            std::sort(t.begin(), t.end());
-            n = std::unique(t.begin(), t.end()) - t.begin();
+        for (int64_t r = 0; r < N; ++r) {
+            const int32_t* c = indices + indptr[r];
+            const int64_t L = indptr[r + 1] - indptr[r];
+            bool inc = true;
+            for (int64_t k = 1; k < L; ++k) inc &= c[k] > c[k - 1];
+            int64_t n = L;
+            if (!inc) {
+                sorted[r] = 0;
+                errors.guard([&] {  // allocates
+                    std::vector<int32_t> t(c, c + L);
+                    std::sort(t.begin(), t.end());
+                    n = std::unique(t.begin(), t.end()) - t.begin();
+                });
+            }
+            out.indptr[r + 1] = n;
         }
-        out.indptr[r + 1] = n;
-    }
+    });
+    errors.rethrow();
     exclusive_prefix(out.indptr);
     out.indices.resize(static_cast<size_t>(out.indptr[N]));
     if (!out.binary) out.values.resize(out.indices.size());
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 256) if (nt > 1)
-    for (int64_t r = 0; r < N; ++r) {
-        const int64_t s = indptr[r], L = indptr[r + 1] - s;
-        int32_t* oc = out.indices.data() + out.indptr[r];
-        float* ov = out.binary ? nullptr : out.values.data() + out.indptr[r];
-        if (sorted[r]) {
-            std::copy(indices + s, indices + s + L, oc);
-            if (ov) std::copy(values + s, values + s + L, ov);
-            continue;
-        }
-        std::vector<int64_t> perm(static_cast<size_t>(L));
-        for (int64_t k = 0; k < L; ++k) perm[k] = s + k;
-        // Stable, so duplicates are summed in their stored order.
-        std::stable_sort(perm.begin(), perm.end(),
-                         [&](int64_t a, int64_t b) { return indices[a] < indices[b]; });
-        int64_t n = -1;
-        for (int64_t k = 0; k < L; ++k) {
-            int64_t p = perm[k];
-            if (n < 0 || oc[n] != indices[p]) {
-                oc[++n] = indices[p];
-                if (ov) ov[n] = values[p];
-            } else if (ov) {
-                ov[n] += values[p];
+        for (int64_t r = 0; r < N; ++r) {
+            const int64_t s = indptr[r], L = indptr[r + 1] - s;
+            int32_t* oc = out.indices.data() + out.indptr[r];
+            float* ov = out.binary ? nullptr : out.values.data() + out.indptr[r];
+            if (sorted[r]) {
+                std::copy(indices + s, indices + s + L, oc);
+                if (ov) std::copy(values + s, values + s + L, ov);
+                continue;
             }
+            errors.guard([&] {  // allocates
+                std::vector<int64_t> perm(static_cast<size_t>(L));
+                for (int64_t k = 0; k < L; ++k) perm[k] = s + k;
+                // Stable, so duplicates are summed in their stored order.
+                std::stable_sort(perm.begin(), perm.end(),
+                                 [&](int64_t a, int64_t b) { return indices[a] < indices[b]; });
+                int64_t n = -1;
+                for (int64_t k = 0; k < L; ++k) {
+                    int64_t p = perm[k];
+                    if (n < 0 || oc[n] != indices[p]) {
+                        oc[++n] = indices[p];
+                        if (ov) ov[n] = values[p];
+                    } else if (ov) {
+                        ov[n] += values[p];
+                    }
+                }
+            });
         }
-    }
+    });
+    errors.rethrow();
     return out;
 }
 
 void csr_to_dense(float* out, const CSRView& x, int threads) {
     const int64_t D = x.n_cols;
     const int nt = threads_for(threads, x.n_rows * D, 1 << 20);
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t r = 0; r < x.n_rows; ++r) {
-        float* row = out + r * D;
-        std::memset(row, 0, sizeof(float) * static_cast<size_t>(D));
-        for (int64_t k = x.indptr[r]; k < x.indptr[r + 1]; ++k)
-            row[x.indices[k]] = x.values ? x.values[k] : 1.0f;
-    }
+        for (int64_t r = 0; r < x.n_rows; ++r) {
+            float* row = out + r * D;
+            std::memset(row, 0, sizeof(float) * static_cast<size_t>(D));
+            for (int64_t k = x.indptr[r]; k < x.indptr[r + 1]; ++k)
+                row[x.indices[k]] = x.values ? x.values[k] : 1.0f;
+        }
+    });
 }
 
 CSR csr_take_rows(const CSRView& x, const int64_t* rows, int64_t n, int threads) {
@@ -366,12 +391,14 @@ CSR csr_take_rows(const CSRView& x, const int64_t* rows, int64_t n, int threads)
     out.indices.resize(static_cast<size_t>(out.indptr[n]));
     if (!out.binary) out.values.resize(out.indices.size());
     const int nt = threads_for(threads, out.indptr[n], 1 << 18);
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; ++i) {
-        const int64_t s = x.indptr[rows[i]], L = x.indptr[rows[i] + 1] - s;
-        std::copy(x.indices + s, x.indices + s + L, out.indices.data() + out.indptr[i]);
-        if (!out.binary) std::copy(x.values + s, x.values + s + L, out.values.data() + out.indptr[i]);
-    }
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t s = x.indptr[rows[i]], L = x.indptr[rows[i] + 1] - s;
+            std::copy(x.indices + s, x.indices + s + L, out.indices.data() + out.indptr[i]);
+            if (!out.binary) std::copy(x.values + s, x.values + s + L, out.values.data() + out.indptr[i]);
+        }
+    });
     return out;
 }
 
@@ -386,13 +413,15 @@ CSR ragged_take(const CSRView& x, const int64_t* rows, int64_t n, int64_t prefix
         out.indptr[i + 1] = out.indptr[i] + extra + (x.indptr[rows[i] + 1] - x.indptr[rows[i]]);
     out.indices.resize(static_cast<size_t>(out.indptr[n]));
     const int nt = threads_for(threads, out.indptr[n], 1 << 18);
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; ++i) {
-        int32_t* o = out.indices.data() + out.indptr[i];
-        if (extra) *o++ = static_cast<int32_t>(prefix);
-        for (int64_t k = x.indptr[rows[i]]; k < x.indptr[rows[i] + 1]; ++k)
-            *o++ = static_cast<int32_t>(x.indices[k] + add);
-    }
+        for (int64_t i = 0; i < n; ++i) {
+            int32_t* o = out.indices.data() + out.indptr[i];
+            if (extra) *o++ = static_cast<int32_t>(prefix);
+            for (int64_t k = x.indptr[rows[i]]; k < x.indptr[rows[i] + 1]; ++k)
+                *o++ = static_cast<int32_t>(x.indices[k] + add);
+        }
+    });
     return out;
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "parallel.h"
 
 namespace imdbfast {
 namespace cpu {
@@ -226,14 +227,16 @@ void sparse_backward_scatter_impl(float* G, uint8_t* flag, const CSRView& x, con
 
 void lane_offsets(int32_t* pos, const CSRView& x, const int64_t* bounds, int K, int threads) {
     const int nt = threads_for(threads, x.indptr[x.n_rows], 1 << 16);
+    run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t r = 0; r < x.n_rows; ++r) {
-        const int32_t* first = x.indices + x.indptr[r];
-        const int32_t* last = x.indices + x.indptr[r + 1];
-        for (int k = 0; k <= K; ++k)
-            pos[r * (K + 1) + k] = static_cast<int32_t>(
-                std::lower_bound(first, last, bounds[k]) - first);
-    }
+        for (int64_t r = 0; r < x.n_rows; ++r) {
+            const int32_t* first = x.indices + x.indptr[r];
+            const int32_t* last = x.indices + x.indptr[r + 1];
+            for (int k = 0; k <= K; ++k)
+                pos[r * (K + 1) + k] = static_cast<int32_t>(
+                    std::lower_bound(first, last, bounds[k]) - first);
+        }
+    });
 }
 
 void sparse_forward_lanes(float* P, const CSRView& x, const int32_t* pos, int K,

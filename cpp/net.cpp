@@ -18,6 +18,7 @@
 // count. Small batches run on one thread: a parallel step would cost more in synchronisation
 // than it saves.
 #include "net.h"
+#include "parallel.h"
 
 #include <algorithm>
 #include <array>
@@ -114,8 +115,12 @@ int thread_num() {
 #endif
 }
 
-inline void barrier() {
-#pragma omp barrier
+int team_size() {
+#ifdef IMDBFAST_HAVE_OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
 }
 
 // [lo, hi) of n items for part t of nt.
@@ -185,18 +190,31 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     std::unique_lock<std::shared_mutex> lock(mutex_, std::try_to_lock);
     if (!lock.owns_lock())
         throw std::runtime_error("this model is being used by another thread; fit needs it alone");
-    const int L = n_layers();
     // Batches never exceed the data: scratch is sized by the rows a step can really have.
+    const int64_t Bmax = std::max<int64_t>(1, std::min(batch_size, N));
+    Stats total;
+    if (batch_end - batch_begin <= 0) return total;
+
+    // Threads: worth it only when a step has enough non-zeros to share. OpenMP may give a
+    // smaller team than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC): the work split is made for nt
+    // threads, so such a call runs again on one.
+    const int64_t step_nnz = N > 0 ? x.nnz() / N * Bmax : 0;
+    const int nt = cpu::threads_for(threads, step_nnz, kStepGrainNnz);
+    if (!train_team(nt, x, y, sw, order, N, batch_size, batch_begin, batch_end, threads,
+                    batch_loss, batch_acc, total))
+        train_team(1, x, y, sw, order, N, batch_size, batch_begin, batch_end, threads, batch_loss,
+                   batch_acc, total);
+    return total;
+}
+
+bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, const int64_t* order,
+                     int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
+                     int threads, double* batch_loss, double* batch_acc, Stats& total) {
+    const int L = n_layers();
     const int64_t D = dims_[0], H0 = dims_[1], O = dims_[L], B = batch_size,
                   Bmax = std::max<int64_t>(1, std::min(batch_size, N));
     const int64_t steps = batch_end - batch_begin;
-    Stats total;
-    if (steps <= 0) return total;
     const CSRView xv = x.narrow_view();
-
-    // Threads: worth it only when a step has enough non-zeros to share.
-    const int64_t step_nnz = N > 0 ? x.nnz() / N * Bmax : 0;
-    const int nt = cpu::threads_for(threads, step_nnz, kStepGrainNnz);
     // Lanes: thread t owns lanes [K t / nt, K (t + 1) / nt) (none when nt > K), i.e. W1's rows
     // [cb[t], cb[t + 1]).
     constexpr int K = cpu::kLanes;
@@ -258,18 +276,31 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     const int64_t it0 = iterations();
     auto batch_rows = [&](int64_t batch) { return std::min(B, N - batch * B); };
 
+    // Phases are numbered for the error protocol (RegionErrors): 0 the first gather, then 2s + 1
+    // and 2s + 2 for step s. A failure (an allocation in a kernel's scratch) stops every thread
+    // at the same barrier; the steps completed before it count.
+    cpu::Barrier barrier(nt);
+    cpu::RegionErrors errors;
+    int64_t done = 0;
+    bool short_team = false;
+    cpu::run_region(nt, [&] {
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int tid = thread_num();
+        if (team_size() != nt) {  // leave before any work or barrier
+            if (tid == 0) short_team = true;
+        } else {
         const int k0 = K * tid / nt, k1 = K * (tid + 1) / nt;
         // the thread's slice of touched_: one slot per column of its lanes, plus the one
         // collect_flagged may write past the last
         int32_t* touched = touched_.data() + cb[tid] + tid;
-        if (k0 < k1)
-            cpu::sparse_forward_lanes(P, xv, pos, K, order + batch_begin * B,
-                                      batch_rows(batch_begin), param(0), H0, k0, k1, pairs);
-        barrier();
-        for (int64_t s = 0; s < steps; ++s) {
+        errors.guard([&] {
+            if (k0 < k1)
+                cpu::sparse_forward_lanes(P, xv, pos, K, order + batch_begin * B,
+                                          batch_rows(batch_begin), param(0), H0, k0, k1, pairs);
+        });
+        barrier.wait();
+        for (int64_t s = 0; s < steps && !errors.failed_by(0); ++s) {
             const int64_t batch = batch_begin + s;
             const int64_t r0 = batch * B, Bb = batch_rows(batch);  // <= Bmax
             const int64_t* rows = order + r0;
@@ -277,74 +308,87 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
 
             // ---- phase 1: per-row forward, loss, backward to the first layer's dz
             // (meanwhile the next batch's rows are fetched for this thread's phase 2)
-            const bool ahead = k0 < k1 && s + 1 < steps;
-            if (ahead)
-                cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 0);
-            const int64_t b0 = part(Bb, tid, nt), b1 = part(Bb, tid + 1, nt);
-            cpu::lanes_sum(z[0].data(), P, param(1), H0, Bb, b0, b1, pairs);
-            forward_after_first(z, a, b0, b1);
-            cpu::loss_forward_backward(dz[L - 1].data(), loss_row.data(), correct_row.data(),
-                                       z[L - 1].data(), a[L - 1].data(), y, sw, rows, acts_[L - 1],
-                                       loss_, O, Bb, b0, b1);
-            for (int l = L - 1; l >= 1; --l) {
-                const int64_t I = dims_[l], H = dims_[l + 1];
-                cpu::dense_backward_input(da[l].data(), dz[l].data(), param(2 * l), I, H, b0, b1);
-                cpu::act_backward(dz[l - 1].data(), da[l].data(), z[l - 1].data(), a[l - 1].data(),
-                                  acts_[l - 1], b0 * I, b1 * I);
-            }
-            if (ahead)
-                cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 1);
-            barrier();
+            errors.guard([&] {
+                const bool ahead = k0 < k1 && s + 1 < steps;
+                if (ahead)
+                    cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 0);
+                const int64_t b0 = part(Bb, tid, nt), b1 = part(Bb, tid + 1, nt);
+                cpu::lanes_sum(z[0].data(), P, param(1), H0, Bb, b0, b1, pairs);
+                forward_after_first(z, a, b0, b1);
+                cpu::loss_forward_backward(dz[L - 1].data(), loss_row.data(), correct_row.data(),
+                                           z[L - 1].data(), a[L - 1].data(), y, sw, rows,
+                                           acts_[L - 1], loss_, O, Bb, b0, b1);
+                for (int l = L - 1; l >= 1; --l) {
+                    const int64_t I = dims_[l], H = dims_[l + 1];
+                    cpu::dense_backward_input(da[l].data(), dz[l].data(), param(2 * l), I, H, b0,
+                                              b1);
+                    cpu::act_backward(dz[l - 1].data(), da[l].data(), z[l - 1].data(),
+                                      a[l - 1].data(), acts_[l - 1], b0 * I, b1 * I);
+                }
+                if (ahead)
+                    cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 1);
+            }, 2 * s + 1);
+            barrier.wait();
+            if (errors.failed_by(2 * s + 1)) break;
 
             // ---- phase 2: gradients and updates, parameters split among threads
-            if (tid == 0) {
-                double ls = 0.0, cs = 0.0;
-                for (int64_t b = 0; b < Bb; ++b) {
-                    ls += loss_row[b];
-                    cs += correct_row[b];
+            errors.guard([&] {
+                if (tid == 0) {
+                    double ls = 0.0, cs = 0.0;
+                    for (int64_t b = 0; b < Bb; ++b) {
+                        ls += loss_row[b];
+                        cs += correct_row[b];
+                    }
+                    total.loss_sum += ls;
+                    total.correct_sum += cs;
+                    total.rows += Bb;
+                    if (batch_loss) batch_loss[s] = ls / static_cast<double>(Bb);
+                    if (batch_acc) batch_acc[s] = cs / static_cast<double>(Bb);
                 }
-                total.loss_sum += ls;
-                total.correct_sum += cs;
-                total.rows += Bb;
-                if (batch_loss) batch_loss[s] = ls / static_cast<double>(Bb);
-                if (batch_acc) batch_acc[s] = cs / static_cast<double>(Bb);
-            }
-            if (k0 < k1)
-                cpu::sparse_backward_scatter(G, flag, xv, pos, K, rows, Bb, dz[0].data(), H0, k0,
-                                             k1);
-            const int64_t n_touched = cpu::collect_flagged(touched, flag, cb[tid], cb[tid + 1]);
-            if (lazy) {  // the touched rows only; the others catch up when next touched
-                cpu::optimizer_update_touched(opt_, it, params_[0].data(), G, sp[0].data(), H0,
-                                              touched, n_touched, synced_.data());
-            } else {  // every row moves: a dense update of this thread's rows
-                cpu::optimizer_update(opt_, it, params_[0].data(), G, sp[0].data(),
-                                      cb[tid] * H0, cb[tid + 1] * H0);
-                for (int64_t i = 0; i < n_touched; ++i)
-                    std::fill_n(G + int64_t(touched[i]) * H0, H0, 0.0f);
-            }
-            if (k0 < k1 && s + 1 < steps)  // the next batch's lane partials, with the new rows
-                cpu::sparse_forward_lanes(P, xv, pos, K, order + (batch + 1) * B,
-                                          batch_rows(batch + 1), param(0), H0, k0, k1, pairs);
-            for (int64_t k = task_split[tid]; k < task_split[tid + 1]; ++k) {
-                const Task& t = tasks[k];
-                const int l = t.p / 2;
-                const int64_t H = dims_[l + 1];
-                float* g = grads_[t.p].data();
-                if (t.p % 2 == 0) {
-                    cpu::dense_backward_weight(g, dz[l].data(), a[l - 1].data(), Bb, dims_[l], H,
-                                               t.row0, t.row1);
-                    cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(),
-                                          t.row0 * H, t.row1 * H);
-                } else {
-                    cpu::bias_backward(g, dz[l].data(), Bb, H);
-                    cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(), 0, H);
+                if (k0 < k1)
+                    cpu::sparse_backward_scatter(G, flag, xv, pos, K, rows, Bb, dz[0].data(), H0,
+                                                 k0, k1);
+                const int64_t n_touched = cpu::collect_flagged(touched, flag, cb[tid], cb[tid + 1]);
+                if (lazy) {  // the touched rows only; the others catch up when next touched
+                    cpu::optimizer_update_touched(opt_, it, params_[0].data(), G, sp[0].data(), H0,
+                                                  touched, n_touched, synced_.data());
+                } else {  // every row moves: a dense update of this thread's rows
+                    cpu::optimizer_update(opt_, it, params_[0].data(), G, sp[0].data(),
+                                          cb[tid] * H0, cb[tid + 1] * H0);
+                    for (int64_t i = 0; i < n_touched; ++i)
+                        std::fill_n(G + int64_t(touched[i]) * H0, H0, 0.0f);
                 }
-            }
-            barrier();
+                if (k0 < k1 && s + 1 < steps)  // the next batch's lane partials, new weights
+                    cpu::sparse_forward_lanes(P, xv, pos, K, order + (batch + 1) * B,
+                                              batch_rows(batch + 1), param(0), H0, k0, k1, pairs);
+                for (int64_t k = task_split[tid]; k < task_split[tid + 1]; ++k) {
+                    const Task& t = tasks[k];
+                    const int l = t.p / 2;
+                    const int64_t H = dims_[l + 1];
+                    float* g = grads_[t.p].data();
+                    if (t.p % 2 == 0) {
+                        cpu::dense_backward_weight(g, dz[l].data(), a[l - 1].data(), Bb, dims_[l],
+                                                   H, t.row0, t.row1);
+                        cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(),
+                                              t.row0 * H, t.row1 * H);
+                    } else {
+                        cpu::bias_backward(g, dz[l].data(), Bb, H);
+                        cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(), 0,
+                                              H);
+                    }
+                }
+            }, 2 * s + 2);
+            barrier.wait();
+            if (errors.failed_by(2 * s + 2)) break;
+            if (tid == 0) done = s + 1;
+        }
         }
     }
-    iterations_ += steps;
-    return total;
+    });
+    if (short_team) return false;
+    iterations_ += done;
+    errors.rethrow();
+    return true;
 }
 
 // Inference over rows [first, last) in tiles of kTile rows, work-shared among threads: each
@@ -358,22 +402,39 @@ void Net::for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
     const CSRView xv = x.view();
     const int nt = cpu::threads_for(threads, x.indptr[last] - x.indptr[first], 1 << 15);
     const int64_t n_tiles = (N + kTile - 1) / kTile;
+    // Each thread's buffers for one tile, allocated here: nothing may throw inside the region.
+    struct Scratch {
+        std::vector<std::vector<float>> z, a;
+        std::vector<int64_t> rows;
+    };
+    std::vector<Scratch> scratch(static_cast<size_t>(nt));
+    cpu::RegionErrors errors;  // kernels' own scratch (thread_local) may still fail to grow
+    for (Scratch& sc : scratch) {
+        sc.z.resize(L);
+        sc.a.resize(L);
+        for (int l = 0; l < L; ++l) {
+            sc.z[l].resize(static_cast<size_t>(kTile * dims_[l + 1]));
+            sc.a[l].resize(sc.z[l].size());
+        }
+        sc.rows.resize(kTile);
+    }
+    cpu::run_region(nt, [&] {
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        std::vector<std::vector<float>> z(L), a(L);
-        for (int l = 0; l < L; ++l) {
-            z[l].resize(static_cast<size_t>(kTile * dims_[l + 1]));
-            a[l].resize(z[l].size());
-        }
-        std::vector<int64_t> rows(kTile);
+        Scratch& sc = scratch[thread_num()];
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < n_tiles; ++t) {
-            const int64_t r0 = t * kTile, n = std::min(kTile, N - r0);
-            for (int64_t j = 0; j < n; ++j) rows[j] = first + r0 + j;
-            forward_rows(z, a, xv, rows.data(), 0, n);
-            per_tile(t, rows.data(), n, z, a);
+            if (errors.failed_by(0)) continue;
+            errors.guard([&] {
+                const int64_t r0 = t * kTile, n = std::min(kTile, N - r0);
+                for (int64_t j = 0; j < n; ++j) sc.rows[j] = first + r0 + j;
+                forward_rows(sc.z, sc.a, xv, sc.rows.data(), 0, n);
+                per_tile(t, sc.rows.data(), n, sc.z, sc.a);
+            });
         }
     }
+    });
+    errors.rethrow();
 }
 
 void Net::predict(float* out, const CSR& x, int64_t first, int64_t last, int threads) const {

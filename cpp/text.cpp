@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kernels.h"
+#include "parallel.h"
 
 #ifdef IMDBFAST_HAVE_OPENMP
 #include <omp.h>
@@ -82,20 +83,24 @@ void texts_to_sequences(std::vector<int32_t>& tokens, std::vector<int64_t>& offs
     const int nt = threads_for(threads, bytes, 1 << 20);
     std::vector<std::vector<int32_t>> part(static_cast<size_t>(nt));
     offsets.assign(static_cast<size_t>(N) + 1, 0);
+    RegionErrors errors;  // the blocks grow as they are encoded: allocation may fail
+    run_region(nt, [&] {
 #pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+        errors.guard([&] {
 #ifdef IMDBFAST_HAVE_OPENMP
-        const int t = omp_get_thread_num();
+            const int t = omp_get_thread_num();
 #else
-        const int t = 0;
+            const int t = 0;
 #endif
-        std::string word;
-        std::vector<int32_t>& out = part[t];
-        for (int64_t i = N * t / nt; i < N * (t + 1) / nt; ++i) {
-            encode_one(out, word, texts[i], lengths[i], vocab, e);
-            offsets[i + 1] = static_cast<int64_t>(out.size());  // relative to the block
-        }
-    }
+            std::string word;
+            std::vector<int32_t>& out = part[t];
+            for (int64_t i = N * t / nt; i < N * (t + 1) / nt; ++i) {
+                encode_one(out, word, texts[i], lengths[i], vocab, e);
+                offsets[i + 1] = static_cast<int64_t>(out.size());  // relative to the block
+            }
+        });
+    });
+    errors.rethrow();
     int64_t base = 0;
     tokens.clear();
     for (int t = 0; t < nt; ++t) {

@@ -1,0 +1,75 @@
+// parallel.h: how imdbfast runs work on several threads, so that it survives the programs it is
+// embedded in (forked workers, busy machines, memory limits). Every OpenMP region of the core
+// goes through run_region; the training loop synchronises with Barrier.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+
+namespace imdbfast {
+namespace cpu {
+
+// Runs `region`, code that opens one OpenMP parallel region of nt threads, and returns when it
+// is done; an exception thrown by region (or kept by a RegionErrors it rethrows) reaches the
+// caller. Normally region runs on the calling thread. In a process forked from one that had
+// used threads, the thread that forked runs it on a helper thread instead: libgomp's pool of
+// workers belongs to the thread that opened the regions and does not survive fork (a region
+// opened from that thread waits forever for workers that are gone), while a thread created
+// after the fork starts a pool of its own, so a forked child keeps every thread.
+void run_region(int nt, const std::function<void()>& region);
+
+// Whether this process is a fork child of one that had loaded imdbfast (diagnostics).
+bool forked_child();
+
+// The first exception thrown by the threads of a region: a worker's body must not let one
+// escape the region (that would be std::terminate), so it runs under guard() and the caller
+// rethrows after the region. A region that synchronises in phases numbers them: after the
+// barrier that ends phase k, failed_by(k) gives every thread the same answer (a failure in a
+// later phase is not seen early), so they all leave the loop at the same barrier.
+class RegionErrors {
+   public:
+    template <class F>
+    void guard(F&& f, int64_t phase = 0) noexcept {
+        try {
+            f();
+        } catch (...) {
+            keep(std::current_exception(), phase);
+        }
+    }
+    bool failed_by(int64_t phase) const {
+        return first_phase_.load(std::memory_order_acquire) <= phase;
+    }
+    void rethrow() {
+        if (first_phase_.load(std::memory_order_acquire) != kNone) std::rethrow_exception(first_);
+    }
+
+   private:
+    static constexpr int64_t kNone = INT64_MAX;
+    void keep(std::exception_ptr e, int64_t phase) noexcept;
+    std::atomic<int64_t> first_phase_{kNone};
+    std::mutex mutex_;
+    std::exception_ptr first_;
+};
+
+// A reusable barrier for the n threads of one region. A waiter spins briefly (a step's normal
+// imbalance), then sleeps in the kernel: on a busy machine a thread whose partner was
+// descheduled gives its core away instead of spinning through the partner's time slice (as
+// libgomp's barrier does, for up to GOMP_SPINCOUNT iterations). wait() returns the nanoseconds
+// the caller waited.
+class Barrier {
+   public:
+    explicit Barrier(int n) : n_(n) {}
+    int64_t wait();
+
+   private:
+    const int n_;
+    alignas(64) std::atomic<int> arrived_{0};
+    alignas(64) std::atomic<uint32_t> generation_{0};
+    std::atomic<int> sleepers_{0};
+};
+
+}  // namespace cpu
+}  // namespace imdbfast

@@ -1,0 +1,107 @@
+"""imdbfast inside other people's programs: forked workers and busy machines.
+
+The fork tests run in a fresh interpreter (pytest's own process is not forked): the parent uses
+2 threads first (encoding, fit, predict), which is what leaves an OpenMP runtime without workers
+in a child; every child must then train and predict on 2 threads, with the parent's bits, within
+a timeout instead of hanging.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+COMMON = r"""
+import io, json, multiprocessing as mp, os, signal, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from datautil import synthetic_sequences
+import imdbfast
+from imdbfast import layers
+
+rng = np.random.default_rng(0)
+seqs = synthetic_sequences(rng, 3000, 2000, mean_len=60)
+y = rng.integers(0, 2, 3000).astype(np.float32)
+
+def job(seed):
+    # ~45 words a row: batches of 512 and a predict of 3000 rows run on 2 threads
+    x = imdbfast.multi_hot(seqs, 2000, threads=2)
+    m = imdbfast.Sequential([layers.Input((2000,)), layers.Dense(16, activation="relu"),
+                             layers.Dense(8, activation="relu"),
+                             layers.Dense(1, activation="sigmoid")], seed=seed)
+    m.compile("rmsprop", "binary_crossentropy", ["accuracy"])
+    m.fit(x, y, epochs=2, batch_size=512, verbose=0, threads=2)
+    p = m.predict(x, verbose=0, threads=2)
+    buf = io.BytesIO()
+    np.savez(buf, p=p, *m.get_weights())
+    return buf.getvalue()
+
+def same(a, b):
+    fa, fb = np.load(io.BytesIO(a)), np.load(io.BytesIO(b))
+    return sorted(fa.files) == sorted(fb.files) and all(
+        np.array_equal(fa[k], fb[k]) for k in fa.files)
+
+parent = {{s: job(s) for s in (1, 2)}}  # the parent has used its threads
+"""
+
+FORK_JOB = r"""
+def fork_job(seed):
+    # job(seed) in a child made by os.fork(); returns (its bytes, its wait status)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)  # a hang ends as a signal, not a stuck test
+        data = job(seed)
+        os.write(w, len(data).to_bytes(8, "little"))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(w, view):]
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        n = int.from_bytes(f.read(8) or bytes(8), "little")
+        data = f.read(n)
+    return data, os.waitpid(pid, 0)[1]
+"""
+
+OS_FORK = COMMON + FORK_JOB + r"""
+child, status = fork_job(1)
+print(json.dumps({{"status": status, "same": bool(child) and same(child, parent[1])}}))
+"""
+
+FORK_POOL = COMMON + FORK_JOB + r"""
+with mp.get_context("fork").Pool(2) as pool:
+    got = pool.map_async(job, [1, 2]).get(timeout=60)
+    # a second generation: a worker that forks again (os.fork: pool workers are daemons)
+    deep, status = pool.apply_async(fork_job, (2,)).get(timeout=90)
+print(json.dumps({{"same": [same(g, parent[s]) for g, s in zip(got, (1, 2))],
+                  "grandchild": status == 0 and bool(deep) and same(deep, parent[2])}}))
+"""
+
+
+def run_script(tmp_path, source, timeout):
+    script = tmp_path / "fork.py"
+    script.write_text(source.format(tests=os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_os_fork_child_trains_and_predicts_with_the_parents_bits(tmp_path):
+    out = run_script(tmp_path, OS_FORK, timeout=180)
+    assert out["status"] == 0, f"child ended with wait status {out['status']} (a hang is SIGALRM)"
+    assert out["same"]
+
+
+def test_fork_pool_workers_and_their_children_train_with_the_parents_bits(tmp_path):
+    out = run_script(tmp_path, FORK_POOL, timeout=300)
+    assert out["same"] == [True, True]
+    assert out["grandchild"]
