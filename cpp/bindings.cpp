@@ -97,6 +97,19 @@ void check_labels(const Net& net, const CSR& x, const py::array& y, const py::ob
     }
 }
 
+// A Net's weights and its optimizer slots brought up to date, as new arrays; the caller holds
+// the Net's lock.
+py::list current_weights(const Net& n) {
+    return weights_list(n, [&](int p, float* out) { std::copy_n(n.param(p), n.param_size(p), out); });
+}
+
+py::list current_slots(const Net& n) {
+    const auto w1 = n.w1_slots_now();
+    return slots_list(n, [&](int p, int s, float* out) {
+        std::copy_n(p == 0 ? w1[s].data() : n.slot(p, s), n.param_size(p), out);
+    });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -109,6 +122,8 @@ PYBIND11_MODULE(_core, m) {
         d["version"] = IMDBFAST_VERSION;
         d["openmp"] = cpu::have_openmp();
         d["threads"] = cpu::default_threads();
+        d["available_cpus"] = cpu::available_cpus();
+        d["forked_child"] = cpu::forked_child();
         d["compiler"] = __VERSION__;
 #ifdef __AVX512F__
         d["simd"] = "avx512";
@@ -127,6 +142,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("_split_all_work", &cpu::set_split_all_work, py::arg("on"),
           "For tests: use every requested thread even where the work is too small to gain from "
           "it (results are the same by design). Returns the previous setting.");
+    m.def("_cgroup_cpu_limit", &cpu::cgroup_cpu_limit, py::arg("proc_self_cgroup"),
+          py::arg("root"), "For tests: the CPU quota of cgroups read from a mount at `root`.");
+    m.def("available_cpus", &cpu::available_cpus,
+          "CPUs this process may use: its affinity mask, capped by a cgroup CPU quota.");
 
     // ---- CSR ---------------------------------------------------------------------------------
     py::class_<CSR, std::shared_ptr<CSR>>(m, "CSR", "A CSR matrix with sorted unique columns per row.")
@@ -405,22 +424,56 @@ PYBIND11_MODULE(_core, m) {
         })
         .def("get_weights", [](const Net& n) {
             std::shared_lock<std::shared_mutex> lock(n.mutex());
-            return weights_list(n, [&](int p, float* out) {
-                std::copy_n(n.param(p), n.param_size(p), out);
-            });
+            return current_weights(n);
         }, "Copies of [kernel_1 (I, H), bias_1 (H), ...] in Keras's order.")
         .def("set_weights", [](Net& n, py::list ws) {
             const auto src = check_weights(ws, n.dims());
             std::unique_lock<std::shared_mutex> lock(n.mutex());
             for (int p = 0; p < n.n_params(); ++p) std::copy_n(src[p], n.param_size(p), n.param(p));
         })
-        .def("get_slots", [](Net& n) {
-            std::unique_lock<std::shared_mutex> lock(n.mutex());
-            n.sync_optimizer();
-            return slots_list(n, [&](int p, int s, float* out) {
-                std::copy_n(n.slot(p, s), n.param_size(p), out);
-            });
+        .def("get_slots", [](const Net& n) {
+            std::shared_lock<std::shared_mutex> lock(n.mutex());
+            return current_slots(n);
         }, "Optimizer slots, brought up to date: [[slot arrays of param 0], ...], flat.")
+        .def("state", [](const Net& n) {
+            std::shared_lock<std::shared_mutex> lock(n.mutex());
+            py::object synced = py::none();
+            if (cpu::optimizer_is_lazy(n.optimizer()))
+                synced = py::array_t<int64_t>(static_cast<py::ssize_t>(n.synced().size()),
+                                              n.synced().data());
+            return py::make_tuple(
+                current_weights(n),
+                slots_list(n, [&](int p, int s, float* out) {
+                    std::copy_n(n.slot(p, s), n.param_size(p), out);
+                }),
+                synced, n.iterations());
+        }, "The exact training state of one moment (between two training calls): (weights, "
+           "slots as stored, synced, iterations). With a lazy optimizer W1's rows r are current "
+           "through step synced[r] (else synced is None); set_state restores it bit for bit.")
+        .def("set_state", [](Net& n, py::list ws, py::list slots, py::object synced,
+                             int64_t iterations) {
+            const auto w = check_weights(ws, n.dims());
+            const auto src = check_slots(slots, n.dims(), n.n_slots());
+            if (iterations < 0) throw std::invalid_argument("iterations: must be >= 0");
+            const int64_t* sy = nullptr;
+            if (!synced.is_none()) {
+                if (!cpu::optimizer_is_lazy(n.optimizer()))
+                    throw std::invalid_argument("synced: only a lazy optimizer has it");
+                sy = check<int64_t>(synced.cast<py::array>(), "synced", {n.dims()[0]});
+                for (int64_t r = 0; r < n.dims()[0]; ++r)
+                    if (sy[r] < 0 || sy[r] > iterations)
+                        throw std::invalid_argument("synced: entries must be in [0, iterations]");
+            }
+            std::unique_lock<std::shared_mutex> lock(n.mutex());
+            for (int p = 0; p < n.n_params(); ++p) std::copy_n(w[p], n.param_size(p), n.param(p));
+            for (int p = 0; p < n.n_params(); ++p)
+                for (int s = 0; s < n.n_slots(); ++s)
+                    std::copy_n(src[p][s], n.param_size(p), n.slot(p, s));
+            n.set_iterations_only(iterations);
+            auto& dst = n.synced();
+            if (sy) std::copy_n(sy, dst.size(), dst.begin());
+            else std::fill(dst.begin(), dst.end(), iterations);
+        }, py::arg("weights"), py::arg("slots"), py::arg("synced"), py::arg("iterations"))
         .def("set_slots", [](Net& n, py::list slots) {
             const auto src = check_slots(slots, n.dims(), n.n_slots());
             std::unique_lock<std::shared_mutex> lock(n.mutex());

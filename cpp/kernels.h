@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common.h"
+#include "parallel.h"  // threads: how many, and how regions run
 
 // A loop over the H (or I) elements of one row, to be vectorised across that row. GCC 12 otherwise
 // vectorises some of these across rows or along the reduction (scalar adds in strict order) and
@@ -126,18 +127,6 @@ struct TextEncoding {
 };
 
 namespace cpu {
-
-// ---- threads (net.cpp) ----------------------------------------------------------------------
-// requested <= 0 means the global default (set_default_threads, else OpenMP's max threads).
-void set_default_threads(int n);
-int default_threads();
-int resolve_threads(int requested);
-// Threads worth using for `work` units when each thread should get at least `grain` of them.
-int threads_for(int requested, int64_t work, int64_t grain);
-// For the tests: with `on`, threads_for ignores the grain, so every call with little work runs
-// on all the threads asked for (results must not change). Returns the previous setting.
-bool set_split_all_work(bool on);
-bool have_openmp();
 
 // ---- csr.cpp: multi-hot encoding and conversions --------------------------------------------
 // tokens (offsets[N]) int32, offsets (N+1) int64 monotone from 0; every token in [0, D).

@@ -33,47 +33,6 @@
 namespace imdbfast {
 namespace cpu {
 
-static std::atomic<int> g_default_threads{0};
-
-void set_default_threads(int n) { g_default_threads.store(n > 0 ? n : 0); }
-
-int default_threads() {
-    int n = g_default_threads.load();
-    if (n > 0) return n;
-#ifdef IMDBFAST_HAVE_OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-bool have_openmp() {
-#ifdef IMDBFAST_HAVE_OPENMP
-    return true;
-#else
-    return false;
-#endif
-}
-
-int resolve_threads(int requested) {
-#ifdef IMDBFAST_HAVE_OPENMP
-    return std::max(1, requested > 0 ? requested : default_threads());
-#else
-    (void)requested;
-    return 1;
-#endif
-}
-
-static std::atomic<bool> g_split_all_work{false};
-
-bool set_split_all_work(bool on) { return g_split_all_work.exchange(on); }
-
-int threads_for(int requested, int64_t work, int64_t grain) {
-    if (g_split_all_work.load(std::memory_order_relaxed)) return resolve_threads(requested);
-    const int64_t useful = std::max<int64_t>(1, work / std::max<int64_t>(1, grain));
-    return static_cast<int>(std::min<int64_t>(resolve_threads(requested), useful));
-}
-
 namespace {
 inline uint64_t splitmix64(uint64_t& s) {
     uint64_t z = (s += 0x9E3779B97F4A7C15ull);
@@ -160,6 +119,20 @@ void Net::sync_optimizer() {
     cpu::optimizer_catch_up(opt_, iterations(), s, dims_[1], synced_.data(), 0, dims_[0]);
 }
 
+std::vector<std::vector<float>> Net::w1_slots_now() const {
+    std::vector<std::vector<float>> out(static_cast<size_t>(n_slots()));
+    float* s[3] = {nullptr, nullptr, nullptr};
+    for (int k = 0; k < n_slots(); ++k) {
+        out[k].assign(slots_[0][k].begin(), slots_[0][k].end());
+        s[k] = out[k].data();
+    }
+    if (cpu::optimizer_is_lazy(opt_)) {
+        std::vector<int64_t> synced(synced_);
+        cpu::optimizer_catch_up(opt_, iterations(), s, dims_[1], synced.data(), 0, dims_[0]);
+    }
+    return out;
+}
+
 void Net::set_iterations(int64_t it) {
     sync_optimizer();
     iterations_ = it;
@@ -187,9 +160,10 @@ void Net::forward_after_first(std::vector<std::vector<float>>& z,
 Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const int64_t* order,
                          int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
                          int threads, double* batch_loss, double* batch_acc) {
-    std::unique_lock<std::shared_mutex> lock(mutex_, std::try_to_lock);
-    if (!lock.owns_lock())
-        throw std::runtime_error("this model is being used by another thread; fit needs it alone");
+    std::unique_lock<std::mutex> trainer(trainer_mutex_, std::try_to_lock);
+    if (!trainer.owns_lock())
+        throw std::runtime_error("this model is being trained by another thread");
+    std::unique_lock<std::shared_mutex> lock(mutex_);  // waits for readers' current calls
     // Batches never exceed the data: scratch is sized by the rows a step can really have.
     const int64_t Bmax = std::max<int64_t>(1, std::min(batch_size, N));
     Stats total;

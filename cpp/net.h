@@ -3,13 +3,15 @@
 //
 // Parameters are owned here in Keras's layout (kernel (I, H), then bias (H), layer by layer), so
 // the Python layer only validates, converts and orchestrates. A Net is used by one trainer at a
-// time; inference may run concurrently with other inference (a shared lock).
+// time (a second is refused); readers (inference, weights, snapshots) share a lock with each
+// other and wait for the trainer's current call, which waits for them: none breaks a fit.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <mutex>
 #include <shared_mutex>
 #include <vector>
 
@@ -40,10 +42,19 @@ class Net {
     int64_t param_size(int p) const;
     float* param(int p) { return params_[p].data(); }
     const float* param(int p) const { return params_[p].data(); }
-    // Optimizer slot s of parameter p, current (lazy rows are brought up to date first).
+    // Optimizer slot s of parameter p as stored (W1's lazy rows may lag: see slots_now).
     int n_slots() const { return cpu::optimizer_num_slots(opt_); }
     float* slot(int p, int s) { return slots_[p][s].data(); }
+    const float* slot(int p, int s) const { return slots_[p][s].data(); }
+    // Copies of W1's slots brought up to date (the lazy rows caught up in the copies only:
+    // reading the slots must not change the bits of later steps).
+    std::vector<std::vector<float>> w1_slots_now() const;
+    // Brings W1's lazy rows up to date in the model (before the slots or the step are set).
     void sync_optimizer();
+    // W1's rows: the step through which each row's slots are current (lazy optimizers).
+    std::vector<int64_t>& synced() { return synced_; }
+    const std::vector<int64_t>& synced() const { return synced_; }
+    void set_iterations_only(int64_t it) { iterations_ = it; }
     void set_iterations(int64_t it);
 
     // Trains on batches [batch_begin, batch_end) of the epoch whose row order is `order` (N rows,
@@ -59,6 +70,7 @@ class Net {
                    int threads) const;
 
     std::shared_mutex& mutex() const { return mutex_; }
+    std::mutex& trainer_mutex() { return trainer_mutex_; }
 
    private:
     // train_batches on a team of nt threads, adding to total; false (and nothing done) when
@@ -92,6 +104,7 @@ class Net {
     // Atomic: Python may read it (progress, Ctrl-C) while a trainer runs without the lock.
     std::atomic<int64_t> iterations_{0};
     mutable std::shared_mutex mutex_;
+    std::mutex trainer_mutex_;
 };
 
 }  // namespace imdbfast

@@ -1,12 +1,22 @@
 // parallel.cpp: fork-safe regions, kept exceptions and the sleeping barrier (see parallel.h).
 #include "parallel.h"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <thread>
 
 #include <pthread.h>
+#include <sched.h>
+
+#ifdef IMDBFAST_HAVE_OPENMP
+#include <omp.h>
+#endif
 
 #if defined(__linux__)
 #include <linux/futex.h>
@@ -16,6 +26,136 @@
 
 namespace imdbfast {
 namespace cpu {
+
+// ---- how many threads ---------------------------------------------------------------------------
+
+namespace {
+
+std::atomic<int> g_default_threads{0};
+std::atomic<bool> g_split_all_work{false};
+
+std::string read_file(const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    if (f) ss << f.rdbuf();
+    return ss.str();
+}
+
+// ceil(quota / period) from a cgroup v2 cpu.max ("max 100000" or "150000 100000"), or v1's two
+// files; 0 when unlimited or unreadable.
+int quota_cpus(const std::string& quota, const std::string& period) {
+    long long q = 0, p = 0;
+    if (quota.empty() || quota.compare(0, 3, "max") == 0) return 0;
+    try {
+        q = std::stoll(quota);
+        p = std::stoll(period);
+    } catch (...) {
+        return 0;
+    }
+    if (q <= 0 || p <= 0) return 0;
+    return static_cast<int>(std::min<long long>((q + p - 1) / p, 1 << 20));
+}
+
+int limit_at(const std::string& dir, bool v2) {
+    if (v2) {
+        std::istringstream f(read_file(dir + "/cpu.max"));
+        std::string q, p;
+        f >> q >> p;
+        return quota_cpus(q, p);
+    }
+    return quota_cpus(read_file(dir + "/cpu.cfs_quota_us"), read_file(dir + "/cpu.cfs_period_us"));
+}
+
+}  // namespace
+
+int cgroup_cpu_limit(const std::string& proc_self_cgroup, const std::string& root) {
+    int best = 0;
+    auto take = [&](int n) {
+        if (n > 0 && (best == 0 || n < best)) best = n;
+    };
+    std::istringstream lines(proc_self_cgroup);
+    std::string line;
+    while (std::getline(lines, line)) {
+        // "hierarchy-id:controllers:path"; v2 is "0::path"
+        const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+        if (b == std::string::npos) continue;
+        const std::string controllers = line.substr(a + 1, b - a - 1);
+        std::string path = line.substr(b + 1);
+        const bool v2 = controllers.empty();
+        std::string mount;
+        if (v2) {
+            mount = root;
+        } else {
+            std::istringstream c(controllers);
+            std::string name;
+            bool cpu = false;
+            while (std::getline(c, name, ',')) cpu |= name == "cpu";
+            if (!cpu) continue;
+            mount = root + "/" + controllers;
+        }
+        // The process's cgroup and each one above it (a limit anywhere up the tree applies);
+        // in a container whose cgroup is its root the path is "/" and this reads the mount.
+        while (!path.empty() && path.back() == '/') path.pop_back();
+        for (;;) {
+            take(limit_at(mount + path, v2));
+            if (path.empty()) break;
+            path.resize(path.rfind('/'));
+        }
+    }
+    return best;
+}
+
+int available_cpus() {
+    int n = static_cast<int>(std::thread::hardware_concurrency());
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+    static const int quota = cgroup_cpu_limit(read_file("/proc/self/cgroup"), "/sys/fs/cgroup");
+    if (quota > 0) n = std::min(n, quota);
+#endif
+    return std::max(1, n);
+}
+
+void set_default_threads(int n) { g_default_threads.store(n > 0 ? n : 0); }
+
+int default_threads() {
+    const int n = g_default_threads.load();
+    if (n > 0) return n;
+#ifdef IMDBFAST_HAVE_OPENMP
+    // OMP_NUM_THREADS is the user's choice; otherwise the CPUs this process may really use
+    // now (libgomp counts the affinity mask once, at load, and knows no cgroup quota).
+    if (std::getenv("OMP_NUM_THREADS")) return omp_get_max_threads();
+    return available_cpus();
+#else
+    return 1;
+#endif
+}
+
+bool have_openmp() {
+#ifdef IMDBFAST_HAVE_OPENMP
+    return true;
+#else
+    return false;
+#endif
+}
+
+int resolve_threads(int requested) {
+#ifdef IMDBFAST_HAVE_OPENMP
+    return std::max(1, requested > 0 ? requested : default_threads());
+#else
+    (void)requested;
+    return 1;
+#endif
+}
+
+bool set_split_all_work(bool on) { return g_split_all_work.exchange(on); }
+
+int threads_for(int requested, int64_t work, int64_t grain) {
+    if (g_split_all_work.load(std::memory_order_relaxed)) return resolve_threads(requested);
+    const int64_t useful = std::max<int64_t>(1, work / std::max<int64_t>(1, grain));
+    return static_cast<int>(std::min<int64_t>(resolve_threads(requested), useful));
+}
 
 // ---- fork ---------------------------------------------------------------------------------------
 

@@ -8,10 +8,30 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <string>
 
 namespace imdbfast {
 namespace cpu {
 
+// ---- how many threads ----
+// requested <= 0 means the default: set_default_threads(n) if set, else OMP_NUM_THREADS if set,
+// else available_cpus().
+void set_default_threads(int n);
+int default_threads();
+int resolve_threads(int requested);
+// Threads worth using for `work` units when each thread should get at least `grain` of them.
+int threads_for(int requested, int64_t work, int64_t grain);
+// For the tests: with `on`, threads_for ignores the grain, so every call with little work runs
+// on all the threads asked for (results must not change). Returns the previous setting.
+bool set_split_all_work(bool on);
+bool have_openmp();
+// The CPUs this process may use now: its affinity mask, capped by a cgroup CPU quota.
+int available_cpus();
+// The CPU quota (rounded up) of the cgroups listed in `proc_self_cgroup` (the text of
+// /proc/self/cgroup, v1 or v2) under the cgroup mount `root`; 0 when there is none.
+int cgroup_cpu_limit(const std::string& proc_self_cgroup, const std::string& root);
+
+// ---- regions ----
 // Runs `region`, code that opens one OpenMP parallel region of nt threads, and returns when it
 // is done; an exception thrown by region (or kept by a RegionErrors it rethrows) reaches the
 // caller. Normally region runs on the calling thread. In a process forked from one that had

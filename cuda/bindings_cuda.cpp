@@ -415,6 +415,41 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
             std::lock_guard<std::mutex> lock(n.mutex());
             return slots_list(n, [&](int p, int s, float* out) { n.get_slot(p, s, out); });
         }, "Optimizer slots: [[slot arrays of param 0], ...], flat.")
+        .def("state", [](DeviceNet& n) {
+            std::lock_guard<std::mutex> lock(n.mutex());
+            return py::make_tuple(
+                weights_list(n, [&](int p, float* out) { n.get_param(p, out); }),
+                slots_list(n, [&](int p, int s, float* out) { n.get_slot(p, s, out); }),
+                py::none(), n.iterations());
+        }, "As _core.Net.state; the device updates every row every step, so synced is None.")
+        .def("set_state", [](DeviceNet& n, py::list ws, py::list slots, py::object synced,
+                             int64_t iterations) {
+            const auto w = check_weights(ws, n.dims());
+            const auto src = check_slots(slots, n.dims(), n.n_slots());
+            if (iterations < 0) throw std::invalid_argument("iterations: must be >= 0");
+            // A CPU state with lagging rows: bring them up to date first (the device has none).
+            std::vector<std::vector<float>> w1;
+            if (!synced.is_none()) {
+                const int64_t D = n.dims()[0], H = n.dims()[1];
+                const int64_t* sy = check<int64_t>(synced.cast<py::array>(), "synced", {D});
+                std::vector<int64_t> sync(sy, sy + D);
+                for (int64_t r = 0; r < D; ++r)
+                    if (sync[r] < 0 || sync[r] > iterations)
+                        throw std::invalid_argument("synced: entries must be in [0, iterations]");
+                float* sp[3] = {nullptr, nullptr, nullptr};
+                for (int s = 0; s < n.n_slots(); ++s) {
+                    w1.emplace_back(src[0][s], src[0][s] + D * H);
+                    sp[s] = w1.back().data();
+                }
+                cpu::optimizer_catch_up(n.optimizer(), iterations, sp, H, sync.data(), 0, D);
+            }
+            std::lock_guard<std::mutex> lock(n.mutex());
+            for (int p = 0; p < n.n_params(); ++p) n.set_param(p, w[p]);
+            for (int p = 0; p < n.n_params(); ++p)
+                for (int s = 0; s < n.n_slots(); ++s)
+                    n.set_slot(p, s, p == 0 && !w1.empty() ? w1[s].data() : src[p][s]);
+            n.set_iterations(iterations);
+        }, py::arg("weights"), py::arg("slots"), py::arg("synced"), py::arg("iterations"))
         .def("set_slots", [](DeviceNet& n, py::list slots) {
             const auto src = check_slots(slots, n.dims(), n.n_slots());
             std::lock_guard<std::mutex> lock(n.mutex());
@@ -437,9 +472,10 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
             Stats st;
             {
                 py::gil_scoped_release nogil;
-                std::unique_lock<std::mutex> lock(n.mutex(), std::try_to_lock);
-                if (!lock.owns_lock())
-                    throw std::runtime_error("this model is being used by another thread; fit needs it alone");
+                std::unique_lock<std::mutex> trainer(n.trainer_mutex(), std::try_to_lock);
+                if (!trainer.owns_lock())
+                    throw std::runtime_error("this model is being trained by another thread");
+                std::lock_guard<std::mutex> lock(n.mutex());  // waits for readers' calls
                 st = n.train_batches(*xd, yd->ptr, swd ? swd->ptr : nullptr, op, batch_size,
                                      batch_begin, batch_end, blp, bap);
             }

@@ -44,6 +44,7 @@ class DeviceNet {
     int n_params() const { return 2 * n_layers(); }
     int64_t param_size(int p) const { return offset_[p + 1] - offset_[p]; }
     int n_slots() const { return cpu::optimizer_num_slots(opt_); }
+    const cpu::OptimizerConfig& optimizer() const { return opt_; }
     int64_t iterations() const { return iterations_.load(std::memory_order_relaxed); }
     void set_iterations(int64_t it) { iterations_ = it; }
 
@@ -64,6 +65,7 @@ class DeviceNet {
     Stats evaluate(const DeviceCSR& x, const float* y, const float* sw, int64_t first, int64_t last);
 
     std::mutex& mutex() { return mutex_; }
+    std::mutex& trainer_mutex() { return trainer_mutex_; }
 
    private:
     float* param(int p) { return params_.data() + offset_[p]; }
@@ -96,6 +98,7 @@ class DeviceNet {
     Buffer<int64_t> order_;
     Scratch scratch_;
     std::mutex mutex_;
+    std::mutex trainer_mutex_;  // one trainer at a time; readers wait on mutex_ instead
 };
 
 }  // namespace gpu

@@ -30,7 +30,7 @@ METRICS = ("accuracy", "acc", "binary_accuracy")
 ROWS_PER_CHUNK = 8192  # the compiled loop returns to Python this often (progress, Ctrl-C)
 INFERENCE_CHUNK = 1 << 16  # rows per compiled predict/evaluate call (~10 ms: Ctrl-C stays prompt)
 FORMAT = "imdbfast-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: slot_synced (the lazy rows' steps); version 1 files are read too
 
 
 def _one_fit_at_a_time(fit):
@@ -406,13 +406,17 @@ class Sequential:
                 word_index = None
         if word_index is not None:
             arrays["word_index"] = np.frombuffer(json.dumps(word_index).encode("utf-8"), dtype=np.uint8)
-        for i, w in enumerate(self._net.get_weights()):
+        # One moment of the model, exactly (even while another thread trains it).
+        weights, slots_list, synced, iterations = self._net.state()
+        for i, w in enumerate(weights):
             arrays[f"weight_{i}"] = w
         if self._compile_config is not None:
-            arrays["iterations"] = np.array(self._net.iterations, dtype=np.int64)
-            for p, slots in enumerate(self._net.get_slots()):
+            arrays["iterations"] = np.array(iterations, dtype=np.int64)
+            for p, slots in enumerate(slots_list):
                 for s, a in enumerate(slots):
                     arrays[f"slot_{p}_{s}"] = a
+            if synced is not None:
+                arrays["slot_synced"] = synced
         arrays["checksum"] = np.array(_checksum(arrays))  # over everything above
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
@@ -621,7 +625,7 @@ def _load_model(path: str | os.PathLike, device: str) -> Sequential:
             config = json.loads(str(f["config"]))
         except ValueError:
             raise ValueError(f"load_model: {os.fspath(path)!r} has a damaged config") from None
-        if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
+        if config.get("format") != FORMAT or config.get("version") not in (1, FORMAT_VERSION):
             raise ValueError(f"load_model: unsupported format {config.get('format')!r} "
                              f"version {config.get('version')!r} (this imdbfast reads "
                              f"{FORMAT!r} version {FORMAT_VERSION})")
@@ -640,12 +644,13 @@ def _load_model(path: str | os.PathLike, device: str) -> Sequential:
         if "word_index" in f.files:
             model.word_index = json.loads(f["word_index"].tobytes().decode("utf-8"))
         n_weights = 2 * len(model.layers)
-        model.set_weights([f[f"weight_{i}"] for i in range(n_weights)])
+        weights = [f[f"weight_{i}"] for i in range(n_weights)]
+        model.set_weights(weights)
         if comp is not None:
             net = model._net
-            net.set_slots([[f[f"slot_{p}_{s}"] for s in range(net.n_slots)]
-                           for p in range(n_weights)])
-            net.iterations = int(f["iterations"])
+            slots = [[f[f"slot_{p}_{s}"] for s in range(net.n_slots)] for p in range(n_weights)]
+            synced = f["slot_synced"] if "slot_synced" in f.files else None
+            net.set_state(weights, slots, synced, int(f["iterations"]))
     return model
 
 

@@ -1,6 +1,7 @@
 """The Keras-compatible API: shapes, History, callbacks, errors, saving, and Keras's math."""
 
 import io
+import json
 import warnings
 from contextlib import redirect_stdout
 
@@ -299,6 +300,55 @@ def test_save_load_round_trip_is_exact(data, tmp_path):
     uncompiled.save(tmp_path / "u.npz")
     u = imdbfast.load_model(tmp_path / "u.npz")
     np.testing.assert_array_equal(u.get_weights()[0], uncompiled.get_weights()[0])
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_a_checkpoint_changes_no_bit(data, tmp_path, optimizer):
+    """Saving mid-training leaves the run's bits alone, and the file resumes it exactly (RMSprop
+    keeps W1's untouched rows lazy: the file holds the step each row is current through)."""
+    seqs, y = data
+
+    def model():
+        m = book_model(seed=3)
+        m.compile(optimizer, "binary_crossentropy", ["accuracy"])
+        return m
+
+    saved = model()
+    saved.fit(seqs, y, epochs=2, batch_size=64, verbose=0, seed=5)
+    saved.save(tmp_path / "ckpt.npz")
+    saved.fit(seqs, y, epochs=2, batch_size=64, verbose=0, seed=5, initial_epoch=0)
+    resumed = imdbfast.load_model(tmp_path / "ckpt.npz")
+    resumed.fit(seqs, y, epochs=2, batch_size=64, verbose=0, seed=5, initial_epoch=0)
+    again = model()  # the same two fits, never saved
+    again.fit(seqs, y, epochs=2, batch_size=64, verbose=0, seed=5)
+    again.fit(seqs, y, epochs=2, batch_size=64, verbose=0, seed=5, initial_epoch=0)
+    for a, b, c in zip(again.get_weights(), saved.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_version_1_model_files_still_load(data, tmp_path):
+    from imdbfast import models
+
+    seqs, y = data
+    m = compiled(seed=4)
+    m.fit(seqs, y, epochs=1, verbose=0, seed=1)
+    m.save(tmp_path / "v2.npz")
+    with np.load(tmp_path / "v2.npz") as f:
+        arrays = {k: f[k] for k in f.files if k not in ("checksum", "slot_synced")}
+    config = json.loads(str(arrays["config"]))
+    config["version"] = 1
+    arrays["config"] = np.array(json.dumps(config))
+    # version 1 stored W1's slots brought up to date
+    arrays.update({f"slot_0_{s}": a for s, a in enumerate(m._net.get_slots()[0])})
+    arrays["checksum"] = np.array(models._checksum(arrays))
+    np.savez(tmp_path / "v1.npz", **arrays)
+    r = imdbfast.load_model(tmp_path / "v1.npz")
+    for a, b in zip(r.get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(r._net.get_slots(), m._net.get_slots()):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
 
 
 def test_imdbfast_fit_one_call(data):

@@ -285,3 +285,107 @@ def test_property_fit_and_predict_match_reference(seqs, seed, batch):
         _, loss, acc = model.train_epoch(x, y.reshape(-1, 1), np.arange(len(seqs)), batch)
         assert h.history["loss"][epoch] == pytest.approx(loss, rel=1e-4, abs=1e-6)
     np.testing.assert_allclose(m.predict(seqs, verbose=0), model.predict(x), rtol=1e-4, atol=1e-6)
+
+
+def test_readers_never_break_a_fit_and_see_one_moment(rng):
+    """predict, evaluate, get_weights and snapshots from other threads during a fit wait for a
+    step boundary: the fit runs to the end, and every snapshot is the state after exactly its
+    step count (replayed bit for bit on a fresh net)."""
+    from imdbfast import _core
+
+    n, D = 3000, 2000
+    seqs = synthetic_sequences(rng, n, D, mean_len=60)
+    x = imdbfast.multi_hot(seqs, D)
+    y = rng.integers(0, 2, (n, 1)).astype(np.float32)
+    weights = ref.init_weights(rng, [D, 16, 8, 1])
+    acts = ["relu", "relu", "sigmoid"]
+
+    def fresh():
+        net = _core.Net([D, 16, 8, 1], acts, "bce_logits", "rmsprop", 1e-3)
+        net.set_weights(weights)
+        return net
+
+    bs, nb, epochs = 64, -(-n // 64), 6
+    net, stop, snaps, errors = fresh(), threading.Event(), [], []
+
+    def train():
+        try:
+            for e in range(epochs):
+                order = _core.shuffle_order(n, 3, e)
+                for b0 in range(0, nb, 7):  # chunks of 7 steps, as fit runs them
+                    net.train_batches(x, y, None, order, bs, b0, min(nb, b0 + 7), 2)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            stop.set()
+
+    def read():
+        while not stop.is_set():
+            try:
+                snaps.append(net.state())
+                net.predict(x, 2)
+                net.evaluate(x, y, None, 2)
+                net.get_weights()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+                return
+
+    threads = [threading.Thread(target=train)] + [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert net.iterations == epochs * nb
+    assert snaps
+    for weights_at, slots_at, synced_at, it in snaps[:: max(1, len(snaps) // 8)]:
+        replay = fresh()
+        for e in range(it // nb + 1):
+            steps = min(nb, it - e * nb)
+            if steps > 0:
+                replay.train_batches(x, y, None, _core.shuffle_order(n, 3, e), bs, 0, steps, 1)
+        assert replay.iterations == it
+        for a, b in zip(replay.get_weights(), weights_at):
+            np.testing.assert_array_equal(a, b)
+        w, slots, synced, _ = replay.state()
+        np.testing.assert_array_equal(synced, synced_at)
+        for a, b in zip(slots, slots_at):
+            for sa, sb in zip(a, b):
+                np.testing.assert_array_equal(sa, sb)
+
+
+def test_predict_and_save_during_fit_do_not_abort_it(rng, tmp_path):
+    seqs = synthetic_sequences(rng, 4000, 500, mean_len=60)
+    y = rng.integers(0, 2, 4000)
+    x = imdbfast.multi_hot(seqs, 500)
+    m = small_model(0, 500)
+    m.fit(x, y, epochs=1, verbose=0)
+    stop, errors, saved = threading.Event(), [], []
+
+    def read(i):
+        k = 0
+        while not stop.is_set():
+            try:
+                m.predict(x, verbose=0)
+                path = tmp_path / f"m{i}_{k}.npz"
+                m.save(path)
+                saved.append(path)
+                k += 1
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+                return
+
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        m.fit(x, y, epochs=15, batch_size=64, verbose=0)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not errors, errors
+    assert len(m.history.epoch) == 15
+    for path in saved[:: max(1, len(saved) // 5)]:
+        loaded = imdbfast.load_model(path)  # checksummed: a torn file would be refused
+        assert loaded._net.iterations % 1 == 0 and loaded._net.iterations >= 63

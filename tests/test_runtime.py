@@ -105,3 +105,58 @@ def test_fork_pool_workers_and_their_children_train_with_the_parents_bits(tmp_pa
     out = run_script(tmp_path, FORK_POOL, timeout=300)
     assert out["same"] == [True, True]
     assert out["grandchild"]
+
+
+# ---- the default thread count ------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and 2 CPUs")
+def test_default_threads_follow_the_cpu_affinity():
+    import imdbfast
+
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert imdbfast.get_num_threads() == 1
+        assert imdbfast.build_info()["available_cpus"] == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert imdbfast.get_num_threads() == min(len(before), imdbfast._core.available_cpus())
+
+
+def test_omp_num_threads_is_respected():
+    code = "import imdbfast; print(imdbfast.get_num_threads())"
+    env = dict(os.environ, OMP_NUM_THREADS="3")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       cwd="/", timeout=60)
+    assert r.stdout.strip() == "3", r.stderr
+
+
+def _tree(root, files):
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+
+@pytest.mark.parametrize("proc, files, want", [
+    # cgroup v2: the tightest quota from the process's cgroup up to the root, rounded up
+    ("0::/a/b\n", {"cpu.max": "max 100000\n", "a/cpu.max": "150000 100000\n",
+                   "a/b/cpu.max": "max 100000\n"}, 2),
+    ("0::/a/b\n", {"a/cpu.max": "400000 100000\n", "a/b/cpu.max": "50000 100000\n"}, 1),
+    ("0::/\n", {"cpu.max": "200000 100000\n"}, 2),          # a container: its cgroup is "/"
+    ("0::/a\n", {"a/cpu.max": "max 100000\n"}, 0),          # no limit
+    ("0::/a\n", {}, 0),                                     # nothing to read
+    ("0::/a\n", {"a/cpu.max": "garbage\n"}, 0),
+    # cgroup v1: the cpu controller's quota and period
+    ("5:memory:/docker/x\n4:cpu,cpuacct:/docker/x\n",
+     {"cpu,cpuacct/docker/x/cpu.cfs_quota_us": "100000\n",
+      "cpu,cpuacct/docker/x/cpu.cfs_period_us": "100000\n"}, 1),
+    ("4:cpu,cpuacct:/docker/x\n", {"cpu,cpuacct/docker/x/cpu.cfs_quota_us": "-1\n",
+                                   "cpu,cpuacct/docker/x/cpu.cfs_period_us": "100000\n"}, 0),
+])
+def test_cgroup_cpu_quota(tmp_path, proc, files, want):
+    from imdbfast import _core
+
+    _tree(tmp_path, files)
+    assert _core._cgroup_cpu_limit(proc, str(tmp_path)) == want
