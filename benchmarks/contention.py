@@ -5,7 +5,7 @@
 The busy process is a pure-Python loop started (and stopped) by this script, standing for
 whatever else runs on a shared machine. Rounds interleave the four cases (idle/busy x default
 threads/1 thread) so that a slow phase of the machine hits them all alike; the table gives
-medians. Targets (docs/PERFORMANCE.md): beside the busy process the default thread count takes
+medians; each fit runs in a fresh process. Targets (docs/PERFORMANCE.md): beside the busy process the default thread count takes
 at most 1.3x the 1-thread time; idle, it keeps the 2-thread speed-up (within 10 %).
 """
 
@@ -16,6 +16,7 @@ import json
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -42,11 +43,10 @@ def book_fit(x, y, threads):
     return time.perf_counter() - t0, model.get_weights()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--json")
-    args = ap.parse_args()
+def measure(threads):
+    """One fit in this process (after a warm-up), printed as JSON: time and a weights digest."""
+    import hashlib
+
     from datautil import data_dir
     from imdbfast.datasets import imdb
 
@@ -56,9 +56,24 @@ def main():
     (x_train, y_train), _ = imdb.load_data(path=str(d / "imdb.npz"), num_words=10000)
     x = imdbfast.multi_hot(x_train, 10000)
     y = np.asarray(y_train, dtype=np.float32)
-    book_fit(x, y, 0)  # warm up
+    book_fit(x, y, threads)  # warm up
+    dt, w = book_fit(x, y, threads)
+    digest = hashlib.sha256(b"".join(a.tobytes() for a in w)).hexdigest()
+    print(json.dumps({"seconds": dt, "weights": digest}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--json")
+    ap.add_argument("--one", choices=["default", "1"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        return measure(None if args.one == "default" else 1)
+    # Every measurement in a fresh process: what one process learnt about contention (it
+    # remembers it for up to a second) must not leak from a busy case into an idle one.
     times = {(load, t): [] for load in ("idle", "busy") for t in ("default", "1")}
-    reference = None
+    digests = set()
     ctx = mp.get_context("spawn")
     for _ in range(args.rounds):
         for load in ("idle", "busy"):
@@ -66,21 +81,21 @@ def main():
             if load == "busy":
                 proc = ctx.Process(target=busy, daemon=True)
                 proc.start()
-                time.sleep(0.2)  # let it reach the scheduler's steady state
             try:
                 for t in ("default", "1"):
-                    dt, w = book_fit(x, y, 0 if t == "default" else 1)
-                    times[(load, t)].append(dt)
-                    if reference is None:
-                        reference = w
-                    assert all(np.array_equal(a, b) for a, b in zip(w, reference)), "bits differ"
+                    out = subprocess.run([sys.executable, __file__, "--one", t], check=True,
+                                         capture_output=True, text=True).stdout
+                    r = json.loads(out.strip().splitlines()[-1])
+                    times[(load, t)].append(r["seconds"])
+                    digests.add(r["weights"])
             finally:
                 if proc is not None:
                     proc.terminate()
                     proc.join()
+    assert len(digests) == 1, "the weights differ between cases"
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"book's fit, 4 epochs at batch 512, {imdbfast.get_num_threads()} default threads, "
-          f"{args.rounds} interleaved rounds (medians)")
+          f"{args.rounds} interleaved rounds, a fresh process each (medians)")
     print("| machine | default threads | 1 thread | default / 1 thread |")
     print("|---|---|---|---|")
     for load in ("idle", "busy"):

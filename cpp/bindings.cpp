@@ -142,6 +142,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("_split_all_work", &cpu::set_split_all_work, py::arg("on"),
           "For tests: use every requested thread even where the work is too small to gain from "
           "it (results are the same by design). Returns the previous setting.");
+    m.def("_fake_busy", &cpu::set_fake_busy, py::arg("on"),
+          "For tests: pretend the machine is busy, so that training calls shed threads midway "
+          "(results are the same by design). Returns the previous setting.");
     m.def("_cgroup_cpu_limit", &cpu::cgroup_cpu_limit, py::arg("proc_self_cgroup"),
           py::arg("root"), "For tests: the CPU quota of cgroups read from a mount at `root`.");
     m.def("available_cpus", &cpu::available_cpus,

@@ -89,6 +89,13 @@ inline int64_t part(int64_t n, int t, int nt) { return n * t / nt; }
 // development machine: a step of ~64k non-zeros (batch 512) gains from two threads, one of a few
 // thousand (batch <= ~40) loses to the barriers.
 constexpr int64_t kStepGrainNnz = 8192;
+// Signs of a busy machine, measured on the 2-core development machine at batch 512. Beside
+// one busy process a call of 16 steps on 2 threads was preempted 6-12 times (idle: never) and
+// took twice the 1-thread time; its longest barrier waits were 4-8 ms (a scheduler slice), where
+// idle ones stay under 0.15 ms but for the VM's own stalls of 1.5-2.2 ms now and then. One sign
+// alone shed threads on the idle machine too often (the book's fit 13 % slower); three do not.
+constexpr int64_t kBusySigns = 3;
+constexpr int64_t kLongWaitNs = 3000000;
 constexpr int64_t kTile = 256;  // rows per inference work item
 
 }  // namespace
@@ -173,17 +180,29 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
     // smaller team than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC): the work split is made for nt
     // threads, so such a call runs again on one.
     const int64_t step_nnz = N > 0 ? x.nnz() / N * Bmax : 0;
-    const int nt = cpu::threads_for(threads, step_nnz, kStepGrainNnz);
-    if (!train_team(nt, x, y, sw, order, N, batch_size, batch_begin, batch_end, threads,
-                    batch_loss, batch_acc, total))
-        train_team(1, x, y, sw, order, N, batch_size, batch_begin, batch_end, threads, batch_loss,
-                   batch_acc, total);
+    int nt = cpu::threads_for(threads, step_nnz, kStepGrainNnz);
+    if (nt > 1 && cpu::contention_says_solo()) nt = 1;
+    for (int64_t b = batch_begin; b < batch_end;) {
+        const int64_t k = b - batch_begin;
+        int64_t done = 0;
+        bool contended = false;
+        if (!train_team(nt, x, y, sw, order, N, batch_size, b, batch_end, threads,
+                        batch_loss ? batch_loss + k : nullptr, batch_acc ? batch_acc + k : nullptr,
+                        total, &done, &contended)) {
+            nt = 1;  // a short team: nothing was done
+            continue;
+        }
+        if (nt > 1) cpu::contention_report(contended);
+        if (contended) nt = 1;  // the rest of the call alone
+        b += done;
+    }
     return total;
 }
 
 bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, const int64_t* order,
                      int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
-                     int threads, double* batch_loss, double* batch_acc, Stats& total) {
+                     int threads, double* batch_loss, double* batch_acc, Stats& total,
+                     int64_t* steps_done, bool* contended) {
     const int L = n_layers();
     const int64_t D = dims_[0], H0 = dims_[1], O = dims_[L], B = batch_size,
                   Bmax = std::max<int64_t>(1, std::min(batch_size, N));
@@ -257,10 +276,29 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
     cpu::RegionErrors errors;
     int64_t done = 0;
     bool short_team = false;
+    // Contention: a thread that shows kBusySigns signs of sharing its cores with other work in
+    // this call (times the OS preempted it, barrier waits longer than kLongWaitNs and than a
+    // step's average: a partner descheduled for a slice) makes the call finish its steps on one
+    // thread (train_batches) from the end of the step where it was seen: the request is stamped
+    // with that step, so every thread leaves after the same barrier.
+    const int64_t t_start = cpu::now_ns();
+    std::atomic<int64_t> shed_at{INT64_MAX};
+    auto after_barrier = [&](int64_t waited, int64_t preempted0, int64_t& long_waits,
+                             int64_t steps, int64_t stamp) {
+        if (nt == 1) return;
+        const int64_t avg_step = (cpu::now_ns() - waited - t_start) / std::max<int64_t>(1, steps);
+        long_waits += waited > kLongWaitNs && waited > avg_step;
+        if (long_waits + cpu::thread_preemptions() - preempted0 < kBusySigns) return;
+        int64_t cur = shed_at.load();
+        while (stamp < cur && !shed_at.compare_exchange_weak(cur, stamp)) {
+        }
+    };
     cpu::run_region(nt, [&] {
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int tid = thread_num();
+        const int64_t preempted0 = cpu::thread_preemptions();
+        int64_t long_waits = 0;
         if (team_size() != nt) {  // leave before any work or barrier
             if (tid == 0) short_team = true;
         } else {
@@ -273,7 +311,7 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                 cpu::sparse_forward_lanes(P, xv, pos, K, order + batch_begin * B,
                                           batch_rows(batch_begin), param(0), H0, k0, k1, pairs);
         });
-        barrier.wait();
+        after_barrier(barrier.wait(), preempted0, long_waits, 1, 0);
         for (int64_t s = 0; s < steps && !errors.failed_by(0); ++s) {
             const int64_t batch = batch_begin + s;
             const int64_t r0 = batch * B, Bb = batch_rows(batch);  // <= Bmax
@@ -302,7 +340,8 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                 if (ahead)
                     cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 1);
             }, 2 * s + 1);
-            barrier.wait();
+            // seen before the step's last barrier: acts after it
+            after_barrier(barrier.wait(), preempted0, long_waits, s + 1, s);
             if (errors.failed_by(2 * s + 1)) break;
 
             // ---- phase 2: gradients and updates, parameters split among threads
@@ -352,9 +391,11 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                     }
                 }
             }, 2 * s + 2);
-            barrier.wait();
+            // seen after it: acts a step later
+            after_barrier(barrier.wait(), preempted0, long_waits, s + 1, s + 1);
             if (errors.failed_by(2 * s + 2)) break;
             if (tid == 0) done = s + 1;
+            if (shed_at.load() <= s) break;
         }
         }
     }
@@ -362,6 +403,8 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
     if (short_team) return false;
     iterations_ += done;
     errors.rethrow();
+    *contended = shed_at.load() != INT64_MAX;
+    *steps_done = done;
     return true;
 }
 

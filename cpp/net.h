@@ -73,11 +73,13 @@ class Net {
     std::mutex& trainer_mutex() { return trainer_mutex_; }
 
    private:
-    // train_batches on a team of nt threads, adding to total; false (and nothing done) when
-    // OpenMP gave fewer threads than nt.
+    // Batches [batch_begin, batch_end) on a team of nt threads, adding to total. Stops early
+    // (contended) when a thread waited for a descheduled partner; steps_done says how far it
+    // got. False, with nothing done, when OpenMP gave fewer threads than nt.
     bool train_team(int nt, const CSR& x, const float* y, const float* sw, const int64_t* order,
                     int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
-                    int threads, double* batch_loss, double* batch_acc, Stats& total);
+                    int threads, double* batch_loss, double* batch_acc, Stats& total,
+                    int64_t* steps_done, bool* contended);
     void forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
                       const CSRView& x, const int64_t* rows, int64_t b0, int64_t b1) const;
     // Rows [b0, b1) of every layer from the first layer's pre-activation z[0] on (the rest of

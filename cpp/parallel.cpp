@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
 
 #ifdef IMDBFAST_HAVE_OPENMP
 #include <omp.h>
@@ -26,6 +27,26 @@
 
 namespace imdbfast {
 namespace cpu {
+
+int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+namespace {
+std::atomic<bool> g_fake_busy{false};
+std::atomic<int64_t> g_fake_preemptions{0};
+}  // namespace
+
+int64_t thread_preemptions() {
+    if (g_fake_busy.load(std::memory_order_relaxed)) return g_fake_preemptions++;
+#if defined(__linux__) && defined(RUSAGE_THREAD)
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) return static_cast<int64_t>(ru.ru_nivcsw);
+#endif
+    return 0;
+}
 
 // ---- how many threads ---------------------------------------------------------------------------
 
@@ -157,6 +178,35 @@ int threads_for(int requested, int64_t work, int64_t grain) {
     return static_cast<int>(std::min<int64_t>(resolve_threads(requested), useful));
 }
 
+// ---- a busy machine ---------------------------------------------------------------------------
+
+namespace {
+constexpr int64_t kSoloFirstNs = 50'000'000, kSoloMaxNs = 1'000'000'000;
+std::atomic<int64_t> g_solo_until{0};             // run alone until then (now_ns)
+std::atomic<int64_t> g_solo_stretch{kSoloFirstNs};  // the next stretch
+}  // namespace
+
+bool contention_says_solo() {
+    if (g_split_all_work.load(std::memory_order_relaxed)) return false;  // tests: every thread
+    return now_ns() < g_solo_until.load(std::memory_order_relaxed);
+}
+
+bool set_fake_busy(bool on) {
+    g_solo_until.store(0);
+    g_solo_stretch.store(kSoloFirstNs);
+    return g_fake_busy.exchange(on);
+}
+
+void contention_report(bool contended) {
+    if (!contended) {
+        g_solo_stretch.store(kSoloFirstNs, std::memory_order_relaxed);
+        return;
+    }
+    const int64_t stretch = g_solo_stretch.load(std::memory_order_relaxed);
+    g_solo_until.store(now_ns() + stretch, std::memory_order_relaxed);
+    g_solo_stretch.store(std::min(kSoloMaxNs, 2 * stretch), std::memory_order_relaxed);
+}
+
 // ---- fork ---------------------------------------------------------------------------------------
 
 namespace {
@@ -246,14 +296,10 @@ void RegionErrors::keep(std::exception_ptr e, int64_t phase) noexcept {
 namespace {
 
 // Spin for about this long before sleeping: longer than a training step's usual imbalance
-// between threads (tens of microseconds at batch 512), far shorter than a scheduler slice.
-constexpr int64_t kSpinNs = 50000;
+// between threads (under 0.15 ms at batch 512), shorter than a scheduler slice. (Waking a
+// sleeper costs ~50 us: a 50 us spin made the idle 2-thread fit 10-20 % slower.)
+constexpr int64_t kSpinNs = 200000;
 
-inline int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-}
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)

@@ -31,6 +31,25 @@ int available_cpus();
 // /proc/self/cgroup, v1 or v2) under the cgroup mount `root`; 0 when there is none.
 int cgroup_cpu_limit(const std::string& proc_self_cgroup, const std::string& root);
 
+// Monotonic nanoseconds.
+int64_t now_ns();
+// Times the calling thread was preempted (involuntary context switches) so far; 0 where the OS
+// does not say.
+int64_t thread_preemptions();
+
+// ---- a busy machine ----
+// Process-wide memory of contention for the training loop: after a call on several threads
+// found a partner descheduled (contention_report(true)), calls run on one thread
+// (contention_says_solo) for a stretch of time, then one tries again; each contended try doubles
+// the stretch (50 ms up to 1 s), a clean one resets it. Results are the same on any thread
+// count, so this only moves time.
+bool contention_says_solo();
+void contention_report(bool contended);
+// For the tests: pretend every thread is preempted at every look (so calls on several threads
+// shed to one after a step or two); switching it resets the memory above. Returns the previous
+// setting.
+bool set_fake_busy(bool on);
+
 // ---- regions ----
 // Runs `region`, code that opens one OpenMP parallel region of nt threads, and returns when it
 // is done; an exception thrown by region (or kept by a RegionErrors it rethrows) reaches the

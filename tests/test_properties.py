@@ -4,8 +4,9 @@ For every architecture (1-4 hidden layers of 1-70 units, mixed activations, 1-3 
 optimizer variant and loss, batch sizes 1-600 with a partial last batch, multi-hot or valued
 inputs, with and without sample weights:
 
-  (a) the weights and optimizer slots are bitwise identical for 1, 2, 3 and 4 threads and when a
-      run is repeated (no race, no split that depends on the thread count);
+  (a) the weights and optimizer slots are bitwise identical for 1, 2, 3 and 4 threads, when a
+      run is repeated (no race, no split that depends on the thread count), and when calls
+      shed their threads midway, as on a busy machine (`_core._fake_busy`);
   (b) the per-batch and per-epoch losses follow the float64 Keras-math reference
       (tests/reference.py) within its trajectory tolerance, up to the first step with a relu
       pre-activation within rounding of its kink (kink_margin; ~80 % of all steps are compared).
@@ -169,6 +170,15 @@ def split_all_work():
 
 
 @contextlib.contextmanager
+def fake_busy():
+    previous = _core._fake_busy(True)
+    try:
+        yield
+    finally:
+        _core._fake_busy(previous)
+
+
+@contextlib.contextmanager
 def launch_order(sim, order):
     previous = sim._set_launch_order(order)
     try:
@@ -187,6 +197,10 @@ def test_any_network_trains_the_same_on_any_thread_count(p):
             assert_same_bits(runs[1], runs[t], f"threads={t} vs 1")
         for t in (2, 4):  # a race shows as a difference between two runs of one thread count
             assert_same_bits(runs[t], train(_core, p, weights, x, y, sw, t), f"threads={t}, run 2")
+        with fake_busy():  # every call sheds its threads after a step or two, midway
+            for t in (2, 3):
+                assert_same_bits(runs[1], train(_core, p, weights, x, y, sw, t),
+                                 f"threads={t} shedding to 1 midway")
     check_reference(p, weights, dense, y, sw, runs[1][2])
 
 

@@ -17,6 +17,9 @@ import textwrap
 import pytest
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+# ThreadSanitizer stops a child that starts threads after a multi-threaded fork (.ci/tsan).
+no_fork_under_tsan = pytest.mark.skipif("libtsan" in os.environ.get("LD_PRELOAD", ""),
+                                        reason="ThreadSanitizer forbids threads after fork")
 
 COMMON = r"""
 import io, json, multiprocessing as mp, os, signal, sys
@@ -95,12 +98,14 @@ def run_script(tmp_path, source, timeout):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@no_fork_under_tsan
 def test_os_fork_child_trains_and_predicts_with_the_parents_bits(tmp_path):
     out = run_script(tmp_path, OS_FORK, timeout=180)
     assert out["status"] == 0, f"child ended with wait status {out['status']} (a hang is SIGALRM)"
     assert out["same"]
 
 
+@no_fork_under_tsan
 def test_fork_pool_workers_and_their_children_train_with_the_parents_bits(tmp_path):
     out = run_script(tmp_path, FORK_POOL, timeout=300)
     assert out["same"] == [True, True]
@@ -160,3 +165,51 @@ def test_cgroup_cpu_quota(tmp_path, proc, files, want):
 
     _tree(tmp_path, files)
     assert _core._cgroup_cpu_limit(proc, str(tmp_path)) == want
+
+
+# ---- a busy machine ------------------------------------------------------------------------------
+
+BUSY_FIT = r"""
+import json, multiprocessing as mp, sys, time
+import numpy as np
+sys.path.insert(0, {tests!r})
+from datautil import synthetic_sequences
+import imdbfast
+from imdbfast import layers
+
+def busy():
+    while True:
+        pass
+
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    x = imdbfast.multi_hot(synthetic_sequences(rng, 6000, 2000, mean_len=60), 2000)
+    y = rng.integers(0, 2, 6000).astype(np.float32)
+    def fit(threads):
+        m = imdbfast.Sequential([layers.Input((2000,)), layers.Dense(16, activation="relu"),
+                                 layers.Dense(1, activation="sigmoid")], seed=0)
+        m.compile("rmsprop", "binary_crossentropy", ["accuracy"])
+        t0 = time.perf_counter()
+        m.fit(x, y, epochs=4, batch_size=512, verbose=0, threads=threads)
+        return time.perf_counter() - t0, m.get_weights()
+    alone = fit(1)
+    hogs = [mp.get_context("spawn").Process(target=busy, daemon=True) for _ in range(2)]
+    for h in hogs:
+        h.start()
+    time.sleep(0.3)
+    try:
+        shared = fit(None)  # the default thread count, beside busy processes
+    finally:
+        for h in hogs:
+            h.terminate()
+    print(json.dumps({{"same": all(np.array_equal(a, b) for a, b in zip(alone[1], shared[1])),
+                      "alone_s": alone[0], "shared_s": shared[0]}}))
+"""
+
+
+def test_fit_beside_busy_processes_finishes_with_the_same_bits(tmp_path):
+    # Times are printed, never asserted (benchmarks/contention.py measures them): the test is
+    # that a crowded machine neither hangs a fit nor changes its bits.
+    out = run_script(tmp_path, BUSY_FIT, timeout=300)
+    print(f"fit alone {out['alone_s']:.3f} s, beside busy processes {out['shared_s']:.3f} s")
+    assert out["same"]
