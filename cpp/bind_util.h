@@ -46,6 +46,8 @@ T* check(const py::array& a, const std::string& name, std::initializer_list<int6
                                     "-D array, got shape " + shape_str(a));
     int i = 0;
     for (int64_t d : shape) {
+        // -1 means any size; other negative sizes come from an overflowed computation
+        if (d < -1) throw std::invalid_argument(name + ": the expected size overflows");
         if (d >= 0 && a.shape(i) != d)
             throw std::invalid_argument(name + ": expected dimension " + std::to_string(i) +
                                         " to be " + std::to_string(d) + ", got shape " +

@@ -154,7 +154,9 @@ PYBIND11_MODULE(_core, m) {
     py::class_<CSR, std::shared_ptr<CSR>>(m, "CSR", "A CSR matrix with sorted unique columns per row.")
         .def(py::init([](py::array indptr, py::array indices, py::object data, int64_t n_rows,
                          int64_t n_cols, int threads) {
-                 if (n_rows < 0) throw std::invalid_argument("shape: n_rows must be >= 0");
+                 // (an upper bound far beyond any memory, so that n_rows + 1 cannot overflow)
+                 if (n_rows < 0 || n_rows > (int64_t(1) << 62))
+                     throw std::invalid_argument("shape: n_rows must be in [0, 2**62]");
                  positive_dim(n_cols, "shape: n_cols");
                  const int64_t* ip = check<int64_t>(indptr, "indptr", {n_rows + 1});
                  const int64_t nnz = indices.ndim() == 1 ? indices.shape(0) : -1;

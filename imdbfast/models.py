@@ -240,10 +240,8 @@ class Sequential:
         """
         batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
         epochs = _check_nonneg_int(epochs, "epochs")
+        # As Keras: epochs is the index of the last epoch; initial_epoch >= epochs runs none.
         initial_epoch = _check_nonneg_int(initial_epoch, "initial_epoch")
-        if initial_epoch >= epochs:
-            raise ValueError(f"initial_epoch: {initial_epoch} must be < epochs ({epochs}): "
-                             "epochs is the index of the last epoch, not a count of new ones")
         validation_freq = _check_positive_int(validation_freq, "validation_freq")
         vbs = _check_positive_int(validation_batch_size or batch_size, "validation_batch_size")
         if shuffle not in (True, False):
@@ -734,15 +732,27 @@ def _sample_weights(sample_weight: Any, class_weight: dict | None, y: np.ndarray
     return w
 
 
+_INT64_MAX = 2**63 - 1
+# A batch larger than any data set is one batch: sizes clamp here, so that the compiled core's
+# int64 arithmetic (batch index times size) cannot overflow.
+_MAX_BATCH = 2**62
+
+
 def _check_positive_int(v: Any, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    if name.endswith("batch_size"):
+        return min(int(v), _MAX_BATCH)
+    if v > _INT64_MAX:
+        raise ValueError(f"{name}: must be at most 2**63 - 1, got {v!r}")
     return int(v)
 
 
 def _check_nonneg_int(v: Any, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
         raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+    if v > _INT64_MAX:
+        raise ValueError(f"{name}: must be at most 2**63 - 1, got {v!r}")
     return int(v)
 
 
@@ -759,6 +769,8 @@ def _check_seed(seed: Any) -> int | None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected an int >= 0 or None, got {seed!r}")
+    if seed >= 2**64:
+        raise ValueError(f"seed: must be below 2**64, got {seed!r}")
     return int(seed)
 
 
@@ -767,6 +779,8 @@ def _check_threads(threads: Any) -> int | None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads: expected an int >= 1 or None, got {threads!r}")
+    if threads > 2**31 - 1:
+        raise ValueError(f"threads: must be at most 2**31 - 1, got {threads!r}")
     return int(threads)
 
 

@@ -244,6 +244,29 @@ def test_stop_training_and_lambda_callback(data):
     assert seen == [0, 1] and h.epoch == [0, 1]
 
 
+def test_zero_epochs_run_none_as_keras(data):
+    seqs, y = data
+    m = compiled()
+    m.build()
+    before = m.get_weights()
+    for kw in (dict(epochs=0), dict(epochs=2, initial_epoch=2), dict(epochs=1, initial_epoch=5)):
+        h = m.fit(seqs, y, verbose=0, **kw)
+        assert h.epoch == [] and h.history == {}
+    assert m._net.iterations == 0
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_huge_batch_size_is_one_batch(data):
+    seqs, y = data
+    a, b = compiled(), compiled()
+    a.fit(seqs, y, batch_size=2**70, epochs=1, verbose=0, seed=0)
+    b.fit(seqs, y, batch_size=len(y), epochs=1, verbose=0, seed=0)
+    assert a._net.iterations == 1
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+
 def test_initial_epoch_runs_the_remaining_epochs(data):
     seqs, y = data
     h = compiled().fit(seqs, y, epochs=5, initial_epoch=3, verbose=0)
@@ -373,7 +396,10 @@ def test_imdbfast_fit_one_call(data):
     (lambda m, s, y: m.fit(s, np.where(y == 1, np.nan, 0), verbose=0), ValueError, "NaN"),
     (lambda m, s, y: m.fit(s, y, validation_split=1.5, verbose=0), ValueError, "validation_split"),
     (lambda m, s, y: m.fit(s, y, validation_split=1e-17, verbose=0), ValueError, "validation_split"),
-    (lambda m, s, y: m.fit(s, y, epochs=2, initial_epoch=2, verbose=0), ValueError, "initial_epoch"),
+    (lambda m, s, y: m.fit(s, y, epochs=-1, verbose=0), ValueError, "epochs"),
+    (lambda m, s, y: m.fit(s, y, threads=2**31, verbose=0), ValueError, "threads"),
+    (lambda m, s, y: m.fit(s, y, seed=2**64, verbose=0), ValueError, "seed"),
+    (lambda m, s, y: m.fit(s, y, initial_epoch=2**63, verbose=0), ValueError, "initial_epoch"),
     (lambda m, s, y: m.fit(s, y, batch_size=0, verbose=0), ValueError, "batch_size"),
     (lambda m, s, y: m.fit(s, y, verbose=3), ValueError, "verbose"),
     (lambda m, s, y: m.fit(s, y, shuffle="batch", verbose=0), ValueError, "shuffle"),

@@ -150,3 +150,11 @@ def test_bad_core_arguments():
         imdbfast.multi_hot([[1]], 10.0)
     with pytest.raises(IndexError, match="column"):
         imdbfast.CSR(np.array([0, 1], dtype=np.int64), np.array([9], dtype=np.int32), None, 1, 5)
+
+
+@pytest.mark.parametrize("n_rows", [2**63 - 1, 2**62 + 1, -1])
+def test_csr_shape_that_would_overflow_is_refused(n_rows):
+    # n_rows + 1 (the indptr length) must not wrap around into "any length" and read past it
+    with pytest.raises(ValueError, match="n_rows"):
+        imdbfast.CSR(np.array([0, 1], dtype=np.int64), np.array([0], dtype=np.int32), None,
+                     n_rows, 10)
