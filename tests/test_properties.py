@@ -161,43 +161,26 @@ def assert_same_bits(a, b, what):
 
 
 @contextlib.contextmanager
-def split_all_work():
-    previous = _core._split_all_work(True)
+def switched(setter, value):
+    """setter(value) for the block (the core's test switches return their previous value)."""
+    previous = setter(value)
     try:
         yield
     finally:
-        _core._split_all_work(previous)
-
-
-@contextlib.contextmanager
-def fake_busy():
-    previous = _core._fake_busy(True)
-    try:
-        yield
-    finally:
-        _core._fake_busy(previous)
-
-
-@contextlib.contextmanager
-def launch_order(sim, order):
-    previous = sim._set_launch_order(order)
-    try:
-        yield
-    finally:
-        sim._set_launch_order(previous)
+        setter(previous)
 
 
 @given(p=problems())
 def test_any_network_trains_the_same_on_any_thread_count(p):
     x, y, sw, dense, rng = make_data(p)
     weights = ref.init_weights(rng, p["dims"])
-    with split_all_work():
+    with switched(_core._split_all_work, True):
         runs = {t: train(_core, p, weights, x, y, sw, t) for t in (1, 2, 3, 4)}
         for t in (2, 3, 4):
             assert_same_bits(runs[1], runs[t], f"threads={t} vs 1")
         for t in (2, 4):  # a race shows as a difference between two runs of one thread count
             assert_same_bits(runs[t], train(_core, p, weights, x, y, sw, t), f"threads={t}, run 2")
-        with fake_busy():  # every call sheds its threads after a step or two, midway
+        with switched(_core._fake_busy, True):  # every call sheds its threads midway
             for t in (2, 3):
                 assert_same_bits(runs[1], train(_core, p, weights, x, y, sw, t),
                                  f"threads={t} shedding to 1 midway")
@@ -214,6 +197,6 @@ def test_any_network_on_the_cuda_simulator(p):
     # The GPU runs a kernel's elements in no fixed order: a race there shows here as other bits
     # when the simulator runs them in another order.
     for order in (1, 2):
-        with launch_order(sim, order):
+        with switched(sim._set_launch_order, order):
             assert_same_bits(first, train(sim, p, weights, x, y, sw, 0), f"launch order {order}")
     check_reference(p, weights, dense, y, sw, first[2])
