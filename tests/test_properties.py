@@ -76,7 +76,10 @@ def make_data(p):
     """x (CSR), y, sample weights and the dense float64 x of the reference."""
     rng = np.random.default_rng(p["seed"])
     n, D, O = p["n"], p["dims"][0], p["dims"][-1]
-    density = min(1.0, p["mean_len"] / D)
+    # Below 1: at density 1 every multi-hot row is the same all-ones vector, and a rounding-
+    # level event (a kink, a cancelled gradient) hits every row of a batch at once, which the
+    # per-row margins of check_reference do not bound.
+    density = min(0.5, p["mean_len"] / D)
     mask = rng.random((n, D)) < density
     if p["valued"]:
         dense = np.where(mask, rng.uniform(0.1, 1.0, (n, D)), 0.0).astype(np.float32)
