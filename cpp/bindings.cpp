@@ -8,7 +8,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -110,12 +113,32 @@ py::list current_slots(const Net& n) {
     });
 }
 
+// A one-time notice from the core (parallel.h) as a RuntimeWarning. The core may say it on any
+// thread, with or without the GIL, even while holding a Net's lock that a thread holding the
+// GIL waits for: so it is handed to the interpreter (Py_AddPendingCall, which needs neither)
+// and warned on the main thread at its next bytecode.
+int warn_pending(void* text) {
+    std::unique_ptr<char[]> msg(static_cast<char*>(text));
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, msg.get(), 1) < 0) PyErr_WriteUnraisable(nullptr);
+    return 0;
+}
+
+void notice_as_warning(const std::string& text) {
+    char* msg = new (std::nothrow) char[text.size() + 1];
+    if (msg) std::memcpy(msg, text.c_str(), text.size() + 1);
+    if (!msg || Py_AddPendingCall(warn_pending, msg) != 0) {
+        delete[] msg;
+        std::fprintf(stderr, "%s\n", text.c_str());
+    }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "imdbfast's compiled CPU core: multi-hot CSR encoding, dense layers, losses, "
               "optimizers and the training loop (OpenMP). See cpp/kernels.h.";
     m.attr("__version__") = IMDBFAST_VERSION;
+    cpu::set_notice(notice_as_warning);
 
     m.def("build_info", [] {
         py::dict d;

@@ -6,6 +6,9 @@
 #include <climits>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
+#include <cerrno>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -172,10 +175,121 @@ int resolve_threads(int requested) {
 
 bool set_split_all_work(bool on) { return g_split_all_work.exchange(on); }
 
+// ---- threads the system lets start ----------------------------------------------------------
+// libgomp ends the process ("Thread creation failed") when pthread_create fails, e.g. under a
+// tight RLIMIT_NPROC or an address-space limit too small for its workers' stacks. So before a
+// thread first asks for a team bigger than any it had, imdbfast starts the workers itself, with
+// libgomp's stack size, and keeps them alive together: if the system refuses, the team shrinks
+// to what it allowed (results do not depend on the thread count) and a notice says so, once.
+// Checked just before the region: a limit that another thread of the process exhausts in
+// between can still fail libgomp.
+
+namespace {
+
+std::mutex g_notice_mutex;
+std::function<void(const std::string&)> g_notice;  // set by the bindings
+std::atomic<bool> g_noticed_threads{false};
+thread_local int t_team_started = 1;  // the biggest team this thread's regions have had
+
+// OMP_STACKSIZE (else GOMP_STACKSIZE) as libgomp reads it: a number, then B, K, M or G
+// (K when none); 0 for none or an invalid value (libgomp then uses the default too).
+size_t omp_stack_size() {
+    for (const char* name : {"OMP_STACKSIZE", "GOMP_STACKSIZE"}) {
+        const char* v = std::getenv(name);
+        if (!v || !*v) continue;
+        char* end = nullptr;
+        const unsigned long long n = std::strtoull(v, &end, 10);
+        if (end == v) return 0;
+        while (*end == ' ') ++end;
+        int shift = 10;
+        switch (*end) {
+            case 'b': case 'B': shift = 0; ++end; break;
+            case 'k': case 'K': shift = 10; ++end; break;
+            case 'm': case 'M': shift = 20; ++end; break;
+            case 'g': case 'G': shift = 30; ++end; break;
+            case '\0': break;
+            default: return 0;
+        }
+        while (*end == ' ') ++end;
+        if (*end || n > (SIZE_MAX >> shift)) return 0;
+        return static_cast<size_t>(n) << shift;
+    }
+    return 0;
+}
+
+void* wait_at_gate(void* gate) {
+    pthread_mutex_lock(static_cast<pthread_mutex_t*>(gate));
+    pthread_mutex_unlock(static_cast<pthread_mutex_t*>(gate));
+    return nullptr;
+}
+
+// The team size, up to n, whose n - 1 workers the system starts now (all alive at once); the
+// error of the first refusal in *why.
+int startable_team(int n, int* why) {
+    static const size_t stack = omp_stack_size();
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0) return 1;
+    if (stack) pthread_attr_setstacksize(&attr, stack);
+    std::vector<pthread_t> started;
+    try {
+        started.reserve(static_cast<size_t>(n - 1));
+    } catch (...) {
+        pthread_attr_destroy(&attr);
+        *why = ENOMEM;
+        return 1;
+    }
+    pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&gate);  // the workers wait here until all have started
+    int rc = 0;
+    for (int i = 1; i < n; ++i) {
+        pthread_t t;
+        if ((rc = pthread_create(&t, &attr, wait_at_gate, &gate)) != 0) break;
+        started.push_back(t);
+    }
+    pthread_mutex_unlock(&gate);
+    for (pthread_t t : started) pthread_join(t, nullptr);
+    const int k = 1 + static_cast<int>(started.size());
+    pthread_attr_destroy(&attr);
+    *why = rc;
+    return k;
+}
+
+int startable(int nt) {
+    if (nt <= t_team_started) return nt;
+    int why = 0;
+    const int k = startable_team(nt, &why);
+    if (k >= nt) {
+        t_team_started = nt;
+        return nt;
+    }
+    if (!g_noticed_threads.exchange(true)) {
+        std::function<void(const std::string&)> notice;
+        {
+            std::lock_guard<std::mutex> lock(g_notice_mutex);
+            notice = g_notice;
+        }
+        if (notice)
+            notice("imdbfast: the system refused to start more threads (" +
+                   std::string(std::strerror(why)) + "; a process or memory limit?): running on " +
+                   std::to_string(k) + " of the " + std::to_string(nt) +
+                   " threads asked for. Results are the same on any thread count; this is said "
+                   "once.");
+    }
+    return k;
+}
+
+}  // namespace
+
+void set_notice(std::function<void(const std::string&)> notice) {
+    std::lock_guard<std::mutex> lock(g_notice_mutex);
+    g_notice = std::move(notice);
+}
+
 int threads_for(int requested, int64_t work, int64_t grain) {
-    if (g_split_all_work.load(std::memory_order_relaxed)) return resolve_threads(requested);
+    if (g_split_all_work.load(std::memory_order_relaxed))
+        return startable(resolve_threads(requested));
     const int64_t useful = std::max<int64_t>(1, work / std::max<int64_t>(1, grain));
-    return static_cast<int>(std::min<int64_t>(resolve_threads(requested), useful));
+    return startable(static_cast<int>(std::min<int64_t>(resolve_threads(requested), useful)));
 }
 
 // ---- a busy machine ---------------------------------------------------------------------------
@@ -257,6 +371,7 @@ void on_fork_child() {
     // Only plain stores here: the child has one thread, and the parent's helper is gone.
     g_fork_thread = pthread_self();
     g_helper = nullptr;
+    t_team_started = 1;  // the regions' workers did not come along
     g_forked.store(true);
 }
 

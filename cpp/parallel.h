@@ -19,8 +19,11 @@ namespace cpu {
 void set_default_threads(int n);
 int default_threads();
 int resolve_threads(int requested);
-// Threads worth using for `work` units when each thread should get at least `grain` of them.
+// Threads worth using for `work` units when each thread should get at least `grain` of them,
+// and that the system lets start now (see parallel.cpp; every region's team comes from here).
 int threads_for(int requested, int64_t work, int64_t grain);
+// Where a one-time notice goes (the bindings turn it into a Python RuntimeWarning).
+void set_notice(std::function<void(const std::string&)> notice);
 // For the tests: with `on`, threads_for ignores the grain, so every call with little work runs
 // on all the threads asked for (results must not change). Returns the previous setting.
 bool set_split_all_work(bool on);

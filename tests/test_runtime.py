@@ -213,3 +213,70 @@ def test_fit_beside_busy_processes_finishes_with_the_same_bits(tmp_path):
     out = run_script(tmp_path, BUSY_FIT, timeout=300)
     print(f"fit alone {out['alone_s']:.3f} s, beside busy processes {out['shared_s']:.3f} s")
     assert out["same"]
+
+
+# ---- the system refuses threads -----------------------------------------------------------------
+
+REFUSED_THREADS = r"""
+import json, os, resource, sys, warnings
+import numpy as np
+import imdbfast
+from imdbfast import layers
+
+rng = np.random.default_rng(0)
+seqs = [rng.integers(1, 2000, rng.integers(1, 120)).tolist() for _ in range(3000)]
+y = rng.integers(0, 2, 3000).astype(np.float32)
+imdbfast._core._split_all_work(True)  # every call below asks for its 2 threads
+
+def job(threads):
+    x = imdbfast.multi_hot(seqs, 2000, threads=threads)
+    m = imdbfast.Sequential([layers.Input((2000,)), layers.Dense(16, activation="relu"),
+                             layers.Dense(1, activation="sigmoid")], seed=3)
+    m.compile("rmsprop", "binary_crossentropy", ["accuracy"])
+    m.fit(x, y, epochs=2, batch_size=256, verbose=0, threads=threads)
+    return m.get_weights() + [m.predict(x, verbose=0, threads=threads), x.to_dense()]
+
+# the limit comes before any call that would start a worker thread
+if {limit!r} == "address_space":
+    # OMP_STACKSIZE=1G (set by the test): a worker's stack cannot fit in what is left
+    vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1])
+    resource.setrlimit(resource.RLIMIT_AS, (vm * 1024 + (768 << 20), resource.RLIM_INFINITY))
+else:
+    resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))  # no new thread for this user
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    got = job(2)
+    again = job(2)
+said = [str(w.message) for w in caught if "refused to start more threads" in str(w.message)]
+want = job(1)
+print(json.dumps({{"said": said,
+                  "same": all(np.array_equal(a, b) for a, b in zip(want, got + again))}}))
+"""
+
+UNDER_SANITIZER = any(s in os.environ.get("LD_PRELOAD", "") for s in ("libasan", "libtsan"))
+
+
+@pytest.mark.skipif(UNDER_SANITIZER, reason="sanitizers reserve terabytes of address space and "
+                                            "start threads of their own")
+@pytest.mark.parametrize("limit", ["address_space", "process_count"])
+def test_refused_threads_fall_back_to_fewer_with_one_warning(limit):
+    # libgomp itself ends the process when pthread_create fails; imdbfast checks first.
+    import shutil
+
+    cmd, env = [sys.executable, "-c", REFUSED_THREADS.format(limit=limit)], dict(os.environ)
+    if limit == "address_space":
+        env["OMP_STACKSIZE"] = "1G"
+    elif os.geteuid() == 0:
+        # root is not held to RLIMIT_NPROC: run as nobody
+        if not shutil.which("setpriv"):
+            pytest.skip("root ignores RLIMIT_NPROC and setpriv is missing to drop it")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd
+        probe = subprocess.run(cmd[:-2] + ["-c", "import imdbfast"], cwd="/", capture_output=True,
+                               env=env, timeout=60)
+        if probe.returncode != 0:
+            pytest.skip("user nobody cannot import this installation of imdbfast")
+    r = subprocess.run(cmd, cwd="/", capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["same"]
+    assert len(out["said"]) == 1 and "running on 1 of the 2 threads" in out["said"][0]
