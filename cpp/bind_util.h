@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -18,6 +19,19 @@ namespace imdbfast {
 namespace bind {
 
 namespace py = pybind11;
+
+// std::bad_alloc (an allocation in compiled code failed, often inside a region's threads) as a
+// MemoryError that says what happened; every module registers it.
+inline void register_memory_error() {
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const std::bad_alloc&) {
+            PyErr_SetString(PyExc_MemoryError,
+                            "imdbfast: out of memory (an allocation in the compiled core failed)");
+        }
+    });
+}
 
 template <typename T>
 const char* dtype_name();

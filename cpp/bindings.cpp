@@ -139,6 +139,7 @@ PYBIND11_MODULE(_core, m) {
               "optimizers and the training loop (OpenMP). See cpp/kernels.h.";
     m.attr("__version__") = IMDBFAST_VERSION;
     cpu::set_notice(notice_as_warning);
+    bind::register_memory_error();
 
     m.def("build_info", [] {
         py::dict d;

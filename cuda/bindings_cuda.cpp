@@ -244,6 +244,7 @@ struct GpuKernels {
 }  // namespace
 
 PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
+    bind::register_memory_error();
 #ifdef IMDBFAST_CUDA_SIM
     m.doc() = "imdbfast's GPU kernels run serially on the host (a test double of _cuda).";
     m.attr("simulated") = true;

@@ -280,3 +280,59 @@ def test_refused_threads_fall_back_to_fewer_with_one_warning(limit):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["same"]
     assert len(out["said"]) == 1 and "running on 1 of the 2 threads" in out["said"][0]
+
+
+# ---- out of memory -------------------------------------------------------------------------------
+
+OUT_OF_MEMORY = r"""
+import json, resource
+import numpy as np
+import imdbfast
+from imdbfast import layers
+
+rng = np.random.default_rng(0)
+x = imdbfast.multi_hot([rng.integers(0, 8, 5).tolist() for _ in range(300)], 8)
+y = rng.integers(0, 2, 300).astype(np.float32)
+imdbfast._core._split_all_work(True)
+
+def model():
+    # a hidden layer of 2**18 units: a tile of rows needs far more scratch than the weights
+    m = imdbfast.Sequential([layers.Input((8,)), layers.Dense(1 << 18, activation="relu"),
+                             layers.Dense(1, activation="sigmoid")], seed=0)
+    m.compile("rmsprop", "binary_crossentropy")
+    m.build(8)
+    return m
+
+want = model().predict(x, verbose=0, threads=2)
+m = model()
+before = m.get_weights()
+vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (24 << 20), resource.RLIM_INFINITY))
+said = {{}}
+for name, call in [("predict", lambda: m.predict(x, verbose=0, threads=2)),
+                   ("evaluate", lambda: m.evaluate(x, y, verbose=0, threads=2)),
+                   ("fit", lambda: m.fit(x, y, epochs=1, batch_size=512, verbose=0, threads=2))]:
+    try:
+        call()
+        said[name] = "ran"
+    except MemoryError as e:  # the compiled core's message, not NumPy's
+        said[name] = "MemoryError" if "compiled core" in str(e) else repr(e)
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print(json.dumps({{"said": said,
+                  "untouched": all(np.array_equal(a, b) for a, b in zip(before, m.get_weights())),
+                  "iterations": int(m._net.iterations),
+                  "predicts": bool(np.array_equal(m.predict(x, verbose=0, threads=2), want))}}))
+"""
+
+
+@pytest.mark.skipif(UNDER_SANITIZER, reason="sanitizers reserve terabytes of address space")
+def test_out_of_memory_inside_threads_is_a_memory_error():
+    # The scratch is allocated by the region's threads: a bad_alloc there must reach Python as
+    # MemoryError (not std::terminate), and the model must work again once memory is back.
+    r = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY.format()], cwd="/",
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["said"] == {"predict": "MemoryError", "evaluate": "MemoryError",
+                           "fit": "MemoryError"}
+    assert out["untouched"] and out["iterations"] == 0 and out["predicts"]
