@@ -9,7 +9,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 import weakref
@@ -21,6 +20,7 @@ from . import _backend, _core, _device
 from . import optimizers as _optimizers
 from ._backend import resolve_device
 from ._encoding import flatten_sequences, to_csr
+from ._files import NpzReader, write_atomically
 from .callbacks import (Callback, CallbackList, History, ProgbarLogger, format_logs,
                         format_step_time)
 from .layers import Dense, Input
@@ -416,16 +416,7 @@ class Sequential:
             if synced is not None:
                 arrays["slot_synced"] = synced
         arrays["checksum"] = np.array(_checksum(arrays))  # over everything above
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".imdbfast-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomically(path, lambda f: np.savez(f, **arrays), "save")
 
     # ---- helpers -----------------------------------------------------------------------------
     def _evaluate_sums(self, xs, ys, sw, nthreads: int):
@@ -600,36 +591,42 @@ class Sequential:
 def load_model(path: str | os.PathLike, *, device: str = "cpu") -> Sequential:
     """A model written by ``Sequential.save``: same weights, optimizer state and settings, on
     ``device``. Files of another format or version, damaged or altered files are refused
-    (ValueError)."""
+    (ValueError naming the file and the member)."""
     import zipfile
     import zlib
 
     device = resolve_device(device)
+    where = repr(os.fspath(path))
     try:
-        return _load_model(path, device)
-    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError) as e:
-        raise ValueError(f"load_model: {os.fspath(path)!r} is corrupt ({e})") from None
+        f = NpzReader(path, "load_model")
+    except FileNotFoundError:  # a ValueError, as Keras's load_model
+        raise ValueError(f"load_model: file not found: {where}") from None
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"load_model: {where} is not an imdbfast model file ({e})") from None
+    try:
+        with f:
+            return _load_model(f, where, device)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ValueError(f"load_model: {where} is corrupt ({e})") from None
 
 
-def _load_model(path: str | os.PathLike, device: str) -> Sequential:
+def _load_model(f: NpzReader, where: str, device: str) -> Sequential:
+    if "config" not in f:
+        raise ValueError(f"load_model: {where} has no imdbfast config")
     try:
-        f = np.load(os.fspath(path), allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"load_model: {os.fspath(path)!r} is not an imdbfast model file: {e}") from None
-    with f:
-        if "config" not in f.files:
-            raise ValueError(f"load_model: {os.fspath(path)!r} has no imdbfast config")
-        try:
-            config = json.loads(str(f["config"]))
-        except ValueError:
-            raise ValueError(f"load_model: {os.fspath(path)!r} has a damaged config") from None
-        if config.get("format") != FORMAT or config.get("version") not in (1, FORMAT_VERSION):
-            raise ValueError(f"load_model: unsupported format {config.get('format')!r} "
-                             f"version {config.get('version')!r} (this imdbfast reads "
-                             f"{FORMAT!r} version {FORMAT_VERSION})")
-        arrays = {k: f[k] for k in f.files if k != "checksum"}
-        if "checksum" not in f.files or str(f["checksum"]) != _checksum(arrays):
-            raise ValueError(f"load_model: {os.fspath(path)!r} is corrupt (checksum mismatch)")
+        config = json.loads(str(f.read("config")))
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise ValueError(f"load_model: {where}: member 'config' is damaged ({e})") from None
+    if config.get("format") != FORMAT or config.get("version") not in (1, FORMAT_VERSION):
+        raise ValueError(f"load_model: unsupported format {config.get('format')!r} "
+                         f"version {config.get('version')!r} (this imdbfast reads "
+                         f"{FORMAT!r} version {FORMAT_VERSION})")
+    arrays = {k: f.read(k) for k in f.files if k != "checksum"}
+    if "checksum" not in f or str(f.read("checksum")) != _checksum(arrays):
+        raise ValueError(f"load_model: {where} is corrupt (checksum mismatch)")
+    try:  # a config that passes the checksum can still be nonsense (written by hand)
         model = Sequential([Input((config["input_dim"],))] +
                            [Dense(**l) for l in config["layers"]],
                            name=config.get("name"), seed=config.get("seed"), device=device)
@@ -638,18 +635,51 @@ def _load_model(path: str | os.PathLike, device: str) -> Sequential:
         if comp is not None:
             model.compile(_optimizers.get(comp["optimizer"]), comp["loss_name"], comp["metrics"],
                           bce=comp["bce"])
-        model.text_encoding = config.get("text_encoding")
-        if "word_index" in f.files:
-            model.word_index = json.loads(f["word_index"].tobytes().decode("utf-8"))
-        n_weights = 2 * len(model.layers)
-        weights = [f[f"weight_{i}"] for i in range(n_weights)]
-        model.set_weights(weights)
-        if comp is not None:
-            net = model._net
-            slots = [[f[f"slot_{p}_{s}"] for s in range(net.n_slots)] for p in range(n_weights)]
-            synced = f["slot_synced"] if "slot_synced" in f.files else None
-            net.set_state(weights, slots, synced, int(f["iterations"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"load_model: {where}: member 'config' does not describe a model "
+                         f"({type(e).__name__}: {e})") from None
+    model.text_encoding = config.get("text_encoding")
+    if "word_index" in arrays:
+        try:
+            model.word_index = _word_index_from_json(arrays["word_index"].tobytes().decode("utf-8"))
+        except ValueError as e:
+            raise ValueError(f"load_model: {where}: member 'word_index' is damaged ({e})") from None
+
+    shapes = [w.shape for w in model.get_weights()]
+
+    def member(name, shape=None):
+        if name not in arrays:
+            raise ValueError(f"load_model: {where}: member {name!r} is missing")
+        a = arrays[name]
+        if shape is not None and (a.shape != shape or a.dtype != np.float32):
+            raise ValueError(f"load_model: {where}: member {name!r} is {a.dtype} of shape "
+                             f"{a.shape}, expected float32 of shape {shape}")
+        return a
+
+    n_weights = 2 * len(model.layers)
+    weights = [member(f"weight_{i}", shapes[i]) for i in range(n_weights)]
+    model.set_weights(weights)
+    if comp is not None:
+        net = model._net
+        # slots are stored flat, one per parameter and slot
+        slots = [[member(f"slot_{p}_{s}", (int(np.prod(shapes[p])),)) for s in range(net.n_slots)]
+                 for p in range(n_weights)]
+        iterations = member("iterations")
+        if iterations.shape != () or iterations.dtype.kind not in "iu":
+            raise ValueError(f"load_model: {where}: member 'iterations' is not an integer")
+        try:
+            net.set_state(weights, slots, arrays.get("slot_synced"), int(iterations))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"load_model: {where}: member 'slot_synced' or 'iterations': {e}") from None
     return model
+
+
+def _word_index_from_json(text: str) -> dict:
+    index = json.loads(text)
+    if not isinstance(index, dict) or not all(isinstance(k, str) and type(v) is int and v >= 0
+                                              for k, v in index.items()):
+        raise ValueError("not a JSON object of word -> non-negative int")
+    return index
 
 
 def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "relu",

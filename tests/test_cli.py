@@ -110,7 +110,7 @@ def test_info(tmp_path, env, synthetic):
     (["train", "--data", "/no/such/imdb.npz"], 1, "no such file"),
     (["train", "--num-words", "60", "--validation", "100000"], 1, "--validation"),
     (["experiments", "--optimizers", "nadam"], 1, "unknown ['nadam']"),
-    (["predict", "--model", "/no/such/model.npz", "text"], 1, "not an imdbfast model"),
+    (["predict", "--model", "/no/such/model.npz", "text"], 1, "file not found"),
     (["train", "--num-words", "60", "--device", "cuda:99"], 1, "device='cuda:99': "),
     (["train", "--num-words", "60", "--device", "tpu"], 1, "device: unknown 'tpu'"),
 ])

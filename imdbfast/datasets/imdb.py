@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .._files import NpzReader, open_regular
 from ..sequences import Sequences
 
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -102,10 +103,17 @@ def load_data(path: str = "imdb.npz", num_words: int | None = None, skip_top: in
 
 def get_word_index(path: str = "imdb_word_index.json") -> dict:
     """Keras's word index: word -> frequency rank (1 = most frequent), not shifted."""
-    with open(_locate(path), encoding="utf-8") as f:
-        index = json.load(f)
-    if not isinstance(index, dict) or not all(isinstance(v, int) for v in index.values()):
-        raise ValueError(f"{path}: not a word index (a JSON object of word -> int)")
+    where = _locate(path)
+    with open_regular(where, "get_word_index") as f:
+        data = f.read()
+    try:
+        index = json.loads(data.decode("utf-8"))
+    except ValueError as e:  # (UnicodeDecodeError is one)
+        raise ValueError(f"get_word_index: {str(where)!r} is not valid JSON ({e})") from None
+    if not isinstance(index, dict) or not all(isinstance(k, str) and type(v) is int and v >= 0
+                                              for k, v in index.items()):
+        raise ValueError(f"get_word_index: {str(where)!r} is not a word index (a JSON object of "
+                         "word -> non-negative int)")
     return index
 
 
@@ -173,6 +181,8 @@ def load_aclimdb(path: str | os.PathLike, split: str = "train", word_index: dict
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
     p = Path(os.fspath(path)).expanduser()
+    if p.exists() and not p.is_dir():
+        open_regular(p, "load_aclimdb").close()  # refuses a FIFO or device
     if p.is_file():
         texts, labels, ratings = _read_acl_archive(p, split)
     elif p.is_dir():
@@ -189,7 +199,8 @@ def load_aclimdb(path: str | os.PathLike, split: str = "train", word_index: dict
             for name in names:
                 ratings.append(_rating(name, folder))
                 labels.append(label)
-                texts.append(_decode((folder / name).read_bytes(), folder / name))
+                with open_regular(folder / name, "load_aclimdb") as f:
+                    texts.append(_decode(f.read(), folder / name))
     else:
         raise FileNotFoundError(f"{p}: no such file or folder")
     x = texts_to_sequences(texts, word_index, **encoding)
@@ -249,6 +260,8 @@ def _locate(path: str) -> Path:
     p = Path(os.fspath(path)).expanduser()
     if p.is_file():
         return p
+    if p.exists():
+        open_regular(p, "path").close()  # refuses a folder, FIFO or device by name
     if p.parent != Path(".") or p.is_absolute():
         raise FileNotFoundError(f"{path}: no such file")
     candidates = []
@@ -331,25 +344,10 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
                                      "arrays of integer lists")
 
 
-def _read_member(z: zipfile.ZipFile, name: str, where: Path) -> np.ndarray:
-    with z.open(name + ".npy") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(f)
-        except ValueError as e:
-            raise ValueError(f"{where}: {name} has a broken .npy header ({e})") from None
-        if dtype.hasobject:
-            arr = _ArrayOnlyUnpickler(f).load()
-        else:
-            count = int(np.prod(shape))
-            arr = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype)
-            if arr.size != count:
-                raise ValueError(f"{where}: {name} is truncated")
-            arr = arr.reshape(shape, order="F" if fortran else "C")
+def _read_member(z: NpzReader, name: str) -> np.ndarray:
+    arr = z.read(name, object_loader=lambda f: _ArrayOnlyUnpickler(f).load())
     if not isinstance(arr, np.ndarray) or arr.ndim != 1:
-        raise ValueError(f"{where}: {name} is not a 1-D array")
+        raise ValueError(f"{z.where}: {name} is not a 1-D array")
     return arr
 
 
@@ -369,12 +367,11 @@ def _flatten(arr: np.ndarray, name: str, where: Path):
 def _convert(where: Path) -> dict:
     """The raw (unshuffled, unshifted) data of an npz as flat arrays, safely."""
     try:
-        with zipfile.ZipFile(where) as z:
-            names = {n[:-4] for n in z.namelist() if n.endswith(".npy")}
-            missing = [k for k in _KEYS if k not in names]
+        with NpzReader(where, "load_data") as z:
+            missing = [k for k in _KEYS if k not in z]
             if missing:
                 raise ValueError(f"{where}: missing {', '.join(missing)}")
-            arrays = {k: _read_member(z, k, where) for k in _KEYS}
+            arrays = {k: _read_member(z, k) for k in _KEYS}
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise ValueError(f"{where}: not a readable npz file ({e})") from None
     except pickle.UnpicklingError as e:
