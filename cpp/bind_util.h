@@ -6,6 +6,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <climits>
 #include <cmath>
 #include <memory>
 #include <new>
@@ -19,6 +20,27 @@ namespace imdbfast {
 namespace bind {
 
 namespace py = pybind11;
+
+// A Python integer argument in [lo, hi] (anything with __index__, not a bool), or an error naming
+// it: never pybind11's "incompatible function arguments" for a huge int, a float or a bool.
+inline int64_t int_arg(const py::handle& v, const std::string& name, int64_t lo, int64_t hi) {
+    if (PyBool_Check(v.ptr()) || !PyIndex_Check(v.ptr()))
+        throw py::type_error(name + ": expected an int, got " +
+                             std::string(py::str(py::type::handle_of(v).attr("__name__"))));
+    auto i = py::reinterpret_steal<py::object>(PyNumber_Index(v.ptr()));
+    if (!i) throw py::error_already_set();
+    int overflow = 0;
+    const long long x = PyLong_AsLongLongAndOverflow(i.ptr(), &overflow);
+    if (overflow || x < lo || x > hi)
+        throw py::value_error(name + ": must be in [" + std::to_string(lo) + ", " +
+                              std::to_string(hi) + "], got " + std::string(py::str(i)));
+    return x;
+}
+
+// A thread count: 0 (or below, as the core reads it) is the default.
+inline int threads_arg(const py::handle& v) {
+    return static_cast<int>(int_arg(v, "threads", 0, INT32_MAX));
+}
 
 // std::bad_alloc (an allocation in compiled code failed, often inside a region's threads) as a
 // MemoryError that says what happened; every module registers it.

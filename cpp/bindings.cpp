@@ -158,9 +158,8 @@ PYBIND11_MODULE(_core, m) {
 #endif
         return d;
     }, "Version, OpenMP, default thread count, compiler and SIMD level (CUDA: imdbfast.build_info).");
-    m.def("set_num_threads", [](int n) {
-        if (n < 0) throw std::invalid_argument("n: must be >= 0 (0 restores the default)");
-        cpu::set_default_threads(n);
+    m.def("set_num_threads", [](py::object n) {
+        cpu::set_default_threads(static_cast<int>(int_arg(n, "n", 0, INT32_MAX)));
     }, py::arg("n"), "Default thread count for every kernel; 0 restores OpenMP's default.");
     m.def("get_num_threads", &cpu::default_threads);
     m.def("_split_all_work", &cpu::set_split_all_work, py::arg("on"),
@@ -176,12 +175,12 @@ PYBIND11_MODULE(_core, m) {
 
     // ---- CSR ---------------------------------------------------------------------------------
     py::class_<CSR, std::shared_ptr<CSR>>(m, "CSR", "A CSR matrix with sorted unique columns per row.")
-        .def(py::init([](py::array indptr, py::array indices, py::object data, int64_t n_rows,
-                         int64_t n_cols, int threads) {
+        .def(py::init([](py::array indptr, py::array indices, py::object data, py::object rows,
+                         py::object cols, py::object nthreads) {
                  // (an upper bound far beyond any memory, so that n_rows + 1 cannot overflow)
-                 if (n_rows < 0 || n_rows > (int64_t(1) << 62))
-                     throw std::invalid_argument("shape: n_rows must be in [0, 2**62]");
-                 positive_dim(n_cols, "shape: n_cols");
+                 const int64_t n_rows = int_arg(rows, "shape: n_rows", 0, int64_t(1) << 62);
+                 const int64_t n_cols = int_arg(cols, "shape: n_cols", 1, INT32_MAX);
+                 const int threads = threads_arg(nthreads);
                  const int64_t* ip = check<int64_t>(indptr, "indptr", {n_rows + 1});
                  const int64_t nnz = indices.ndim() == 1 ? indices.shape(0) : -1;
                  const int32_t* ix = check<int32_t>(indices, "indices", {nnz});
@@ -210,22 +209,24 @@ PYBIND11_MODULE(_core, m) {
             if (s->binary) return py::none();
             return view_of(s, s->values);
         })
-        .def("to_dense", [](const CSR& s, int threads) {
+        .def("to_dense", [](const CSR& s, py::object nthreads) {
+            const int threads = threads_arg(nthreads);
             py::array_t<float> out({s.n_rows, s.n_cols});
             float* o = out.mutable_data();
             py::gil_scoped_release nogil;
             cpu::csr_to_dense(o, s.view(), threads);
             return out;
         }, py::arg("threads") = 0)
-        .def("take", [](const CSR& s, py::array rows, int threads) {
+        .def("take", [](const CSR& s, py::array rows, py::object nthreads) {
+            const int threads = threads_arg(nthreads);
             const int64_t n = rows.ndim() == 1 ? rows.shape(0) : -1;
             const int64_t* r = check<int64_t>(rows, "rows", {n});
             check_rows(r, n, s.n_rows, "rows");
             py::gil_scoped_release nogil;
             return std::make_shared<CSR>(cpu::csr_take_rows(s.view(), r, n, threads));
         }, py::arg("rows"), py::arg("threads") = 0)
-        .def("lane_bounds", [](const CSR& s, int64_t batch_size) {
-            if (batch_size < 1) throw std::invalid_argument("batch_size: must be >= 1");
+        .def("lane_bounds", [](const CSR& s, py::object size) {
+            const int64_t batch_size = int_arg(size, "batch_size", 1, int64_t(1) << 62);
             std::vector<int64_t> b = s.lanes(batch_size, 1)->bounds;
             return vector_to_array(std::move(b), {static_cast<py::ssize_t>(b.size())});
         }, py::arg("batch_size"),
@@ -300,10 +301,14 @@ PYBIND11_MODULE(_core, m) {
                  std::vector<int64_t> ranks;
                  words.reserve(word_index.size());
                  for (auto item : word_index) {
-                     if (!py::isinstance<py::str>(item.first) || !py::isinstance<py::int_>(item.second))
+                     // an int rank; True is not a rank, and a huge int is out of range, not cast
+                     if (!py::isinstance<py::str>(item.first) || !py::isinstance<py::int_>(item.second) ||
+                         PyBool_Check(item.second.ptr()))
                          throw py::type_error("word_index: expected a dict of str -> int");
+                     int overflow = 0;
+                     const long long rank = PyLong_AsLongLongAndOverflow(item.second.ptr(), &overflow);
                      words.push_back(item.first.cast<std::string>());
-                     ranks.push_back(item.second.cast<int64_t>());
+                     ranks.push_back(overflow ? -1 : rank);  // -1: refused as out of range
                  }
                  return std::make_shared<Vocabulary>(words, ranks);
              }),

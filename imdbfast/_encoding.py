@@ -28,7 +28,7 @@ def flatten_sequences(sequences: Any, name: str = "x") -> tuple[np.ndarray, np.n
     tokens = getattr(sequences, "tokens", None)
     offsets = getattr(sequences, "offsets", None)
     if isinstance(tokens, np.ndarray) and isinstance(offsets, np.ndarray):
-        return _checked_tokens(tokens, name), np.ascontiguousarray(offsets, dtype=np.int64)
+        return _checked_tokens(tokens, name), exact_ints(offsets, np.int64, f"{name}: offsets")
     if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__len__"):
         raise TypeError(f"{name}: expected a sequence of token sequences, got {type(sequences).__name__}")
     n = len(sequences)
@@ -55,28 +55,54 @@ def flatten_sequences(sequences: Any, name: str = "x") -> tuple[np.ndarray, np.n
     return _checked_tokens(flat, name), offsets
 
 
+def exact_ints(values: Any, dtype: Any, name: str, low: int | None = None,
+               range_error: type = ValueError) -> np.ndarray:
+    """``values`` as a contiguous ``dtype`` array, only when every value is an integer that fits:
+    no silent cast (2**32 + 5 is not 5, 1.7 is not 1; "12", b"12" and True are not integers).
+    Integral floats are accepted (1.0 is 1). Out of [low, dtype's max]: ``range_error``."""
+    a = values if isinstance(values, np.ndarray) else np.asarray(values)
+    info = np.iinfo(dtype)
+    lo_ok = info.min if low is None else max(low, info.min)
+    kind = a.dtype.kind
+    if kind == "O":
+        flat = a.reshape(-1)
+        for v in flat:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer, float,
+                                                                     np.floating)):
+                raise TypeError(f"{name}: must hold integers, found {type(v).__name__} {v!r}")
+        a = flat.astype(np.float64) if any(isinstance(v, (float, np.floating)) for v in flat) \
+            else flat.reshape(a.shape)
+        kind = a.dtype.kind
+    if kind == "f":
+        with np.errstate(invalid="ignore"):
+            if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+                raise TypeError(f"{name}: must hold integers, found a non-integer value")
+    elif kind not in "iuO":
+        raise TypeError(f"{name}: must hold integers, got dtype {a.dtype}")
+    if a.size:
+        lo, hi = a.min(), a.max()
+        if lo < lo_ok:
+            raise range_error(f"{name} {int(lo)} is " +
+                              ("negative" if lo_ok == 0 else f"below {lo_ok}"))
+        if hi > info.max:
+            raise range_error(f"{name} {int(hi)} does not fit {np.dtype(dtype).name}")
+    return np.ascontiguousarray(a.astype(dtype, copy=False))
+
+
 def _checked_tokens(flat: np.ndarray, name: str) -> np.ndarray:
-    if flat.dtype == np.int32:
-        return np.ascontiguousarray(flat)
-    if flat.dtype.kind not in "iu":
-        if flat.dtype == object or flat.dtype.kind == "f":
-            # Keras would fail to index with these; integral floats are accepted as ids.
-            try:
-                as_float = flat.astype(np.float64)
-            except (TypeError, ValueError):
-                raise TypeError(f"{name}: token sequences must hold integers") from None
-            if not np.all(np.isfinite(as_float)) or np.any(as_float != np.round(as_float)):
-                raise TypeError(f"{name}: token sequences must hold integers, found a non-integer value")
-            flat = as_float
-        else:
-            raise TypeError(f"{name}: token sequences must hold integers, got dtype {flat.dtype}")
-    if flat.size:
-        lo, hi = flat.min(), flat.max()
-        if lo < 0:
-            raise IndexError(f"{name}: token {int(lo)} is negative")
-        if hi > _INT32_MAX:
-            raise IndexError(f"{name}: token {int(hi)} does not fit the input dimension")
-    return np.ascontiguousarray(flat, dtype=np.int32)
+    return exact_ints(flat, np.int32, f"{name}: token", low=0, range_error=IndexError)
+
+
+def check_threads(threads: Any) -> int:
+    """A ``threads=`` argument of the encoding functions: None or 0 (the default), or 1 to
+    2**31 - 1."""
+    if threads is None:
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or \
+            not 0 <= threads <= _INT32_MAX:
+        raise ValueError(f"threads: expected an int in [0, 2**31 - 1] (0: the default) or None, "
+                         f"got {threads!r}")
+    return int(threads)
 
 
 def multi_hot(sequences: Any, num_words: int, *, threads: int = 0) -> CSR:
@@ -86,13 +112,13 @@ def multi_hot(sequences: Any, num_words: int, *, threads: int = 0) -> CSR:
     same matrix as the book's ``vectorize_sequences`` without materialising its zeros.
     """
     tokens, offsets = flatten_sequences(sequences, "sequences")
-    return _core.multi_hot(tokens, offsets, _check_dim(num_words), threads)
+    return _core.multi_hot(tokens, offsets, _check_dim(num_words), check_threads(threads))
 
 
 def multi_hot_dense(sequences: Any, num_words: int, *, threads: int = 0) -> np.ndarray:
     """The book's dense float32 multi-hot matrix (N, num_words). Prefer :func:`multi_hot`."""
     tokens, offsets = flatten_sequences(sequences, "sequences")
-    return _core.multi_hot_dense(tokens, offsets, _check_dim(num_words), threads)
+    return _core.multi_hot_dense(tokens, offsets, _check_dim(num_words), check_threads(threads))
 
 
 def _check_dim(num_words: Any) -> int:
@@ -103,12 +129,21 @@ def _check_dim(num_words: Any) -> int:
     return int(num_words)
 
 
+def _numeric_matrix(x: np.ndarray, name: str) -> np.ndarray:
+    for v in x.reshape(-1):
+        if not isinstance(v, (int, float, np.number, np.bool_)) or isinstance(v, complex):
+            raise TypeError(f"{name}: a 2-D object array is a matrix and must hold numbers, found "
+                            f"{type(v).__name__} {v!r}")
+    return x.astype(np.float64)
+
+
 def to_csr(x: Any, num_words: int | None = None, *, threads: int = 0, name: str = "x") -> CSR:
     """Any supported ``x`` as a CSR matrix with ``num_words`` columns (inferred for matrices).
 
     Accepts an imdbfast CSR, a scipy.sparse matrix, a 2-D numeric array (dense rows, zeros
     dropped, values kept) or a sequence of token sequences (multi-hot; needs ``num_words``).
     """
+    threads = check_threads(threads)
     if isinstance(x, CSR):
         m = x
     elif _is_sparse_matrix(x):
@@ -120,13 +155,15 @@ def to_csr(x: Any, num_words: int | None = None, *, threads: int = 0, name: str 
         m = CSR(np.ascontiguousarray(s.indptr, dtype=np.int64),
                 np.ascontiguousarray(s.indices, dtype=np.int32),
                 None if np.all(data == 1.0) else data, int(n_rows), int(n_cols), threads)
-    elif isinstance(x, np.ndarray) and x.dtype != object and x.ndim == 2:
+    elif isinstance(x, np.ndarray) and x.ndim == 2:
+        if x.dtype == object:  # a matrix that holds Python numbers (Keras reads it as one),
+            x = _numeric_matrix(x, name)  # never rows of token ids
         if x.dtype.kind not in "fiub":
             raise TypeError(f"{name}: a 2-D array must be numeric, got dtype {x.dtype}")
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float32)  # ints and bools: exact in float32 for 0/1 and counts
         m = _core.csr_from_dense(np.ascontiguousarray(x), threads)
-    elif isinstance(x, np.ndarray) and x.dtype != object and x.ndim != 2:
+    elif isinstance(x, np.ndarray) and (x.dtype != object or x.ndim > 2):
         raise ValueError(f"{name}: a numeric array must be 2-D (rows, features), got shape {x.shape}")
     else:
         if num_words is None:

@@ -81,11 +81,25 @@ class Sequential:
         self.stop_training = False
         self.history: History | None = None
         self.text_encoding: dict | None = None  # how words became ids (see predict_texts)
-        self.word_index: dict | None = None
+        self._word_index = None
         self._fit_lock = threading.Lock()  # one fit at a time per model
         self._device_cache: list = []  # [(weakref to a host CSR, its device copy)], newest first
         for layer in layers or []:
             self.add(layer)
+
+    @property
+    def word_index(self):
+        """The word -> rank dictionary ``predict_texts`` encodes with (saved with the model), or
+        None for the IMDB word index. Kept as a read-only copy (a dict; ``dict(...)`` edits)."""
+        return self._word_index
+
+    @word_index.setter
+    def word_index(self, value):
+        from .datasets.imdb import WordIndex
+
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(f"word_index: expected a dict of word -> rank, got {type(value).__name__}")
+        self._word_index = None if value is None else WordIndex(value)
 
     # ---- structure -------------------------------------------------------------------------
     def add(self, layer: Any) -> None:
@@ -460,12 +474,8 @@ class Sequential:
         if not self.built:
             dim = self._input_dim
             if dim is None:
-                if isinstance(x, _core.CSR):
-                    dim = x.n_cols
-                elif hasattr(x, "shape") and len(getattr(x, "shape", ())) == 2 and \
-                        getattr(x, "dtype", object) != object:
-                    dim = int(x.shape[1])
-                else:
+                dim = _matrix_width(x)
+                if dim is None:
                     raise ValueError(f"{name}: token sequences need the input dimension: give the "
                                      "first layer input_dim= (the num_words the data was loaded "
                                      "with) or start with imdbfast.layers.Input(shape=(d,))")
@@ -717,12 +727,22 @@ def _checksum(arrays: dict) -> str:
     return h.hexdigest()
 
 
-def _input_dim_of(x: Any) -> int:
+def _matrix_width(x: Any) -> int | None:
+    """The width of a matrix input (CSR, scipy.sparse, a 2-D array of any dtype: an object
+    array of numbers is a matrix too); None for token sequences."""
     if isinstance(x, _core.CSR):
         return x.n_cols
     shape = getattr(x, "shape", None)
-    if shape is not None and len(shape) == 2 and getattr(x, "dtype", object) != object:
+    if shape is not None and len(shape) == 2 and (
+            isinstance(x, np.ndarray) or getattr(x, "dtype", object) != object):
         return int(shape[1])
+    return None
+
+
+def _input_dim_of(x: Any) -> int:
+    width = _matrix_width(x)
+    if width is not None:
+        return width
     dim = getattr(x, "num_words", None)
     if dim:
         return int(dim)

@@ -25,8 +25,10 @@ class Sequences:
 
     def __init__(self, tokens: Any, offsets: Any, num_words: int | None = None,
                  encoding: dict | None = None):
-        tokens = np.ascontiguousarray(tokens, dtype=np.int32)
-        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        from ._encoding import exact_ints
+
+        tokens = exact_ints(tokens, np.int32, "Sequences: tokens", low=0)
+        offsets = exact_ints(offsets, np.int64, "Sequences: offsets")
         if tokens.ndim != 1 or offsets.ndim != 1 or offsets.size < 1:
             raise ValueError("Sequences: tokens and offsets must be 1-D, offsets of length N + 1")
         if offsets[0] != 0 or offsets[-1] != tokens.size or np.any(np.diff(offsets) < 0):

@@ -20,7 +20,7 @@ from datautil import keras_load_data_lists as keras_load_data
 def write_npz(path, x_train, y_train, x_test, y_test):
     def obj(rows):
         a = np.empty(len(rows), dtype=object)
-        a[:] = [list(r) for r in rows]
+        a[:] = [r if isinstance(r, (str, bytes)) else list(r) for r in rows]
         return a
     np.savez(path, x_train=obj(x_train), y_train=np.asarray(y_train), x_test=obj(x_test),
              y_test=np.asarray(y_test))
@@ -119,9 +119,13 @@ def test_hostile_pickle_is_refused_and_nothing_runs(tmp_path, cache):
     (lambda p: p.write_bytes(b""), "not a readable npz"),
     (lambda p: np.savez(p, x_train=np.zeros(3)), "missing"),
     (lambda p: write_npz(p, [[1]], [0.5], [[1]], [0]), "integer labels"),
-    (lambda p: write_npz(p, [[1.5]], [0], [[1]], [0]), "negative, not an integer"),
+    (lambda p: write_npz(p, [[1.5]], [0], [[1]], [0]), "non-integer"),
     (lambda p: write_npz(p, [[-3]], [0], [[1]], [0]), "negative"),
+    (lambda p: write_npz(p, [[2**32 + 5]], [0], [[1]], [0]), "does not fit"),
     (lambda p: write_npz(p, [["a"]], [0], [[1]], [0]), "integers"),
+    (lambda p: write_npz(p, [["12"]], [0], [[1]], [0]), "integers"),  # not the id 12
+    (lambda p: write_npz(p, ["a review as text"], [0], [[1]], [0]), "element 0 is str"),
+    (lambda p: write_npz(p, [b"\x01\x02"], [0], [[1]], [0]), "element 0 is bytes"),
     (lambda p: write_npz(p, [[1], [2]], [0], [[1]], [0]), "one per review"),
 ])
 def test_broken_files_are_refused_clearly(tmp_path, cache, make, match):

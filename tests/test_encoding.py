@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import imdbfast
-from imdbfast import _core
+from imdbfast import _core, layers
 
 import reference as ref
 from conftest import flat, synthetic_sequences
@@ -158,3 +158,108 @@ def test_csr_shape_that_would_overflow_is_refused(n_rows):
     with pytest.raises(ValueError, match="n_rows"):
         imdbfast.CSR(np.array([0, 1], dtype=np.int64), np.array([0], dtype=np.int32), None,
                      n_rows, 10)
+
+
+# ---- no silent casts ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tokens, exc", [
+    ([2**32 + 5], IndexError),           # not 5
+    (np.array([2**32 + 5]), IndexError),
+    (np.array([2**63], dtype=np.uint64), IndexError),
+    ([2**64], IndexError),                # beyond int64: an object array
+    ([1.7], TypeError),                   # not 1
+    ([float("nan")], TypeError),
+    (["12"], TypeError),                  # not the id 12
+    ([b"12"], TypeError),
+    ([True], TypeError),
+    (np.array([1, True], dtype=object), TypeError),
+    ([-1], IndexError),
+])
+def test_token_values_are_never_cast(tokens, exc):
+    with pytest.raises(exc):
+        imdbfast.multi_hot([tokens], 10)
+    with pytest.raises((exc, ValueError)):
+        imdbfast.Sequences(tokens, [0, len(tokens)])
+
+
+@pytest.mark.parametrize("offsets", [[0, 1.7], [0, "1"], [0, 2**64], np.array([0.0, 0.5])])
+def test_offsets_are_never_cast(offsets):
+    with pytest.raises((TypeError, ValueError)):
+        imdbfast.Sequences([1], offsets)
+
+
+def test_integral_floats_are_ids():
+    # Keras indexes with them; 3.0 is 3
+    assert imdbfast.multi_hot([[1.0, 3.0]], 5).indices.tolist() == [1, 3]
+    assert imdbfast.Sequences(np.array([1.0, 3.0]), np.array([0.0, 2.0])).tokens.tolist() == [1, 3]
+
+
+def test_a_2d_object_array_is_a_matrix_not_token_lists():
+    x = np.array([[0, 1, 1], [1, 0, 0]], dtype=object)
+    want = imdbfast.multi_hot([[1, 2], [0]], 3)
+    got = imdbfast._encoding.to_csr(x)
+    assert (got.n_rows, got.n_cols) == (2, 3)
+    assert got.indptr.tolist() == want.indptr.tolist()
+    assert got.indices.tolist() == want.indices.tolist()
+    m = imdbfast.Sequential([layers.Dense(1, activation="sigmoid")], seed=0)
+    m.compile("rmsprop", "binary_crossentropy")
+    m.fit(x, np.array([0, 1]), verbose=0)
+    np.testing.assert_array_equal(m.predict(x, verbose=0), m.predict(x.astype(np.float32),
+                                                                     verbose=0))
+    with pytest.raises(TypeError, match="must hold numbers"):
+        m.predict(np.array([["a", "b", "c"]], dtype=object), verbose=0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: imdbfast.multi_hot([[1]], 5, threads=t),
+    lambda t: imdbfast.multi_hot_dense([[1]], 5, threads=t),
+    lambda t: imdbfast.CSR(np.array([0, 1]), np.array([0], np.int32), None, 1, 5, t),
+    lambda t: imdbfast.multi_hot([[1]], 5).to_dense(t),
+    lambda t: imdbfast.multi_hot([[1]], 5).take(np.array([0]), t),
+    lambda t: imdbfast.set_num_threads(t),
+])
+@pytest.mark.parametrize("threads", [2**31, 2**64, -1, 1.5, True, "2"])
+def test_threads_out_of_range_name_the_argument(call, threads):
+    try:
+        with pytest.raises((TypeError, ValueError), match=r"^(threads|n): "):
+            call(threads)
+    finally:
+        imdbfast.set_num_threads(0)
+
+
+def test_csr_shape_out_of_range_names_the_argument():
+    for rows, cols, match in [(2**63, 5, "n_rows"), (1, 2**40, "n_cols"), (1.0, 5, "n_rows"),
+                              (1, 0, "n_cols")]:
+        with pytest.raises((TypeError, ValueError), match=match):
+            imdbfast.CSR(np.array([0, 1]), np.array([0], np.int32), None, rows, cols)
+
+
+def test_an_edited_word_index_is_not_served_stale():
+    from imdbfast.datasets import imdb
+
+    index = {"great": 1, "movie": 2}
+    assert imdb.texts_to_sequences(["a great movie"], index).tokens.tolist() == [1, 4, 5]
+    index["a"] = 3  # edited in place: the cached vocabulary must not be reused
+    assert imdb.texts_to_sequences(["a great movie"], index).tokens.tolist() == [1, 6, 4, 5]
+    del index["great"]
+    assert imdb.texts_to_sequences(["a great movie"], index).tokens.tolist() == [1, 6, 5]
+    for bad in ({"a": True}, {"a": 2**70}, {"a": "1"}):
+        with pytest.raises((TypeError, ValueError), match="word_index"):
+            imdb.texts_to_sequences(["a"], bad)
+
+
+def test_a_models_word_index_is_a_read_only_copy():
+    import pickle
+
+    index = {"great": 1}
+    m = imdbfast.Sequential([layers.Dense(1)])
+    m.word_index = index
+    index["movie"] = 2  # the model kept its own copy
+    assert dict(m.word_index) == {"great": 1}
+    with pytest.raises(TypeError, match="read-only"):
+        m.word_index["movie"] = 2
+    with pytest.raises(TypeError, match="read-only"):
+        m.word_index.update(movie=2)
+    assert pickle.loads(pickle.dumps(m.word_index)) == {"great": 1}
+    with pytest.raises(TypeError, match="word_index"):
+        m.word_index = ["great"]

@@ -131,18 +131,48 @@ def decode_review(sequence: Any, word_index: dict | None = None, index_from: int
 
 # ---- raw text -----------------------------------------------------------------------------
 
-_vocab_cache: list = [None, None]  # [word_index dict, its compiled Vocabulary]
+class WordIndex(dict):
+    """A read-only word -> rank dictionary (a model's word index): an edit raises instead of
+    leaving encodings made from it stale. ``dict(index)`` is an editable copy."""
+
+    def _read_only(self, *args: Any, **kwargs: Any):
+        raise TypeError("this word index is read-only (a model's): edit a copy, dict(index), and "
+                        "assign it")
+
+    __setitem__ = __delitem__ = __ior__ = update = pop = popitem = clear = setdefault = _read_only
+
+    def copy(self) -> dict:
+        return dict(self)
+
+    def __reduce__(self):
+        return (WordIndex, (dict(self),))
+
+
+# The compiled vocabulary of the last word index used, so that encoding a few texts at a time
+# costs no rebuild: for the IMDB file keyed by its path, size and mtime; for a WordIndex by
+# identity (it cannot change); for any other dict by identity and equality with a snapshot (a
+# dict edited in place is rebuilt, not served stale).
+_file_vocab: list = [None, None]  # [file key, Vocabulary]
+_dict_vocab: list = [None, None, None]  # [dict, snapshot or None, Vocabulary]
 
 
 def _vocabulary(word_index: dict | None):
-    from .. import _core
-
-    index = word_index if word_index is not None else get_word_index()
-    if _vocab_cache[0] is not index:
-        if not isinstance(index, dict):
-            raise TypeError(f"word_index: expected a dict of word -> rank, got {type(index).__name__}")
-        _vocab_cache[:] = [index, _core.Vocabulary(index)]
-    return _vocab_cache[1]
+    if word_index is None:
+        where = _locate("imdb_word_index.json")
+        st = where.stat()
+        key = (str(where.resolve()), st.st_size, st.st_mtime_ns)
+        if _file_vocab[0] != key:
+            _file_vocab[:] = [key, _core.Vocabulary(get_word_index(str(where)))]
+        return _file_vocab[1]
+    if not isinstance(word_index, dict):
+        raise TypeError(f"word_index: expected a dict of word -> rank, got {type(word_index).__name__}")
+    index, snapshot, vocab = _dict_vocab
+    frozen = type(word_index) is WordIndex
+    if index is word_index and (frozen or snapshot == word_index):
+        return vocab
+    vocab = _core.Vocabulary(word_index)
+    _dict_vocab[:] = [word_index, None if frozen else dict(word_index), vocab]
+    return vocab
 
 
 def texts_to_sequences(texts: Any, word_index: dict | None = None, num_words: int | None = None,
@@ -160,6 +190,9 @@ def texts_to_sequences(texts: Any, word_index: dict | None = None, num_words: in
     for name, v in (("num_words", num_words), ("start_char", start_char), ("oov_char", oov_char)):
         if v is not None:
             _check_int(name, v, low=0)
+    from .._encoding import check_threads
+
+    threads = check_threads(threads)
     vocab = _vocabulary(word_index)
     tokens, offsets = vocab.encode(list(texts), num_words or 0, skip_top,
                                    -1 if start_char is None else start_char,
@@ -352,16 +385,14 @@ def _read_member(z: NpzReader, name: str) -> np.ndarray:
 
 
 def _flatten(arr: np.ndarray, name: str, where: Path):
+    # each review a sequence of integer word ids: a str or bytes review is not read as its
+    # characters, nor "12" as 12
+    from .._encoding import flatten_sequences
+
     try:
-        lengths = np.fromiter((len(s) for s in arr), np.int64, arr.size)
-        flat = np.fromiter((w for s in arr for w in s), np.float64, int(lengths.sum()))
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: {name} must hold sequences of integers") from None
-    if flat.size and (not np.all(flat == np.floor(flat)) or flat.min() < 0 or flat.max() > 2**31 - 1):
-        raise ValueError(f"{where}: {name} holds a token that is negative, not an integer, or too large")
-    offsets = np.zeros(arr.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return flat.astype(np.int32), offsets
+        return flatten_sequences(arr, name)
+    except (TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def _convert(where: Path) -> dict:
