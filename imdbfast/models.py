@@ -27,8 +27,12 @@ from .layers import Dense, Input
 
 LOSSES = {"binary_crossentropy": "bce", "bce": "bce", "mse": "mse", "mean_squared_error": "mse"}
 METRICS = ("accuracy", "acc", "binary_accuracy")
-ROWS_PER_CHUNK = 8192  # the compiled loop returns to Python this often (progress, Ctrl-C)
-INFERENCE_CHUNK = 1 << 16  # rows per compiled predict/evaluate call (~10 ms: Ctrl-C stays prompt)
+# A compiled call returns to Python (progress, callbacks, Ctrl-C) after about WORK_PER_CALL
+# multiply-adds (~50 ms on 2 cores at the 4-8 GMAC/s measured for both small and wide models),
+# and after at most this many rows; a training call does at least one step.
+WORK_PER_CALL = 2e8
+ROWS_PER_CHUNK = 8192
+INFERENCE_CHUNK = 1 << 16
 FORMAT = "imdbfast-model"
 FORMAT_VERSION = 2  # 2: slot_synced (the lazy rows' steps); version 1 files are read too
 
@@ -303,7 +307,7 @@ class Sequential:
         self.stop_training = False
         if encoding is not None:
             self.text_encoding = dict(encoding, num_words=self._input_dim)
-        per_chunk = max(1, ROWS_PER_CHUNK // batch_size)
+        per_chunk = max(1, min(ROWS_PER_CHUNK, self._rows_per_call(xs, train=True)) // batch_size)
         logs: dict = {}
         cb.on_train_begin()
         for epoch in range(initial_epoch, epochs):
@@ -366,13 +370,15 @@ class Sequential:
         if self.device != "cpu" and _device.is_cupy(x):  # cupy in, cupy out: no host copy
             out = _device.empty_cupy((xs.n_rows, units), _backend.device_index(self.device))
             base = _device.pointer(out.__cuda_array_interface__)
-            for r0 in range(0, xs.n_rows, INFERENCE_CHUNK):
-                r1 = min(xs.n_rows, r0 + INFERENCE_CHUNK)
+            chunk = self._rows_per_call(xs)
+            for r0 in range(0, xs.n_rows, chunk):
+                r1 = min(xs.n_rows, r0 + chunk)
                 self._net.predict_to(xs, base + 4 * units * r0, r0, r1)
         else:
             out = np.empty((xs.n_rows, units), dtype=np.float32)
-            for r0 in range(0, xs.n_rows, INFERENCE_CHUNK):  # Python regains control in between
-                r1 = min(xs.n_rows, r0 + INFERENCE_CHUNK)
+            chunk = self._rows_per_call(xs)
+            for r0 in range(0, xs.n_rows, chunk):  # Python regains control in between
+                r1 = min(xs.n_rows, r0 + chunk)
                 out[r0:r1] = self._net.predict(xs, nthreads, r0, r1)
         if verbose:
             _print_done(-(-xs.n_rows // batch_size), start, {})
@@ -436,10 +442,22 @@ class Sequential:
     def _evaluate_sums(self, xs, ys, sw, nthreads: int):
         """Loss and accuracy sums in chunks of rows (added in order: the same for any split)."""
         loss_sum = correct = 0.0
-        for r0 in range(0, xs.n_rows, INFERENCE_CHUNK):
-            l, c, _ = self._net.evaluate(xs, ys, sw, nthreads, r0, min(xs.n_rows, r0 + INFERENCE_CHUNK))
+        chunk = self._rows_per_call(xs)
+        for r0 in range(0, xs.n_rows, chunk):
+            l, c, _ = self._net.evaluate(xs, ys, sw, nthreads, r0, min(xs.n_rows, r0 + chunk))
             loss_sum, correct = loss_sum + l, correct + c
         return loss_sum, correct, xs.n_rows
+
+    def _rows_per_call(self, xs, train: bool = False) -> int:
+        """Rows one compiled call takes so that it does about WORK_PER_CALL multiply-adds: the
+        first layer costs its input's non-zeros per row times its width, the others their
+        kernels' sizes; training about twice and three times that."""
+        dims = self._dims()
+        nnz = xs.nnz / max(1, xs.n_rows)
+        sparse = nnz * dims[1]
+        dense = sum(dims[i] * dims[i + 1] for i in range(1, len(dims) - 1))
+        per_row = 2 * sparse + 3 * dense if train else sparse + dense
+        return int(max(1, min(INFERENCE_CHUNK, WORK_PER_CALL / max(per_row, 1.0))))
 
     def _require_built(self, what: str) -> None:
         if not self.built:

@@ -131,6 +131,9 @@ def decode_review(sequence: Any, word_index: dict | None = None, index_from: int
 
 # ---- raw text -----------------------------------------------------------------------------
 
+_TEXT_PER_CALL = 4 << 20  # characters per compiled encode call (it reads ~75 MB/s on 2 cores)
+
+
 class WordIndex(dict):
     """A read-only word -> rank dictionary (a model's word index): an edit raises instead of
     leaving encodings made from it stale. ``dict(index)`` is an editable copy."""
@@ -194,9 +197,24 @@ def texts_to_sequences(texts: Any, word_index: dict | None = None, num_words: in
 
     threads = check_threads(threads)
     vocab = _vocabulary(word_index)
-    tokens, offsets = vocab.encode(list(texts), num_words or 0, skip_top,
-                                   -1 if start_char is None else start_char,
-                                   -1 if oov_char is None else oov_char, index_from, threads)
+    texts = list(texts)
+    args = (num_words or 0, skip_top, -1 if start_char is None else start_char,
+            -1 if oov_char is None else oov_char, index_from, threads)
+    # In calls of about _TEXT_PER_CALL characters (~50 ms): Ctrl-C is seen in between.
+    parts, i = [], 0
+    while i < len(texts) or not parts:
+        j, size = i, 0
+        while j < len(texts) and (j == i or size < _TEXT_PER_CALL):
+            size += len(texts[j]) if isinstance(texts[j], str) else 0
+            j += 1
+        parts.append(vocab.encode(texts[i:j], *args))
+        i = j
+    if len(parts) == 1:
+        tokens, offsets = parts[0]
+    else:
+        tokens = np.concatenate([t for t, _ in parts])
+        shift = np.cumsum([0] + [t.size for t, _ in parts[:-1]])
+        offsets = np.concatenate([[0]] + [o[1:] + k for (_, o), k in zip(parts, shift)])
     encoding = dict(num_words=num_words, skip_top=skip_top, start_char=start_char,
                     oov_char=oov_char, index_from=index_from)
     return Sequences(tokens, offsets, num_words, encoding)
