@@ -182,8 +182,10 @@ def write_atomically(path: str | os.PathLike, write: Any, what: str) -> None:
     regular file; removes temporary files that killed writers left."""
     p = os.fspath(path)
     refuse_special(p, what)
-    _remove_leftovers(p)
     folder = os.path.dirname(os.path.abspath(p))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{what}: {p!r}: the folder {folder!r} does not exist")
+    _remove_leftovers(p)
     fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(p)}{_host()}.{os.getpid()}.",
                                suffix=_TMP_TAG, dir=folder)
     try:

@@ -248,3 +248,8 @@ def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
     live.write_bytes(b"in progress")
     m.save(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.npz", live.name])
+
+
+def test_save_into_a_missing_folder_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="the folder .* does not exist"):
+        small_model().save(tmp_path / "no" / "m.npz")
