@@ -113,6 +113,30 @@ py::list current_slots(const Net& n) {
     });
 }
 
+// A CSR from Python's arrays, every argument checked (the constructor, and unpickling).
+std::shared_ptr<CSR> make_csr(py::array indptr, py::array indices, py::object data,
+                              py::object rows, py::object cols, py::object nthreads) {
+    // (an upper bound far beyond any memory, so that n_rows + 1 cannot overflow)
+    const int64_t n_rows = int_arg(rows, "shape: n_rows", 0, int64_t(1) << 62);
+    const int64_t n_cols = int_arg(cols, "shape: n_cols", 1, INT32_MAX);
+    const int threads = threads_arg(nthreads);
+    const int64_t* ip = check<int64_t>(indptr, "indptr", {n_rows + 1});
+    const int64_t nnz = indices.ndim() == 1 ? indices.shape(0) : -1;
+    const int32_t* ix = check<int32_t>(indices, "indices", {nnz});
+    check_offsets(ip, n_rows, nnz, "indptr");
+    for (int64_t k = 0; k < nnz; ++k)
+        if (ix[k] < 0 || ix[k] >= n_cols)
+            throw std::out_of_range("indices: column " + std::to_string(ix[k]) +
+                                    " is outside [0, " + std::to_string(n_cols) + ")");
+    const float* v = nullptr;
+    if (!data.is_none()) {
+        v = check<float>(data.cast<py::array>(), "data", {nnz});
+        check_finite(v, nnz, "data");
+    }
+    py::gil_scoped_release nogil;
+    return std::make_shared<CSR>(cpu::csr_from_arrays(ip, ix, v, n_rows, n_cols, threads));
+}
+
 // A one-time notice from the core (parallel.h) as a RuntimeWarning. The core may say it on any
 // thread, with or without the GIL, even while holding a Net's lock that a thread holding the
 // GIL waits for: so it is handed to the interpreter (Py_AddPendingCall, which needs neither)
@@ -175,28 +199,7 @@ PYBIND11_MODULE(_core, m) {
 
     // ---- CSR ---------------------------------------------------------------------------------
     py::class_<CSR, std::shared_ptr<CSR>>(m, "CSR", "A CSR matrix with sorted unique columns per row.")
-        .def(py::init([](py::array indptr, py::array indices, py::object data, py::object rows,
-                         py::object cols, py::object nthreads) {
-                 // (an upper bound far beyond any memory, so that n_rows + 1 cannot overflow)
-                 const int64_t n_rows = int_arg(rows, "shape: n_rows", 0, int64_t(1) << 62);
-                 const int64_t n_cols = int_arg(cols, "shape: n_cols", 1, INT32_MAX);
-                 const int threads = threads_arg(nthreads);
-                 const int64_t* ip = check<int64_t>(indptr, "indptr", {n_rows + 1});
-                 const int64_t nnz = indices.ndim() == 1 ? indices.shape(0) : -1;
-                 const int32_t* ix = check<int32_t>(indices, "indices", {nnz});
-                 check_offsets(ip, n_rows, nnz, "indptr");
-                 for (int64_t k = 0; k < nnz; ++k)
-                     if (ix[k] < 0 || ix[k] >= n_cols)
-                         throw std::out_of_range("indices: column " + std::to_string(ix[k]) +
-                                                 " is outside [0, " + std::to_string(n_cols) + ")");
-                 const float* v = nullptr;
-                 if (!data.is_none()) {
-                     v = check<float>(data.cast<py::array>(), "data", {nnz});
-                     check_finite(v, nnz, "data");
-                 }
-                 py::gil_scoped_release nogil;
-                 return std::make_shared<CSR>(cpu::csr_from_arrays(ip, ix, v, n_rows, n_cols, threads));
-             }),
+        .def(py::init(&make_csr),
              py::arg("indptr"), py::arg("indices"), py::arg("data"), py::arg("n_rows"),
              py::arg("n_cols"), py::arg("threads") = 0)
         .def_readonly("n_rows", &CSR::n_rows)
@@ -225,6 +228,20 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release nogil;
             return std::make_shared<CSR>(cpu::csr_take_rows(s.view(), r, n, threads));
         }, py::arg("rows"), py::arg("threads") = 0)
+        // Pickles as its arrays (NumPy pickles those as buffers) and shape; unpickling runs
+        // the constructor's checks, so a doctored pickle cannot make an invalid matrix.
+        .def(py::pickle(
+            [](const std::shared_ptr<CSR>& s) {
+                return py::make_tuple(view_of(s, s->indptr), view_of(s, s->indices),
+                                      s->binary ? py::object(py::none())
+                                                : py::object(view_of(s, s->values)),
+                                      s->n_rows, s->n_cols);
+            },
+            [](py::tuple t) {
+                if (t.size() != 5) throw std::invalid_argument("CSR: a pickle of 5 items expected");
+                return make_csr(t[0].cast<py::array>(), t[1].cast<py::array>(), t[2], t[3], t[4],
+                                py::int_(0));
+            }))
         .def("lane_bounds", [](const CSR& s, py::object size) {
             const int64_t batch_size = int_arg(size, "batch_size", 1, int64_t(1) << 62);
             std::vector<int64_t> b = s.lanes(batch_size, 1)->bounds;

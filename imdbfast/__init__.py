@@ -13,15 +13,40 @@ or, in one call, ``model = imdbfast.fit(x_train, y_train)``.
 
 __version__ = "0.1.0"
 
-try:
-    from ._core import CSR, get_num_threads, set_num_threads  # noqa: E402
-except ImportError as e:  # pragma: no cover - depends on how Python was started
-    raise ImportError(
-        "imdbfast's compiled core (imdbfast._core) is missing. Install the package with "
-        "`pip install .`; if you are in the source checkout, `python -m ...` puts the source "
-        "folder first on sys.path and hides the installed package: run `pytest` instead."
-    ) from e
 
+def _installed_elsewhere():
+    """The installed imdbfast's folder, when this one is the source checkout without compiled
+    modules (Python started in the repository root puts it first on sys.path)."""
+    import importlib.machinery
+    import os
+    import sys
+
+    here = os.path.realpath(os.path.dirname(__file__))
+    root = os.path.dirname(here)
+    others = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != root]
+    spec = importlib.machinery.PathFinder.find_spec(__name__, others)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if os.path.realpath(folder) != here and \
+                importlib.machinery.PathFinder.find_spec("_core", [folder]) is not None:
+            return folder
+    return None
+
+
+try:
+    from . import _core  # noqa: E402
+except ImportError as e:  # the source checkout, imported from the repository root
+    _installed = _installed_elsewhere()
+    if _installed is None:
+        raise ImportError(
+            "imdbfast's compiled core (imdbfast._core) is missing: install the package with "
+            "`pip install .` (this folder is the source checkout, and no installed imdbfast was "
+            "found on sys.path)") from e
+    # Every submodule, compiled or Python, then comes from the installed package (one build).
+    __path__[:] = [_installed]  # noqa: F821
+    __file__ = _installed + "/__init__.py"
+    del _installed
+
+from ._core import CSR, get_num_threads, set_num_threads  # noqa: E402
 from . import callbacks, datasets, layers, optimizers  # noqa: E402
 from ._backend import cuda_available  # noqa: E402
 from ._encoding import multi_hot, multi_hot_dense, to_csr  # noqa: E402

@@ -64,10 +64,13 @@ class NpzReader:
     the archive can hold. Pickled (object) members are refused unless ``object_loader`` is
     given (a callable reading a pickle from the member's stream)."""
 
-    def __init__(self, path: str | os.PathLike, what: str):
-        self.where = os.fspath(path)
+    def __init__(self, path: Any, what: str):
+        """``path``: a file's path, or a binary file object (read in place)."""
         self.what = what
-        self._file = open_regular(path, what)
+        if hasattr(path, "read"):
+            self.where, self._file = getattr(path, "name", "<bytes>"), path
+        else:
+            self.where, self._file = os.fspath(path), open_regular(path, what)
         try:
             self._zip = zipfile.ZipFile(self._file)
         except BaseException:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 import threading
@@ -34,7 +35,9 @@ WORK_PER_CALL = 2e8
 ROWS_PER_CHUNK = 8192
 INFERENCE_CHUNK = 1 << 16
 FORMAT = "imdbfast-model"
-FORMAT_VERSION = 2  # 2: slot_synced (the lazy rows' steps); version 1 files are read too
+# 2: slot_synced (the lazy rows' steps); 3: unbuilt models, history, threads, device. Versions 1
+# and 2 are read too.
+FORMAT_VERSION = 3
 
 
 def _one_fit_at_a_time(fit):
@@ -402,18 +405,34 @@ class Sequential:
         x = imdb.texts_to_sequences(texts, word_index or self.word_index, **enc)
         return self.predict(x, verbose=0, threads=threads)
 
-    # ---- saving ------------------------------------------------------------------------------
+    # ---- saving and pickling ----------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write architecture, weights, optimizer state and compile settings to one ``.npz``
-        (no pickles; see docs/FORMAT.md), atomically: a temporary file renamed into place."""
-        self._require_built("save")
+        """Write architecture, weights, optimizer state, compile settings and history to one
+        ``.npz`` (no pickles; see docs/FORMAT.md), atomically: a temporary file renamed into
+        place."""
+        arrays = self._archive()
+        write_atomically(path, lambda f: np.savez(f, **arrays), "save")
+
+    def __reduce__(self):
+        # A pickle (and copy.deepcopy) holds the bytes of the saved file: one format, exact.
+        buf = io.BytesIO()
+        np.savez(buf, **self._archive())
+        return (_unpickle_model, (buf.getvalue(),))
+
+    def _archive(self) -> dict:
+        """The members of the saved file (docs/FORMAT.md), of one moment of the model."""
         from . import __version__
 
+        history = None
+        if self.history is not None:
+            history = {"history": self.history.history, "epoch": list(self.history.epoch),
+                       "params": getattr(self.history, "params", None) or {}}
         config = {"format": FORMAT, "version": FORMAT_VERSION, "imdbfast_version": __version__,
                   "name": self.name, "input_dim": self._input_dim, "seed": self.seed,
+                  "threads": self.threads, "device": self.device, "built": self.built,
                   "layers": [l.get_config() for l in self.layers], "compile": self._compile_config,
-                  "text_encoding": self.text_encoding}
-        arrays = {"config": np.array(json.dumps(config))}
+                  "text_encoding": self.text_encoding, "history": history}
+        arrays = {"config": np.array(json.dumps(config, default=_json_value))}
         word_index = self.word_index
         if word_index is None and self.text_encoding is not None:
             from .datasets import imdb
@@ -424,19 +443,20 @@ class Sequential:
                 word_index = None
         if word_index is not None:
             arrays["word_index"] = np.frombuffer(json.dumps(word_index).encode("utf-8"), dtype=np.uint8)
-        # One moment of the model, exactly (even while another thread trains it).
-        weights, slots_list, synced, iterations = self._net.state()
-        for i, w in enumerate(weights):
-            arrays[f"weight_{i}"] = w
-        if self._compile_config is not None:
-            arrays["iterations"] = np.array(iterations, dtype=np.int64)
-            for p, slots in enumerate(slots_list):
-                for s, a in enumerate(slots):
-                    arrays[f"slot_{p}_{s}"] = a
-            if synced is not None:
-                arrays["slot_synced"] = synced
+        if self.built:
+            # One moment of the model, exactly (even while another thread trains it).
+            weights, slots_list, synced, iterations = self._net.state()
+            for i, w in enumerate(weights):
+                arrays[f"weight_{i}"] = w
+            if self._compile_config is not None:
+                arrays["iterations"] = np.array(iterations, dtype=np.int64)
+                for p, slots in enumerate(slots_list):
+                    for s, a in enumerate(slots):
+                        arrays[f"slot_{p}_{s}"] = a
+                if synced is not None:
+                    arrays["slot_synced"] = synced
         arrays["checksum"] = np.array(_checksum(arrays))  # over everything above
-        write_atomically(path, lambda f: np.savez(f, **arrays), "save")
+        return arrays
 
     # ---- helpers -----------------------------------------------------------------------------
     def _evaluate_sums(self, xs, ys, sw, nthreads: int):
@@ -620,13 +640,20 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu") -> Sequential:
     """A model written by ``Sequential.save``: same weights, optimizer state and settings, on
     ``device``. Files of another format or version, damaged or altered files are refused
     (ValueError naming the file and the member)."""
+    return _from_archive(path, repr(os.fspath(path)), resolve_device(device))
+
+
+def _unpickle_model(data: bytes) -> Sequential:
+    """A pickled model: the bytes of its saved file, restored on the device it was on."""
+    return _from_archive(io.BytesIO(data), "a pickled model", None)
+
+
+def _from_archive(source: Any, where: str, device: str | None) -> Sequential:
     import zipfile
     import zlib
 
-    device = resolve_device(device)
-    where = repr(os.fspath(path))
     try:
-        f = NpzReader(path, "load_model")
+        f = NpzReader(source, "load_model")
     except FileNotFoundError:  # a ValueError, as Keras's load_model
         raise ValueError(f"load_model: file not found: {where}") from None
     except (zipfile.BadZipFile, EOFError) as e:
@@ -638,7 +665,7 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu") -> Sequential:
         raise ValueError(f"load_model: {where} is corrupt ({e})") from None
 
 
-def _load_model(f: NpzReader, where: str, device: str) -> Sequential:
+def _load_model(f: NpzReader, where: str, device: str | None) -> Sequential:
     if "config" not in f:
         raise ValueError(f"load_model: {where} has no imdbfast config")
     try:
@@ -647,22 +674,35 @@ def _load_model(f: NpzReader, where: str, device: str) -> Sequential:
             raise ValueError("not a JSON object")
     except ValueError as e:
         raise ValueError(f"load_model: {where}: member 'config' is damaged ({e})") from None
-    if config.get("format") != FORMAT or config.get("version") not in (1, FORMAT_VERSION):
+    if config.get("format") != FORMAT or config.get("version") not in (1, 2, FORMAT_VERSION):
         raise ValueError(f"load_model: unsupported format {config.get('format')!r} "
                          f"version {config.get('version')!r} (this imdbfast reads "
                          f"{FORMAT!r} version {FORMAT_VERSION})")
+    if device is None:  # (a pickle) where the model was
+        device = resolve_device(config.get("device") or "cpu")
     arrays = {k: f.read(k) for k in f.files if k != "checksum"}
     if "checksum" not in f or str(f.read("checksum")) != _checksum(arrays):
         raise ValueError(f"load_model: {where} is corrupt (checksum mismatch)")
     try:  # a config that passes the checksum can still be nonsense (written by hand)
-        model = Sequential([Input((config["input_dim"],))] +
+        dim = config["input_dim"]
+        model = Sequential(([Input((dim,))] if dim is not None else []) +
                            [Dense(**l) for l in config["layers"]],
-                           name=config.get("name"), seed=config.get("seed"), device=device)
+                           name=config.get("name"), seed=config.get("seed"),
+                           threads=config.get("threads"), device=device)
         comp = config.get("compile")
-        model.build()
+        built = config.get("built", True)  # (versions 1 and 2: always built)
+        if built:
+            model.build()
         if comp is not None:
             model.compile(_optimizers.get(comp["optimizer"]), comp["loss_name"], comp["metrics"],
                           bce=comp["bce"])
+        if config.get("history") is not None:
+            h = config["history"]
+            model.history = History()
+            model.history.history = {k: [float(v) for v in vs] for k, vs in h["history"].items()}
+            model.history.epoch = [int(e) for e in h["epoch"]]
+            model.history.params = dict(h["params"])
+            model.history.set_model(model)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"load_model: {where}: member 'config' does not describe a model "
                          f"({type(e).__name__}: {e})") from None
@@ -673,6 +713,8 @@ def _load_model(f: NpzReader, where: str, device: str) -> Sequential:
         except ValueError as e:
             raise ValueError(f"load_model: {where}: member 'word_index' is damaged ({e})") from None
 
+    if not model.built:
+        return model
     shapes = [w.shape for w in model.get_weights()]
 
     def member(name, shape=None):
@@ -733,6 +775,11 @@ def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "
               validation_split=validation_split, validation_data=validation_data,
               shuffle=shuffle, sample_weight=sample_weight, class_weight=class_weight)
     return model
+
+
+def _json_value(v: Any) -> Any:
+    """NumPy scalars in history or settings as Python numbers; anything else as its text."""
+    return v.item() if isinstance(v, np.generic) else str(v)
 
 
 def _checksum(arrays: dict) -> str:

@@ -23,6 +23,12 @@ settings.register_profile("long", max_examples=400, deadline=None, derandomize=T
 settings.register_profile("hunt", max_examples=2000, deadline=None, suppress_health_check=_SLOW_OK)
 settings.load_profile(os.environ.get("IMDBFAST_HYPOTHESIS", "ci"))
 
+# A relative IMDBFAST_DATA (`IMDBFAST_DATA=../shared/data pytest`) is relative to where pytest
+# started: made absolute here, so tests that run code in another directory (subprocesses with
+# their own cwd) find the same folder.
+if os.environ.get("IMDBFAST_DATA"):
+    os.environ["IMDBFAST_DATA"] = os.path.abspath(os.environ["IMDBFAST_DATA"])
+
 import imdbfast
 from datautil import data_dir, flat, keras_load_data, synthetic_sequences  # noqa: F401
 

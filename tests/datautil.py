@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def data_dir() -> Path | None:
     env = os.environ.get("IMDBFAST_DATA")
-    candidates = [Path(env)] if env else []
+    candidates = [Path(env).expanduser().resolve()] if env else []
     candidates.append(REPO.parent / "shared" / "data")
     for c in candidates:
         if (c / "imdb.npz").is_file():

@@ -53,3 +53,21 @@ def test_thread_count_is_settable_and_restorable():
     assert imdbfast.get_num_threads() == default
     with pytest.raises(ValueError, match="n"):
         imdbfast.set_num_threads(-1)
+
+
+@pytest.mark.parametrize("command", [
+    ["-c", "import imdbfast, sys; imdbfast.Sequential; print(imdbfast._core.__file__)"],
+    ["-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", "tests/test_build.py"],
+])
+def test_python_started_in_the_repository_root_uses_the_installed_package(command):
+    # `python -c` and `python -m` put the current folder first on sys.path: from the root that
+    # is the source checkout, which has no compiled modules and hands over to the installed one
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "imdbfast" / "__init__.py").is_file():
+        pytest.skip("not run from a source checkout")
+    r = subprocess.run([sys.executable] + command, cwd=root, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

@@ -229,6 +229,13 @@ def load_aclimdb(path: str | os.PathLike, split: str = "train", word_index: dict
 
     ``path`` is the ``aclImdb`` folder, a folder holding it, or the ``aclImdb_v1.tar.gz``
     archive itself (read without unpacking)."""
+    texts, labels, ratings = read_aclimdb(path, split)
+    return texts_to_sequences(texts, word_index, **encoding), labels, ratings
+
+
+def read_aclimdb(path: str | os.PathLike, split: str = "train"):
+    """The raw reviews of :func:`load_aclimdb`, in the same order: ``(texts, labels, ratings)``,
+    texts a list of str (for scikit-learn's vectorizers, or your own tokenizer)."""
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
     p = Path(os.fspath(path)).expanduser()
@@ -254,8 +261,7 @@ def load_aclimdb(path: str | os.PathLike, split: str = "train", word_index: dict
                     texts.append(_decode(f.read(), folder / name))
     else:
         raise FileNotFoundError(f"{p}: no such file or folder")
-    x = texts_to_sequences(texts, word_index, **encoding)
-    return x, np.array(labels, dtype=np.int64), np.array(ratings, dtype=np.int64)
+    return texts, np.array(labels, dtype=np.int64), np.array(ratings, dtype=np.int64)
 
 
 def _rating(name: str, where: Any) -> int:
