@@ -18,6 +18,8 @@ int driver_version() { return 0; }
 
 #else
 
+#include <string>
+
 #include "cuda_check.h"
 
 namespace imdbfast {
@@ -28,7 +30,19 @@ std::vector<DeviceInfo> devices(std::string* reason) {
     int count = 0;
     const cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess) {  // no driver, no device: not an error for discovery
-        if (reason) *reason = cudaGetErrorString(err);
+        // Without any driver the runtime says "driver version is insufficient": say what it is.
+        int driver = 0;
+        const bool no_driver = cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0;
+        if (reason) {
+            if (no_driver)
+                *reason = "no NVIDIA driver found";
+            else if (err == cudaErrorInsufficientDriver)
+                *reason = "the NVIDIA driver (CUDA " + std::to_string(driver / 1000) + "." +
+                          std::to_string(driver % 1000 / 10) +
+                          ") is older than this build's CUDA runtime needs";
+            else
+                *reason = cudaGetErrorString(err);
+        }
         cudaGetLastError();    // clear the sticky state
         return out;
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._core import CSR
@@ -115,7 +116,8 @@ def multi_hot(sequences: Any, num_words: int, *, threads: int = 0) -> CSR:
     return _core.multi_hot(tokens, offsets, _check_dim(num_words), check_threads(threads))
 
 
-def multi_hot_dense(sequences: Any, num_words: int, *, threads: int = 0) -> np.ndarray:
+def multi_hot_dense(sequences: Any, num_words: int, *, threads: int = 0
+                    ) -> npt.NDArray[np.float32]:
     """The book's dense float32 multi-hot matrix (N, num_words). Prefer :func:`multi_hot`."""
     tokens, offsets = flatten_sequences(sequences, "sequences")
     return _core.multi_hot_dense(tokens, offsets, _check_dim(num_words), check_threads(threads))

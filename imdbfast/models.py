@@ -13,7 +13,9 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
+
+import numpy.typing as npt
 
 import numpy as np
 
@@ -40,7 +42,10 @@ FORMAT = "imdbfast-model"
 FORMAT_VERSION = 3
 
 
-def _one_fit_at_a_time(fit):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _one_fit_at_a_time(fit: _F) -> _F:
     """fit on a model already training in another thread is refused, before any work."""
     @functools.wraps(fit)
     def guarded(self, *args, **kwargs):
@@ -51,7 +56,7 @@ def _one_fit_at_a_time(fit):
             return fit(self, *args, **kwargs)
         finally:
             self._fit_lock.release()
-    return guarded
+    return guarded  # type: ignore[return-value]
 
 
 class Sequential:
@@ -72,7 +77,7 @@ class Sequential:
     used in place; predict on a cupy array returns a cupy array.
     """
 
-    def __init__(self, layers: Sequence[Any] | None = None, *, name: str | None = None,
+    def __init__(self, layers: Sequence[Dense | Input] | None = None, *, name: str | None = None,
                  seed: int | None = None, threads: int | None = None, device: str = "cpu"):
         self.name = name or "sequential"
         self.layers: list[Dense] = []
@@ -95,13 +100,13 @@ class Sequential:
             self.add(layer)
 
     @property
-    def word_index(self):
+    def word_index(self) -> dict[str, int] | None:
         """The word -> rank dictionary ``predict_texts`` encodes with (saved with the model), or
         None for the IMDB word index. Kept as a read-only copy (a dict; ``dict(...)`` edits)."""
         return self._word_index
 
     @word_index.setter
-    def word_index(self, value):
+    def word_index(self, value: dict[str, int] | None) -> None:
         from .datasets.imdb import WordIndex
 
         if value is not None and not isinstance(value, dict):
@@ -198,7 +203,7 @@ class Sequential:
         print_fn("\n".join(lines))
 
     # ---- weights -----------------------------------------------------------------------------
-    def get_weights(self) -> list[np.ndarray]:
+    def get_weights(self) -> list[npt.NDArray[np.float32]]:
         """[kernel (in, units), bias (units,), ...] as float32 copies, Keras's order."""
         self._require_built("get_weights")
         return self._net.get_weights()
@@ -340,7 +345,7 @@ class Sequential:
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
                  verbose: Any = "auto", sample_weight: Any = None, return_dict: bool = False, *,
-                 threads: int | None = None):
+                 threads: int | None = None) -> float | list[float] | dict[str, float]:
         """[loss, accuracy] (or the loss alone without metrics, or a dict), over all rows."""
         self._require_compiled("evaluate")
         batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
@@ -362,7 +367,7 @@ class Sequential:
         return logs["loss"] if not self.metrics_names else [logs["loss"], logs[self.metrics_names[0]]]
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto", *,
-                threads: int | None = None) -> np.ndarray:
+                threads: int | None = None) -> npt.NDArray[np.float32]:
         """The last layer's outputs as a float32 array (N, units): probabilities for the book."""
         batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
         verbose = _check_verbose(verbose)
@@ -387,8 +392,8 @@ class Sequential:
             _print_done(-(-xs.n_rows // batch_size), start, {})
         return out
 
-    def predict_texts(self, texts: Sequence[str], word_index: dict | None = None, *,
-                      threads: int | None = None) -> np.ndarray:
+    def predict_texts(self, texts: Sequence[str], word_index: dict[str, int] | None = None, *,
+                      threads: int | None = None) -> npt.NDArray[np.float32]:
         """Probabilities for raw review strings: each is encoded as the training data was
         (``self.text_encoding``, recorded by fit from load_data's output, else load_data's
         defaults with the model's input dimension as num_words) with ``word_index`` (else the

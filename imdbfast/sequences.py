@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 
@@ -47,10 +48,10 @@ class Sequences:
         return self.offsets.size - 1
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[int]:
         return (len(self),)
 
-    def lengths(self) -> np.ndarray:
+    def lengths(self) -> npt.NDArray[np.int64]:
         return np.diff(self.offsets)
 
     def __getitem__(self, key: Any):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import _core
 from .._files import NpzReader, open_regular
@@ -43,7 +44,9 @@ KNOWN_FILES = {
 
 def load_data(path: str = "imdb.npz", num_words: int | None = None, skip_top: int = 0,
               maxlen: int | None = None, seed: int = 113, start_char: int | None = 1,
-              oov_char: int | None = 2, index_from: int = 3, **kwargs: Any):
+              oov_char: int | None = 2, index_from: int = 3, **kwargs: Any
+              ) -> tuple[tuple[Sequences, npt.NDArray[np.int64]],
+                         tuple[Sequences, npt.NDArray[np.int64]]]:
     """Keras's ``imdb.load_data``: ((x_train, y_train), (x_test, y_test)).
 
     x are :class:`imdbfast.Sequences` (flat, list-like), y int64 arrays. Reviews are shuffled with
@@ -101,7 +104,7 @@ def load_data(path: str = "imdb.npz", num_words: int | None = None, skip_top: in
     return tuple(out)
 
 
-def get_word_index(path: str = "imdb_word_index.json") -> dict:
+def get_word_index(path: str = "imdb_word_index.json") -> dict[str, int]:
     """Keras's word index: word -> frequency rank (1 = most frequent), not shifted."""
     where = _locate(path)
     with open_regular(where, "get_word_index") as f:
@@ -117,12 +120,13 @@ def get_word_index(path: str = "imdb_word_index.json") -> dict:
     return index
 
 
-def reverse_word_index(word_index: dict | None = None) -> dict:
+def reverse_word_index(word_index: dict[str, int] | None = None) -> dict[int, str]:
     """rank -> word, the dictionary the book builds to decode reviews."""
     return {v: k for k, v in (word_index or get_word_index()).items()}
 
 
-def decode_review(sequence: Any, word_index: dict | None = None, index_from: int = 3) -> str:
+def decode_review(sequence: Any, word_index: dict[str, int] | None = None,
+                  index_from: int = 3) -> str:
     """The book's decoding: ids below ``index_from`` (padding, start, OOV) and unknown ids
     become '?'."""
     reverse = reverse_word_index(word_index)
@@ -178,7 +182,8 @@ def _vocabulary(word_index: dict | None):
     return vocab
 
 
-def texts_to_sequences(texts: Any, word_index: dict | None = None, num_words: int | None = None,
+def texts_to_sequences(texts: Any, word_index: dict[str, int] | None = None,
+                       num_words: int | None = None,
                        skip_top: int = 0, start_char: int | None = 1, oov_char: int | None = 2,
                        index_from: int = 3, *, threads: int = 0) -> Sequences:
     """Raw review strings -> word ids exactly as the IMDB data was built and load_data encodes
@@ -220,8 +225,9 @@ def texts_to_sequences(texts: Any, word_index: dict | None = None, num_words: in
     return Sequences(tokens, offsets, num_words, encoding)
 
 
-def load_aclimdb(path: str | os.PathLike, split: str = "train", word_index: dict | None = None,
-                 **encoding: Any):
+def load_aclimdb(path: str | os.PathLike, split: str = "train",
+                 word_index: dict[str, int] | None = None, **encoding: Any
+                 ) -> tuple[Sequences, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """The Stanford Large Movie Review Dataset (``aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt``)
     as ``(x, labels, ratings)``: x the encoded reviews (:func:`texts_to_sequences` with
     ``encoding``'s arguments), labels 1 for pos and 0 for neg, ratings 1-10. Positive reviews come
@@ -233,7 +239,8 @@ def load_aclimdb(path: str | os.PathLike, split: str = "train", word_index: dict
     return texts_to_sequences(texts, word_index, **encoding), labels, ratings
 
 
-def read_aclimdb(path: str | os.PathLike, split: str = "train"):
+def read_aclimdb(path: str | os.PathLike, split: str = "train"
+                 ) -> tuple[list[str], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """The raw reviews of :func:`load_aclimdb`, in the same order: ``(texts, labels, ratings)``,
     texts a list of str (for scikit-learn's vectorizers, or your own tokenizer)."""
     if split not in ("train", "test"):
