@@ -264,12 +264,12 @@ class Sequential:
         random). Epoch ``e`` (0-based, counting from ``initial_epoch``) visits the rows in the
         order ``imdbfast._core.shuffle_order(n, seed, e)``.
         """
-        batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
+        batch_size = _check_batch_size(32 if batch_size is None else batch_size, "batch_size")
         epochs = _check_nonneg_int(epochs, "epochs")
         # As Keras: epochs is the index of the last epoch; initial_epoch >= epochs runs none.
         initial_epoch = _check_nonneg_int(initial_epoch, "initial_epoch")
         validation_freq = _check_positive_int(validation_freq, "validation_freq")
-        vbs = _check_positive_int(validation_batch_size or batch_size, "validation_batch_size")
+        vbs = _check_batch_size(validation_batch_size or batch_size, "validation_batch_size")
         if shuffle not in (True, False):
             raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
         verbose = _check_verbose(verbose)
@@ -348,7 +348,7 @@ class Sequential:
                  threads: int | None = None) -> float | list[float] | dict[str, float]:
         """[loss, accuracy] (or the loss alone without metrics, or a dict), over all rows."""
         self._require_compiled("evaluate")
-        batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
+        batch_size = _check_batch_size(32 if batch_size is None else batch_size, "batch_size")
         verbose = _check_verbose(verbose)
         xs = self._inputs(x, "x")
         ys = self._labels(y, xs.n_rows, "y")
@@ -369,7 +369,7 @@ class Sequential:
     def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto", *,
                 threads: int | None = None) -> npt.NDArray[np.float32]:
         """The last layer's outputs as a float32 array (N, units): probabilities for the book."""
-        batch_size = _check_positive_int(32 if batch_size is None else batch_size, "batch_size")
+        batch_size = _check_batch_size(32 if batch_size is None else batch_size, "batch_size")
         verbose = _check_verbose(verbose)
         xs = self._placed(self._inputs(x, "x"))
         start = time.perf_counter()
@@ -858,11 +858,16 @@ _INT64_MAX = 2**63 - 1
 _MAX_BATCH = 2**62
 
 
+def _check_batch_size(v: Any, name: str) -> int:
+    """A batch size >= 1; any larger than _MAX_BATCH is one batch of everything."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    return min(int(v), _MAX_BATCH)
+
+
 def _check_positive_int(v: Any, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
-    if name.endswith("batch_size"):
-        return min(int(v), _MAX_BATCH)
     if v > _INT64_MAX:
         raise ValueError(f"{name}: must be at most 2**63 - 1, got {v!r}")
     return int(v)
