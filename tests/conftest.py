@@ -69,7 +69,8 @@ def _gpu_module(kind: str):
         try:
             from imdbfast import _cuda_sim
         except ImportError:
-            pytest.skip("imdbfast was built without the CUDA simulator (IMDBFAST_CUDA_SIM=OFF)")
+            pytest.skip("imdbfast was built without the CUDA simulator (pip install with "
+                        "-Ccmake.define.IMDBFAST_CUDA_SIM=ON to run the GPU code on the host)")
         return _cuda_sim
     mod = _backend._cuda
     if mod is None:
