@@ -133,6 +133,8 @@ class NpzReader:
                 if not n:
                     raise self._bad(name, "is truncated")
                 done += n
+            if f.read(1):  # reading to the end also makes zipfile check the member's CRC
+                raise self._bad(name, "holds more bytes than its header says")
         return arr.reshape(shape, order="F" if fortran else "C")
 
 

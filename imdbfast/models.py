@@ -6,9 +6,7 @@ trains whole chunks of batches with the GIL released.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
-import json
 import os
 import threading
 import time
@@ -23,7 +21,9 @@ from . import _backend, _core, _device
 from . import optimizers as _optimizers
 from ._backend import resolve_device
 from ._encoding import flatten_sequences, to_csr
-from ._files import NpzReader, write_atomically
+from . import _checks, _persist
+from ._files import write_atomically
+from ._persist import load_model  # noqa: F401 (imdbfast.models.load_model, as before)
 from .callbacks import (Callback, CallbackList, History, ProgbarLogger, format_logs,
                         format_step_time)
 from .layers import Dense, Input
@@ -36,10 +36,6 @@ METRICS = ("accuracy", "acc", "binary_accuracy")
 WORK_PER_CALL = 2e8
 ROWS_PER_CHUNK = 8192
 INFERENCE_CHUNK = 1 << 16
-FORMAT = "imdbfast-model"
-# 2: slot_synced (the lazy rows' steps); 3: unbuilt models, history, threads, device. Versions 1
-# and 2 are read too.
-FORMAT_VERSION = 3
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -81,8 +77,8 @@ class Sequential:
                  seed: int | None = None, threads: int | None = None, device: str = "cpu"):
         self.name = name or "sequential"
         self.layers: list[Dense] = []
-        self.seed = _check_seed(seed)
-        self.threads = _check_threads(threads)
+        self.seed = _checks.check_seed(seed)
+        self.threads = _checks.check_threads(threads)
         self.device = resolve_device(device)
         self._input_dim: int | None = None
         self._net = None
@@ -264,20 +260,22 @@ class Sequential:
         random). Epoch ``e`` (0-based, counting from ``initial_epoch``) visits the rows in the
         order ``imdbfast._core.shuffle_order(n, seed, e)``.
         """
-        batch_size = _check_batch_size(32 if batch_size is None else batch_size, "batch_size")
-        epochs = _check_nonneg_int(epochs, "epochs")
+        batch_size = _checks.check_batch_size(
+            32 if batch_size is None else batch_size, "batch_size")
+        epochs = _checks.check_nonneg_int(epochs, "epochs")
         # As Keras: epochs is the index of the last epoch; initial_epoch >= epochs runs none.
-        initial_epoch = _check_nonneg_int(initial_epoch, "initial_epoch")
-        validation_freq = _check_positive_int(validation_freq, "validation_freq")
-        vbs = _check_batch_size(validation_batch_size or batch_size, "validation_batch_size")
+        initial_epoch = _checks.check_nonneg_int(initial_epoch, "initial_epoch")
+        validation_freq = _checks.check_positive_int(validation_freq, "validation_freq")
+        # (checked as Keras does; evaluation is chunked by work, so the size changes nothing)
+        _checks.check_batch_size(validation_batch_size or batch_size, "validation_batch_size")
         if shuffle not in (True, False):
             raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
-        verbose = _check_verbose(verbose)
+        verbose = _checks.check_verbose(verbose)
         nthreads = self._threads(threads)
         xs = self._inputs(x, "x")
         n = xs.n_rows
         ys = self._labels(y, n, "y")
-        sw = _sample_weights(sample_weight, class_weight, ys, n)
+        sw = _checks.sample_weights(sample_weight, class_weight, ys, n)
         encoding = getattr(x, "encoding", None)  # from load_data / texts_to_sequences
         if validation_data is not None:
             val = self._validation(validation_data)
@@ -348,11 +346,12 @@ class Sequential:
                  threads: int | None = None) -> float | list[float] | dict[str, float]:
         """[loss, accuracy] (or the loss alone without metrics, or a dict), over all rows."""
         self._require_compiled("evaluate")
-        batch_size = _check_batch_size(32 if batch_size is None else batch_size, "batch_size")
-        verbose = _check_verbose(verbose)
+        batch_size = _checks.check_batch_size(
+            32 if batch_size is None else batch_size, "batch_size")
+        verbose = _checks.check_verbose(verbose)
         xs = self._inputs(x, "x")
         ys = self._labels(y, xs.n_rows, "y")
-        sw = _sample_weights(sample_weight, None, ys, xs.n_rows)
+        sw = _checks.sample_weights(sample_weight, None, ys, xs.n_rows)
         if xs.n_rows == 0:
             raise ValueError("x: no rows to evaluate")
         start = time.perf_counter()
@@ -369,8 +368,9 @@ class Sequential:
     def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto", *,
                 threads: int | None = None) -> npt.NDArray[np.float32]:
         """The last layer's outputs as a float32 array (N, units): probabilities for the book."""
-        batch_size = _check_batch_size(32 if batch_size is None else batch_size, "batch_size")
-        verbose = _check_verbose(verbose)
+        batch_size = _checks.check_batch_size(
+            32 if batch_size is None else batch_size, "batch_size")
+        verbose = _checks.check_verbose(verbose)
         xs = self._placed(self._inputs(x, "x"))
         start = time.perf_counter()
         nthreads = self._threads(threads)
@@ -415,53 +415,14 @@ class Sequential:
         """Write architecture, weights, optimizer state, compile settings and history to one
         ``.npz`` (no pickles; see docs/FORMAT.md), atomically: a temporary file renamed into
         place."""
-        arrays = self._archive()
+        arrays = _persist.archive(self)
         write_atomically(path, lambda f: np.savez(f, **arrays), "save")
 
     def __reduce__(self):
         # A pickle (and copy.deepcopy) holds the bytes of the saved file: one format, exact.
         buf = io.BytesIO()
-        np.savez(buf, **self._archive())
-        return (_unpickle_model, (buf.getvalue(),))
-
-    def _archive(self) -> dict:
-        """The members of the saved file (docs/FORMAT.md), of one moment of the model."""
-        from . import __version__
-
-        history = None
-        if self.history is not None:
-            history = {"history": self.history.history, "epoch": list(self.history.epoch),
-                       "params": getattr(self.history, "params", None) or {}}
-        config = {"format": FORMAT, "version": FORMAT_VERSION, "imdbfast_version": __version__,
-                  "name": self.name, "input_dim": self._input_dim, "seed": self.seed,
-                  "threads": self.threads, "device": self.device, "built": self.built,
-                  "layers": [l.get_config() for l in self.layers], "compile": self._compile_config,
-                  "text_encoding": self.text_encoding, "history": history}
-        arrays = {"config": np.array(json.dumps(config, default=_json_value))}
-        word_index = self.word_index
-        if word_index is None and self.text_encoding is not None:
-            from .datasets import imdb
-
-            try:  # the word index travels with a model trained on words
-                word_index = imdb.get_word_index()
-            except (OSError, ValueError):
-                word_index = None
-        if word_index is not None:
-            arrays["word_index"] = np.frombuffer(json.dumps(word_index).encode("utf-8"), dtype=np.uint8)
-        if self.built:
-            # One moment of the model, exactly (even while another thread trains it).
-            weights, slots_list, synced, iterations = self._net.state()
-            for i, w in enumerate(weights):
-                arrays[f"weight_{i}"] = w
-            if self._compile_config is not None:
-                arrays["iterations"] = np.array(iterations, dtype=np.int64)
-                for p, slots in enumerate(slots_list):
-                    for s, a in enumerate(slots):
-                        arrays[f"slot_{p}_{s}"] = a
-                if synced is not None:
-                    arrays["slot_synced"] = synced
-        arrays["checksum"] = np.array(_checksum(arrays))  # over everything above
-        return arrays
+        np.savez(buf, **_persist.archive(self))
+        return (_persist.unpickle_model, (buf.getvalue(),))
 
     # ---- helpers -----------------------------------------------------------------------------
     def _evaluate_sums(self, xs, ys, sw, nthreads: int):
@@ -494,11 +455,11 @@ class Sequential:
             raise RuntimeError(f"{what}: call compile(optimizer, loss, metrics) first")
 
     def _threads(self, threads: int | None) -> int:
-        t = _check_threads(threads)
+        t = _checks.check_threads(threads)
         return t if t is not None else (self.threads or 0)
 
     def _shuffle_seed(self, seed: int | None) -> int:
-        seed = _check_seed(seed)
+        seed = _checks.check_seed(seed)
         if seed is not None:
             return seed
         if self.seed is not None:
@@ -626,7 +587,7 @@ class Sequential:
             raise ValueError("validation_data: expected (x_val, y_val) or (x_val, y_val, sample_weight)")
         xv = self._inputs(data[0], "validation_data[0]")
         yv = self._labels(data[1], xv.n_rows, "validation_data[1]")
-        swv = _sample_weights(data[2] if len(data) == 3 else None, None, yv, xv.n_rows)
+        swv = _checks.sample_weights(data[2] if len(data) == 3 else None, None, yv, xv.n_rows)
         if xv.n_rows == 0:
             raise ValueError("validation_data: no rows")
         return xv, yv, swv
@@ -639,122 +600,6 @@ class Sequential:
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r})"
-
-
-def load_model(path: str | os.PathLike, *, device: str = "cpu") -> Sequential:
-    """A model written by ``Sequential.save``: same weights, optimizer state and settings, on
-    ``device``. Files of another format or version, damaged or altered files are refused
-    (ValueError naming the file and the member)."""
-    return _from_archive(path, repr(os.fspath(path)), resolve_device(device))
-
-
-def _unpickle_model(data: bytes) -> Sequential:
-    """A pickled model: the bytes of its saved file, restored on the device it was on."""
-    return _from_archive(io.BytesIO(data), "a pickled model", None)
-
-
-def _from_archive(source: Any, where: str, device: str | None) -> Sequential:
-    import zipfile
-    import zlib
-
-    try:
-        f = NpzReader(source, "load_model")
-    except FileNotFoundError:  # a ValueError, as Keras's load_model
-        raise ValueError(f"load_model: file not found: {where}") from None
-    except (zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"load_model: {where} is not an imdbfast model file ({e})") from None
-    try:
-        with f:
-            return _load_model(f, where, device)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-        raise ValueError(f"load_model: {where} is corrupt ({e})") from None
-
-
-def _load_model(f: NpzReader, where: str, device: str | None) -> Sequential:
-    if "config" not in f:
-        raise ValueError(f"load_model: {where} has no imdbfast config")
-    try:
-        config = json.loads(str(f.read("config")))
-        if not isinstance(config, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as e:
-        raise ValueError(f"load_model: {where}: member 'config' is damaged ({e})") from None
-    if config.get("format") != FORMAT or config.get("version") not in (1, 2, FORMAT_VERSION):
-        raise ValueError(f"load_model: unsupported format {config.get('format')!r} "
-                         f"version {config.get('version')!r} (this imdbfast reads "
-                         f"{FORMAT!r} version {FORMAT_VERSION})")
-    if device is None:  # (a pickle) where the model was
-        device = resolve_device(config.get("device") or "cpu")
-    arrays = {k: f.read(k) for k in f.files if k != "checksum"}
-    if "checksum" not in f or str(f.read("checksum")) != _checksum(arrays):
-        raise ValueError(f"load_model: {where} is corrupt (checksum mismatch)")
-    try:  # a config that passes the checksum can still be nonsense (written by hand)
-        dim = config["input_dim"]
-        model = Sequential(([Input((dim,))] if dim is not None else []) +
-                           [Dense(**l) for l in config["layers"]],
-                           name=config.get("name"), seed=config.get("seed"),
-                           threads=config.get("threads"), device=device)
-        comp = config.get("compile")
-        built = config.get("built", True)  # (versions 1 and 2: always built)
-        if built:
-            model.build()
-        if comp is not None:
-            model.compile(_optimizers.get(comp["optimizer"]), comp["loss_name"], comp["metrics"],
-                          bce=comp["bce"])
-        if config.get("history") is not None:
-            h = config["history"]
-            model.history = History()
-            model.history.history = {k: [float(v) for v in vs] for k, vs in h["history"].items()}
-            model.history.epoch = [int(e) for e in h["epoch"]]
-            model.history.params = dict(h["params"])
-            model.history.set_model(model)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ValueError(f"load_model: {where}: member 'config' does not describe a model "
-                         f"({type(e).__name__}: {e})") from None
-    model.text_encoding = config.get("text_encoding")
-    if "word_index" in arrays:
-        try:
-            model.word_index = _word_index_from_json(arrays["word_index"].tobytes().decode("utf-8"))
-        except ValueError as e:
-            raise ValueError(f"load_model: {where}: member 'word_index' is damaged ({e})") from None
-
-    if not model.built:
-        return model
-    shapes = [w.shape for w in model.get_weights()]
-
-    def member(name, shape=None):
-        if name not in arrays:
-            raise ValueError(f"load_model: {where}: member {name!r} is missing")
-        a = arrays[name]
-        if shape is not None and (a.shape != shape or a.dtype != np.float32):
-            raise ValueError(f"load_model: {where}: member {name!r} is {a.dtype} of shape "
-                             f"{a.shape}, expected float32 of shape {shape}")
-        return a
-
-    n_weights = 2 * len(model.layers)
-    weights = [member(f"weight_{i}", shapes[i]) for i in range(n_weights)]
-    model.set_weights(weights)
-    if comp is not None:
-        net = model._net
-        # slots are stored flat, one per parameter and slot
-        slots = [[member(f"slot_{p}_{s}", (int(np.prod(shapes[p])),)) for s in range(net.n_slots)]
-                 for p in range(n_weights)]
-        iterations = member("iterations")
-        if iterations.shape != () or iterations.dtype.kind not in "iu":
-            raise ValueError(f"load_model: {where}: member 'iterations' is not an integer")
-        try:
-            net.set_state(weights, slots, arrays.get("slot_synced"), int(iterations))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"load_model: {where}: member 'slot_synced' or 'iterations': {e}") from None
-    return model
-
-
-def _word_index_from_json(text: str) -> dict:
-    index = json.loads(text)
-    if not isinstance(index, dict) or not all(isinstance(k, str) and type(v) is int and v >= 0
-                                              for k, v in index.items()):
-        raise ValueError("not a JSON object of word -> non-negative int")
-    return index
 
 
 def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "relu",
@@ -782,21 +627,6 @@ def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "
     return model
 
 
-def _json_value(v: Any) -> Any:
-    """NumPy scalars in history or settings as Python numbers; anything else as its text."""
-    return v.item() if isinstance(v, np.generic) else str(v)
-
-
-def _checksum(arrays: dict) -> str:
-    """SHA-256 over every member's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def _matrix_width(x: Any) -> int | None:
     """The width of a matrix input (CSR, scipy.sparse, a 2-D array of any dtype: an object
     array of numbers is a matrix too); None for token sequences."""
@@ -821,92 +651,6 @@ def _input_dim_of(x: Any) -> int:
         raise ValueError("input_dim: token sequences hold ids >= 10000 (the book's num_words); "
                          "pass input_dim= the num_words the data was loaded with")
     return 10000
-
-
-def _sample_weights(sample_weight: Any, class_weight: dict | None, y: np.ndarray, n: int):
-    """Host float32 weights (n,) or None; GPU labels or weights are copied down (n floats)."""
-    if sample_weight is not None and class_weight is not None:
-        raise ValueError("class_weight and sample_weight cannot be given together")
-    if _device.is_device_array(sample_weight):
-        sample_weight = _device.to_host(sample_weight)
-    if class_weight is not None:
-        if not isinstance(class_weight, dict):
-            raise TypeError("class_weight: expected a dict {class: weight}")
-        if _device.is_device_array(y):
-            y = _device.to_host(y)
-        classes = np.rint(y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)).astype(np.int64)
-        w = np.ones(n, dtype=np.float32)
-        for k, v in class_weight.items():
-            w[classes == int(k)] = float(v)
-        sample_weight = w
-    if sample_weight is None:
-        return None
-    w = np.asarray(sample_weight)
-    if w.dtype == object or w.dtype.kind not in "biuf":
-        raise TypeError(f"sample_weight: must be numeric, got dtype {w.dtype}")
-    w = np.ascontiguousarray(w.reshape(-1) if w.ndim == 2 and w.shape[1] == 1 else w, dtype=np.float32)
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight: expected shape ({n},), got {np.shape(sample_weight)}")
-    if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
-        raise ValueError("sample_weight: weights must be finite and >= 0")
-    return w
-
-
-_INT64_MAX = 2**63 - 1
-# A batch larger than any data set is one batch: sizes clamp here, so that the compiled core's
-# int64 arithmetic (batch index times size) cannot overflow.
-_MAX_BATCH = 2**62
-
-
-def _check_batch_size(v: Any, name: str) -> int:
-    """A batch size >= 1; any larger than _MAX_BATCH is one batch of everything."""
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
-    return min(int(v), _MAX_BATCH)
-
-
-def _check_positive_int(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
-    if v > _INT64_MAX:
-        raise ValueError(f"{name}: must be at most 2**63 - 1, got {v!r}")
-    return int(v)
-
-
-def _check_nonneg_int(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-        raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
-    if v > _INT64_MAX:
-        raise ValueError(f"{name}: must be at most 2**63 - 1, got {v!r}")
-    return int(v)
-
-
-def _check_verbose(v: Any) -> int:
-    if v == "auto":
-        return 1
-    if v in (0, 1, 2) and not isinstance(v, bool):
-        return int(v)
-    raise ValueError(f"verbose: expected 'auto', 0, 1 or 2, got {v!r}")
-
-
-def _check_seed(seed: Any) -> int | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected an int >= 0 or None, got {seed!r}")
-    if seed >= 2**64:
-        raise ValueError(f"seed: must be below 2**64, got {seed!r}")
-    return int(seed)
-
-
-def _check_threads(threads: Any) -> int | None:
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads: expected an int >= 1 or None, got {threads!r}")
-    if threads > 2**31 - 1:
-        raise ValueError(f"threads: must be at most 2**31 - 1, got {threads!r}")
-    return int(threads)
 
 
 def _print_done(steps: int, start: float, logs: dict) -> None:

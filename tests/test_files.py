@@ -173,7 +173,7 @@ def test_the_imdb_loader_checks_claims_too(tmp_path):
 
 def rewrite(path, edit):
     """Load a saved model's members, edit them, write them back with a valid checksum."""
-    from imdbfast.models import _checksum
+    from imdbfast._persist import checksum as _checksum
 
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files if k != "checksum"}

@@ -218,7 +218,14 @@ def test_corrupt_model_file_is_refused(tmp_path):
     with pytest.raises(ValueError, match="checksum"):
         imdbfast.load_model(tmp_path / "bad.npz")
     raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF  # a damaged byte inside the zip
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:  # a damaged byte inside the largest member's data
+        info = max(z.infolist(), key=lambda i: i.compress_size)
+    local = info.header_offset
+    data = local + 30 + int.from_bytes(raw[local + 26:local + 28], "little") + \
+        int.from_bytes(raw[local + 28:local + 30], "little")
+    raw[data + info.compress_size // 2] ^= 0xFF
     (tmp_path / "damaged.npz").write_bytes(bytes(raw))
     with pytest.raises(ValueError):
         imdbfast.load_model(tmp_path / "damaged.npz")
