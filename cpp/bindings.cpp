@@ -287,7 +287,7 @@ PYBIND11_MODULE(_core, m) {
         const Ragged rg = check_ragged(tokens, offsets);
         const int32_t* t = rg.tokens;
         const int64_t* o = rg.offsets;
-        const int64_t nt = rg.n_tokens, N = rg.N;
+        const int64_t N = rg.N;
         py::array_t<float> out({N, n_cols});
         float* op = out.mutable_data();
         {
