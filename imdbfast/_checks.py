@@ -3,7 +3,8 @@ before any work is done."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -44,27 +45,52 @@ def sample_weights(sample_weight: Any, class_weight: dict | None, y: np.ndarray,
     return w
 
 
+def _bound(v: int) -> str:
+    for k in (31, 62, 63, 64):
+        if v == 2**k - 1:
+            return f"2**{k} - 1"
+    return str(v)
+
+
+@overload
+def check_int(v: Any, name: str, low: int | None = None, high: int | None = None, *,
+              none_ok: Literal[False] = False, kind: type = ValueError) -> int: ...
+
+
+@overload
+def check_int(v: Any, name: str, low: int | None = None, high: int | None = None, *,
+              none_ok: Literal[True], kind: type = ValueError) -> int | None: ...
+
+
+def check_int(v: Any, name: str, low: int | None = None, high: int | None = None, *,
+              none_ok: bool = False, kind: type = ValueError) -> int | None:
+    """``v`` as a Python int in [low, high] (None passes when ``none_ok``); bools, floats and
+    strings are not ints. The one integer check of the package: its message names the argument
+    and the range. ``kind``: the exception for a value that is not an int at all."""
+    if v is None and none_ok:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise kind(f"{name}: expected an int{'' if low is None else f' >= {low}'}"
+                   f"{' or None' if none_ok else ''}, got {v!r}")
+    if low is not None and v < low:
+        raise ValueError(f"{name}: expected an int >= {low}{' or None' if none_ok else ''}, "
+                         f"got {v!r}")
+    if high is not None and v > high:
+        raise ValueError(f"{name}: must be at most {_bound(high)}, got {v!r}")
+    return int(v)
+
+
 def check_batch_size(v: Any, name: str) -> int:
     """A batch size >= 1; any larger than _MAX_BATCH is one batch of everything."""
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
-    return min(int(v), _MAX_BATCH)
+    return min(check_int(v, name, 1), _MAX_BATCH)
 
 
 def check_positive_int(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
-    if v > _INT64_MAX:
-        raise ValueError(f"{name}: must be at most 2**63 - 1, got {v!r}")
-    return int(v)
+    return check_int(v, name, 1, _INT64_MAX)
 
 
 def check_nonneg_int(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-        raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
-    if v > _INT64_MAX:
-        raise ValueError(f"{name}: must be at most 2**63 - 1, got {v!r}")
-    return int(v)
+    return check_int(v, name, 0, _INT64_MAX)
 
 
 def check_verbose(v: Any) -> int:
@@ -76,20 +102,24 @@ def check_verbose(v: Any) -> int:
 
 
 def check_seed(seed: Any) -> int | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected an int >= 0 or None, got {seed!r}")
-    if seed >= 2**64:
-        raise ValueError(f"seed: must be below 2**64, got {seed!r}")
-    return int(seed)
+    return check_int(seed, "seed", 0, 2**64 - 1, none_ok=True)
 
 
-def check_threads(threads: Any) -> int | None:
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads: expected an int >= 1 or None, got {threads!r}")
-    if threads > 2**31 - 1:
-        raise ValueError(f"threads: must be at most 2**31 - 1, got {threads!r}")
-    return int(threads)
+def check_threads(threads: Any, name: str = "threads") -> int | None:
+    """None (the default) or 1 to 2**31 - 1."""
+    return check_int(threads, name, 1, 2**31 - 1, none_ok=True)
+
+
+def check_float(name: str, value: Any, low: float | None = None, high: float | None = None,
+                high_open: bool = False) -> float:
+    """A finite number in [low, high] (or [low, high) with ``high_open``), as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: must be finite, got {value!r}")
+    if low is not None and v < low:
+        raise ValueError(f"{name}: must be >= {low}, got {value!r}")
+    if high is not None and (v >= high if high_open else v > high):
+        raise ValueError(f"{name}: must be {'<' if high_open else '<='} {high}, got {value!r}")
+    return v

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from ._checks import check_int
 from ._core import CSR
 
 _INT32_MAX = np.iinfo(np.int32).max
@@ -97,13 +98,7 @@ def _checked_tokens(flat: np.ndarray, name: str) -> np.ndarray:
 def check_threads(threads: Any) -> int:
     """A ``threads=`` argument of the encoding functions: None or 0 (the default), or 1 to
     2**31 - 1."""
-    if threads is None:
-        return 0
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or \
-            not 0 <= threads <= _INT32_MAX:
-        raise ValueError(f"threads: expected an int in [0, 2**31 - 1] (0: the default) or None, "
-                         f"got {threads!r}")
-    return int(threads)
+    return check_int(threads, "threads", 0, _INT32_MAX, none_ok=True) or 0
 
 
 def multi_hot(sequences: Any, num_words: int, *, threads: int = 0) -> CSR:
@@ -124,11 +119,7 @@ def multi_hot_dense(sequences: Any, num_words: int, *, threads: int = 0
 
 
 def _check_dim(num_words: Any) -> int:
-    if isinstance(num_words, bool) or not isinstance(num_words, (int, np.integer)):
-        raise TypeError(f"num_words: expected an int, got {type(num_words).__name__}")
-    if not 1 <= int(num_words) <= _INT32_MAX:
-        raise ValueError(f"num_words: must be in [1, 2**31 - 1], got {num_words}")
-    return int(num_words)
+    return check_int(num_words, "num_words", 1, _INT32_MAX, kind=TypeError)
 
 
 def _numeric_matrix(x: np.ndarray, name: str) -> np.ndarray:

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._checks import check_int
+
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "zeros", "ones")
 
@@ -19,9 +21,9 @@ class Input:
 
     def __init__(self, shape: Sequence[int]):
         shape = tuple(shape)
-        if len(shape) != 1 or not _positive_int(shape[0]):
+        if len(shape) != 1:
             raise ValueError(f"shape: expected (features,) with a positive int, got {shape!r}")
-        self.shape = shape
+        self.shape = (check_int(shape[0], "shape", 1, 2**31 - 1),)
 
 
 class Dense:
@@ -31,9 +33,7 @@ class Dense:
                  kernel_initializer: str = "glorot_uniform", bias_initializer: str = "zeros",
                  input_dim: int | None = None, input_shape: Sequence[int] | None = None,
                  name: str | None = None):
-        if not _positive_int(units):
-            raise ValueError(f"units: expected a positive int, got {units!r}")
-        self.units = int(units)
+        self.units = check_int(units, "units", 1, 2**31 - 1)
         self.activation = _activation(activation)
         for arg, init in (("kernel_initializer", kernel_initializer), ("bias_initializer", bias_initializer)):
             if init not in INITIALIZERS:
@@ -45,9 +45,7 @@ class Dense:
             if len(input_shape) != 1:
                 raise ValueError(f"input_shape: expected (features,), got {input_shape!r}")
             input_dim = input_shape[0]
-        if input_dim is not None and not _positive_int(input_dim):
-            raise ValueError(f"input_dim: expected a positive int, got {input_dim!r}")
-        self.input_dim = None if input_dim is None else int(input_dim)
+        self.input_dim = check_int(input_dim, "input_dim", 1, 2**31 - 1, none_ok=True)
         self.name = name
 
     def get_config(self) -> dict:
@@ -90,7 +88,3 @@ def _activation(name: Any) -> str:
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"activation: unknown {name!r}; valid: {list(ACTIVATIONS)} or None")
     return name
-
-
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1

@@ -6,8 +6,9 @@ the model in the compiled core, as Keras keeps it in the optimizer's variables.
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from ._checks import check_float
 
 
 class Optimizer:
@@ -16,7 +17,7 @@ class Optimizer:
     kind = ""
 
     def __init__(self, learning_rate: float, **hyper: Any):
-        self.learning_rate = _finite("learning_rate", learning_rate, low=0.0)
+        self.learning_rate = check_float("learning_rate", learning_rate, low=0.0)
         self._hyper = hyper
 
     def get_config(self) -> dict:
@@ -41,9 +42,9 @@ class RMSprop(Optimizer):
 
     def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
                  epsilon: float = 1e-7, centered: bool = False):
-        super().__init__(learning_rate, rho=_finite("rho", rho, 0.0, 1.0, high_open=True),
-                         momentum=_finite("momentum", momentum, 0.0, 1.0),
-                         epsilon=_finite("epsilon", epsilon, 0.0), centered=bool(centered))
+        super().__init__(learning_rate, rho=check_float("rho", rho, 0.0, 1.0, high_open=True),
+                         momentum=check_float("momentum", momentum, 0.0, 1.0),
+                         epsilon=check_float("epsilon", epsilon, 0.0), centered=bool(centered))
 
 
 class Adam(Optimizer):
@@ -53,9 +54,10 @@ class Adam(Optimizer):
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7, amsgrad: bool = False):
-        super().__init__(learning_rate, beta_1=_finite("beta_1", beta_1, 0.0, 1.0, high_open=True),
-                         beta_2=_finite("beta_2", beta_2, 0.0, 1.0, high_open=True),
-                         epsilon=_finite("epsilon", epsilon, 0.0), amsgrad=bool(amsgrad))
+        super().__init__(learning_rate,
+                         beta_1=check_float("beta_1", beta_1, 0.0, 1.0, high_open=True),
+                         beta_2=check_float("beta_2", beta_2, 0.0, 1.0, high_open=True),
+                         epsilon=check_float("epsilon", epsilon, 0.0), amsgrad=bool(amsgrad))
 
 
 class SGD(Optimizer):
@@ -64,7 +66,7 @@ class SGD(Optimizer):
     kind = "sgd"
 
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False):
-        super().__init__(learning_rate, momentum=_finite("momentum", momentum, 0.0, 1.0),
+        super().__init__(learning_rate, momentum=check_float("momentum", momentum, 0.0, 1.0),
                          nesterov=bool(nesterov))
 
 
@@ -88,17 +90,3 @@ def get(identifier: Any) -> Optimizer:
 
 def serialize(opt: Optimizer) -> dict:
     return {"class_name": type(opt).__name__, "config": opt.get_config()}
-
-
-def _finite(name: str, value: Any, low: float | None = None, high: float | None = None,
-            high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name}: must be finite, got {value!r}")
-    if low is not None and v < low:
-        raise ValueError(f"{name}: must be >= {low}, got {value!r}")
-    if high is not None and (v >= high if high_open else v > high):
-        raise ValueError(f"{name}: must be {'<' if high_open else '<='} {high}, got {value!r}")
-    return v

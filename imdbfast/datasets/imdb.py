@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _core
+from .._checks import check_int
 from .._files import NpzReader, open_regular
 from ..sequences import Sequences
 
@@ -57,11 +58,11 @@ def load_data(path: str = "imdb.npz", num_words: int | None = None, skip_top: in
     Extra keyword arguments are ignored, as Keras 3 does.
     """
     for name, v in (("skip_top", skip_top), ("seed", seed), ("index_from", index_from)):
-        _check_int(name, v, low=0)
+        check_int(v, name, 0)
     for name, v in (("num_words", num_words), ("maxlen", maxlen), ("start_char", start_char),
                     ("oov_char", oov_char)):
         if v is not None:
-            _check_int(name, v, low=0)
+            check_int(v, name, 0)
     if num_words and oov_char is not None and oov_char >= num_words:
         raise ValueError(f"num_words: {num_words} cannot hold the reserved oov_char={oov_char}")
     raw = _read_raw(_locate(path))
@@ -194,10 +195,10 @@ def texts_to_sequences(texts: Any, word_index: dict[str, int] | None = None,
     if isinstance(texts, (str, bytes)):
         raise TypeError("texts: expected a list of strings, got a single string (wrap it in a list)")
     for name, v in (("skip_top", skip_top), ("index_from", index_from)):
-        _check_int(name, v, low=0)
+        check_int(v, name, 0)
     for name, v in (("num_words", num_words), ("start_char", start_char), ("oov_char", oov_char)):
         if v is not None:
-            _check_int(name, v, low=0)
+            check_int(v, name, 0)
     from .._encoding import check_threads
 
     threads = check_threads(threads)
@@ -476,8 +477,3 @@ def _read_raw(where: Path) -> dict:
     except OSError:
         pass  # no writable cache: every load converts again (slower, still correct)
     return raw
-
-
-def _check_int(name: str, v: Any, low: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {v!r}")
