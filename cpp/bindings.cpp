@@ -244,7 +244,7 @@ PYBIND11_MODULE(_core, m) {
             }))
         .def("lane_bounds", [](const CSR& s, py::object size) {
             const int64_t batch_size = int_arg(size, "batch_size", 1, int64_t(1) << 62);
-            std::vector<int64_t> b = s.lanes(batch_size, 1)->bounds;
+            std::vector<int64_t> b = cpu::lane_plan(s, batch_size, 1).bounds;
             return vector_to_array(std::move(b), {static_cast<py::ssize_t>(b.size())});
         }, py::arg("batch_size"),
            "The training loop's column lanes for batches of batch_size rows: kLanes + 1 bounds.");

@@ -76,18 +76,14 @@ std::vector<int64_t> lane_bounds(const std::vector<int64_t>& pre, int64_t N, int
 
 }  // namespace
 
-std::shared_ptr<const CSR::Lanes> CSR::lanes(int64_t batch_size, int threads) const {
-    const std::vector<int64_t>& pre = column_prefix();  // takes the lock itself
-    std::lock_guard<std::mutex> lock(*col_mutex_);
-    if (!lanes_ || lanes_->batch_size != batch_size) {
-        auto l = std::make_shared<Lanes>();
-        l->batch_size = batch_size;
-        l->bounds = lane_bounds(pre, n_rows, batch_size);
-        l->pos.resize(static_cast<size_t>(n_rows * (cpu::kLanes + 1)));
-        cpu::lane_offsets(l->pos.data(), view(), l->bounds.data(), cpu::kLanes, threads);
-        lanes_ = std::move(l);
-    }
-    return lanes_;
+cpu::LanePlan cpu::lane_plan(const CSR& x, int64_t batch_size, int threads) {
+    LanePlan l;
+    l.csr_uid = x.uid;
+    l.batch_size = batch_size;
+    l.bounds = lane_bounds(x.column_prefix(), x.n_rows, batch_size);
+    l.pos.resize(static_cast<size_t>(x.n_rows * (kLanes + 1)));
+    lane_offsets(l.pos.data(), x.view(), l.bounds.data(), kLanes, threads);
+    return l;
 }
 
 namespace cpu {

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <atomic>
 #include <mutex>
 #include <new>
 #include <string>
@@ -71,8 +72,16 @@ struct CSRView {
     const uint16_t* narrow = nullptr;  // (nnz) or nullptr
 };
 
-// An owning CSR matrix (what multi-hot encoding produces and training consumes).
+// A number no other CSR made in this process has: what a trainer keys its lane plan by.
+inline uint64_t next_csr_uid() {
+    static std::atomic<uint64_t> n{0};
+    return ++n;
+}
+
+// An owning CSR matrix (what multi-hot encoding produces and training consumes). Its content
+// does not change once built; column_prefix and narrow_view are computed from it on first use.
 struct CSR {
+    uint64_t uid = next_csr_uid();
     int64_t n_rows = 0, n_cols = 0;
     std::vector<int64_t> indptr;
     std::vector<int32_t> indices;
@@ -90,14 +99,6 @@ struct CSR {
     // view() plus the uint16 copy of the indices (made once and cached; 2 bytes a non-zero)
     // when n_cols <= 65536.
     CSRView narrow_view() const;
-    // Training's column lanes for batches of B rows (see kLanes): bounds (kLanes + 1) and each
-    // row's lane offsets pos (n_rows, kLanes + 1), computed once per batch size and cached.
-    struct Lanes {
-        int64_t batch_size = 0;
-        std::vector<int64_t> bounds;
-        std::vector<int32_t> pos;
-    };
-    std::shared_ptr<const Lanes> lanes(int64_t batch_size, int threads) const;
 
    private:
     // shared_ptr keeps CSR movable; the mutex makes the lazy computations safe across threads.
@@ -105,7 +106,6 @@ struct CSR {
     mutable std::vector<int64_t> col_prefix_;
     mutable std::vector<uint16_t> narrow_;
     mutable bool has_narrow_ = false;
-    mutable std::shared_ptr<const Lanes> lanes_;
 };
 
 // A word index (word -> frequency rank), for encoding raw text. Words are raw UTF-8 bytes.
@@ -188,6 +188,17 @@ void bias_backward(float* db, const float* dz, int64_t B, int64_t H);
 // partial P_k gathering the row's non-zeros in lane k as sparse_forward gathers a whole row.
 // The lanes are fixed by the data and the batch size, never by the thread count.
 constexpr int kLanes = 4;
+
+// The training schedule of x for batches of B rows, owned by the trainer: the lane bounds
+// (kLanes + 1 columns, cut from x's column counts) and each row's lane offsets pos
+// (n_rows, kLanes + 1).
+struct LanePlan {
+    uint64_t csr_uid = 0;
+    int64_t batch_size = 0;
+    std::vector<int64_t> bounds;
+    std::vector<int32_t> pos;
+};
+LanePlan lane_plan(const CSR& x, int64_t batch_size, int threads);
 // pos (N, K + 1): pos[r, k] = the number of row r's columns below bounds[k] (bounds (K + 1),
 // ascending, bounds[0] = 0, bounds[K] = D): lane k of row r is its non-zeros
 // indptr[r] + [pos[r, k], pos[r, k + 1]).

@@ -1,7 +1,7 @@
 // net.cpp: the compiled training loop, inference and evaluation; thread-count policy; shuffles.
 //
 // Training runs all steps of a call inside one OpenMP region. W1's rows are split into fixed
-// column lanes (CSR::lanes) and each thread owns whole lanes: it alone reads and writes those
+// column lanes (cpu::lane_plan) and each thread owns whole lanes: it alone reads and writes those
 // rows, so they stay in its core's cache. For each step of a batch of B rows:
 //   phase 1, rows split evenly among threads: the first layer's pre-activation from the lane
 //            partials (lanes_sum), the rest of the forward pass, the loss and its gradient, and
@@ -211,7 +211,9 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
     // Lanes: thread t owns lanes [K t / nt, K (t + 1) / nt) (none when nt > K), i.e. W1's rows
     // [cb[t], cb[t + 1]).
     constexpr int K = cpu::kLanes;
-    const std::shared_ptr<const CSR::Lanes> lanes = x.lanes(B, threads);
+    if (!plan_ || plan_->csr_uid != x.uid || plan_->batch_size != B)  // (under the trainer lock)
+        plan_ = std::make_shared<const cpu::LanePlan>(cpu::lane_plan(x, B, threads));
+    const std::shared_ptr<const cpu::LanePlan> lanes = plan_;
     const int32_t* pos = lanes->pos.data();
     std::vector<int64_t> cb(static_cast<size_t>(nt) + 1);
     for (int t = 0; t <= nt; ++t) cb[t] = lanes->bounds[K * t / nt];

@@ -103,6 +103,9 @@ class Net {
     AlignedFloats lane_sums_;
     std::vector<int32_t> touched_;
     std::vector<uint8_t> touched_flag_;
+    // The lane plan of the data last trained on, for its batch size (trainer's state: only a
+    // thread holding trainer_mutex_ touches it).
+    std::shared_ptr<const cpu::LanePlan> plan_;
     // Atomic: Python may read it (progress, Ctrl-C) while a trainer runs without the lock.
     std::atomic<int64_t> iterations_{0};
     mutable std::shared_mutex mutex_;
