@@ -182,7 +182,7 @@ void bias_backward(float* db, const float* dz, int64_t B, int64_t H);
 
 // ---- the sparse first layer in training: column lanes (layers.cpp) ---------------------------
 // Training splits the columns of x (the rows of W1) into kLanes ranges, "lanes", of about equal
-// work (CSR::lanes), and gives each thread whole lanes: only that thread reads its rows of W1
+// work (lane_plan), and gives each thread whole lanes: only that thread reads its rows of W1
 // (forward), writes them (gradient, update), so they stay in its core's cache. The first layer's
 // pre-activation is therefore summed lane by lane: z = ((P0 + P1) + (P2 + P3)) + bias, lane k's
 // partial P_k gathering the row's non-zeros in lane k as sparse_forward gathers a whole row.
