@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from datautil import data_dir, keras_load_data, synthetic_imdb  # noqa: E402
+from datautil import data_dir, keras_load_data, make_net, synthetic_imdb  # noqa: E402
 
 from imdbfast import _core  # noqa: E402
 
@@ -43,7 +43,7 @@ def book_net(seed: int = 0, optimizer: str = "rmsprop", module=_core):
     """The book's model with Keras's glorot-uniform init (on `module`: _core or _cuda)."""
     rng = np.random.default_rng(seed)
     dims = [10000, 16, 16, 1]
-    net = module.Net(dims, ["relu", "relu", "sigmoid"], "bce_logits", optimizer, 1e-3)
+    net = make_net(module, dims, ["relu", "relu", "sigmoid"], "bce_logits", optimizer, 1e-3)
     weights = []
     for i, o in zip(dims[:-1], dims[1:]):
         limit = np.sqrt(6.0 / (i + o))

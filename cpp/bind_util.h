@@ -227,6 +227,101 @@ inline cpu::OptimizerConfig parse_optimizer(const std::string& kind, double lear
     return c;
 }
 
+// ---- the network description (spec.h) from Python's dict -----------------------------------
+
+// A real number argument (int or float, not a bool), or an error naming it.
+inline double float_arg(const py::handle& v, const std::string& name) {
+    if (PyBool_Check(v.ptr()) || PyComplex_Check(v.ptr()) || !PyNumber_Check(v.ptr()))
+        throw py::type_error(name + ": expected a number, got " +
+                             std::string(py::str(py::type::handle_of(v).attr("__name__"))));
+    const double x = PyFloat_AsDouble(v.ptr());
+    if (x == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    return x;
+}
+
+inline bool bool_arg(const py::handle& v, const std::string& name) {
+    if (!PyBool_Check(v.ptr()))
+        throw py::type_error(name + ": expected a bool, got " +
+                             std::string(py::str(py::type::handle_of(v).attr("__name__"))));
+    return v.ptr() == Py_True;
+}
+
+// The entries of dict d (named `what`), every key one of `known`.
+inline void check_keys(const py::dict& d, const std::string& what,
+                       std::initializer_list<const char*> known) {
+    for (auto item : d) {
+        const std::string key = py::str(item.first);
+        bool ok = false;
+        for (const char* k : known) ok = ok || key == k;
+        if (!ok) {
+            std::string valid;
+            for (const char* k : known) valid += std::string(valid.empty() ? "" : ", ") + "'" + k + "'";
+            throw std::invalid_argument(what + ": unknown key '" + key + "'; valid: " + valid);
+        }
+    }
+}
+
+// {"kind": "rmsprop" | "adam" | "sgd", "learning_rate": ..., and that kind's hyper-parameters
+// (Keras's names; missing ones take Keras's defaults)}.
+inline cpu::OptimizerConfig parse_optimizer(const py::dict& d) {
+    if (!d.contains("kind")) throw std::invalid_argument("optimizer: needs a 'kind'");
+    const std::string kind = py::str(d["kind"]);
+    if (kind == "rmsprop")
+        check_keys(d, "optimizer", {"kind", "learning_rate", "rho", "momentum", "epsilon", "centered"});
+    else if (kind == "adam")
+        check_keys(d, "optimizer", {"kind", "learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad"});
+    else if (kind == "sgd")
+        check_keys(d, "optimizer", {"kind", "learning_rate", "momentum", "nesterov"});
+    const cpu::OptimizerConfig def;
+    auto num = [&](const char* k, double v) { return d.contains(k) ? float_arg(d[k], k) : v; };
+    auto flag = [&](const char* k) { return d.contains(k) && bool_arg(d[k], k); };
+    return parse_optimizer(kind, num("learning_rate", kind == "sgd" ? 0.01 : def.learning_rate),
+                           num("rho", def.rho), num("momentum", def.momentum),
+                           num("epsilon", def.epsilon), num("beta_1", def.beta_1),
+                           num("beta_2", def.beta_2), flag("centered"), flag("nesterov"),
+                           flag("amsgrad"));
+}
+
+// {"input_dim": D, "layers": [{"kind": "dense", "units": H, "activation": ...}, ...],
+//  "loss": ..., "optimizer": {...}}: models.py's Sequential._spec, checked whole.
+inline NetSpec parse_spec(const py::dict& d) {
+    check_keys(d, "spec", {"input_dim", "layers", "loss", "optimizer"});
+    for (const char* k : {"input_dim", "layers", "loss", "optimizer"})
+        if (!d.contains(k)) throw std::invalid_argument(std::string("spec: needs '") + k + "'");
+    NetSpec s;
+    s.input_dim = int_arg(d["input_dim"], "input_dim", 1, INT32_MAX);
+    const py::list layers = d["layers"].cast<py::list>();
+    if (layers.size() == 0) throw std::invalid_argument("layers: the network has no layers");
+    for (size_t i = 0; i < layers.size(); ++i) {
+        const std::string at = "layers[" + std::to_string(i) + "]";
+        const py::dict l = layers[i].cast<py::dict>();
+        check_keys(l, at, {"kind", "units", "activation", "dropout", "kernel_l1", "kernel_l2",
+                           "trainable"});
+        LayerSpec ls;
+        const std::string kind = l.contains("kind") ? std::string(py::str(l["kind"])) : "dense";
+        if (kind != "dense")
+            throw std::invalid_argument(at + ": unknown kind '" + kind + "'; valid: 'dense'");
+        if (!l.contains("units")) throw std::invalid_argument(at + ": needs 'units'");
+        ls.units = int_arg(l["units"], "units", 1, INT32_MAX);
+        ls.activation = parse_act(l.contains("activation") ? std::string(py::str(l["activation"]))
+                                                           : "linear");
+        // Room in the description, not yet in the kernels: say so rather than ignore it.
+        if (l.contains("dropout") && float_arg(l["dropout"], "dropout") != 0.0)
+            throw std::invalid_argument(at + ": dropout is not implemented yet");
+        for (const char* k : {"kernel_l1", "kernel_l2"})
+            if (l.contains(k) && float_arg(l[k], k) != 0.0)
+                throw std::invalid_argument(at + ": " + k + " is not implemented yet");
+        if (l.contains("trainable") && !bool_arg(l["trainable"], "trainable"))
+            throw std::invalid_argument(at + ": frozen layers (trainable=False) are not implemented yet");
+        s.layers.push_back(ls);
+    }
+    s.loss = parse_loss(py::str(d["loss"]));
+    if (s.loss == LOSS_BCE_LOGITS && s.layers.back().activation != ACT_SIGMOID)
+        throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");
+    s.optimizer = parse_optimizer(d["optimizer"].cast<py::dict>());
+    return s;
+}
+
 inline std::vector<float*> slot_ptrs(const py::list& slots, const std::string& name, int64_t n) {
     std::vector<float*> p;
     for (size_t i = 0; i < slots.size(); ++i)
@@ -237,52 +332,13 @@ inline std::vector<float*> slot_ptrs(const py::list& slots, const std::string& n
 
 // ---- a Net's parameters and arguments, checked the same way for every backend ----------------
 
-// A network's structure, checked: dims (D, H_1, ..., O), one activation per layer, and a loss
-// compatible with the output layer.
-struct NetSpec {
-    std::vector<int64_t> dims;
-    std::vector<int> acts;
-    int loss;
-};
-inline NetSpec check_net(std::vector<int64_t> dims, const std::vector<std::string>& acts,
-                         const std::string& loss) {
-    if (dims.size() < 2 || acts.size() != dims.size() - 1)
-        throw std::invalid_argument("dims: need the input dimension and one width per "
-                                    "layer, with one activation per layer");
-    for (size_t i = 0; i < dims.size(); ++i)
-        positive_dim(dims[i], i == 0 ? "input dimension" : "units");
-    std::vector<int> a;
-    for (auto& s : acts) a.push_back(parse_act(s));
-    const int lk = parse_loss(loss);
-    if (lk == LOSS_BCE_LOGITS && a.back() != ACT_SIGMOID)
-        throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");
-    return NetSpec{std::move(dims), std::move(a), lk};
-}
-
-// Shapes of the parameters in Keras's order: kernel (I, H), then bias (H), layer by layer.
-inline std::vector<std::vector<py::ssize_t>> param_shapes(const std::vector<int64_t>& dims) {
-    std::vector<std::vector<py::ssize_t>> out;
-    for (size_t l = 0; l + 1 < dims.size(); ++l) {
-        out.push_back({dims[l], dims[l + 1]});
-        out.push_back({dims[l + 1]});
-    }
-    return out;
-}
-
-inline int64_t shape_size(const std::vector<py::ssize_t>& shape) {
-    int64_t n = 1;
-    for (auto d : shape) n *= d;
-    return n;
-}
-
 // A Net's parameters as new arrays with Keras's shapes, each filled by copy(p, out); the caller
 // holds the Net's lock. Shared by the CPU and CUDA Nets, which differ only in how they copy.
 template <class N, class Copy>
 py::list weights_list(const N& n, Copy&& copy) {
     py::list out;
-    const auto shapes = param_shapes(n.dims());
     for (int p = 0; p < n.n_params(); ++p) {
-        py::array_t<float> a(shapes[p]);
+        py::array_t<float> a(n.spec().param_shape(p));
         copy(p, a.mutable_data());
         out.append(a);
     }
@@ -307,18 +363,19 @@ py::list slots_list(const N& n, Copy&& copy) {
 }
 
 // Pointers to `ws`, one finite float32 array per parameter with its shape.
-inline std::vector<const float*> check_weights(const py::list& ws, const std::vector<int64_t>& dims) {
-    const auto shapes = param_shapes(dims);
-    if (ws.size() != shapes.size())
-        throw std::invalid_argument("weights: expected " + std::to_string(shapes.size()) +
+inline std::vector<const float*> check_weights(const py::list& ws, const NetSpec& spec) {
+    const size_t n_params = static_cast<size_t>(spec.n_params());
+    if (ws.size() != n_params)
+        throw std::invalid_argument("weights: expected " + std::to_string(n_params) +
                                     " arrays, got " + std::to_string(ws.size()));
     std::vector<const float*> src;
-    for (size_t p = 0; p < shapes.size(); ++p) {
+    for (int p = 0; p < spec.n_params(); ++p) {
         const std::string name = "weights[" + std::to_string(p) + "]";
         py::array a = ws[p].cast<py::array>();
-        const float* d = shapes[p].size() == 2 ? check<float>(a, name, {shapes[p][0], shapes[p][1]})
-                                               : check<float>(a, name, {shapes[p][0]});
-        check_finite(d, shape_size(shapes[p]), name.c_str());
+        const auto shape = spec.param_shape(p);
+        const float* d = shape.size() == 2 ? check<float>(a, name, {shape[0], shape[1]})
+                                           : check<float>(a, name, {shape[0]});
+        check_finite(d, spec.param_size(p), name.c_str());
         src.push_back(d);
     }
     return src;
@@ -326,20 +383,19 @@ inline std::vector<const float*> check_weights(const py::list& ws, const std::ve
 
 // Pointers to `slots`: per parameter, n_slots finite flat float32 arrays of its size.
 inline std::vector<std::vector<const float*>> check_slots(const py::list& slots,
-                                                          const std::vector<int64_t>& dims,
-                                                          int n_slots) {
-    const auto shapes = param_shapes(dims);
-    if (slots.size() != shapes.size())
+                                                          const NetSpec& spec) {
+    const int n_slots = cpu::optimizer_num_slots(spec.optimizer);
+    if (slots.size() != static_cast<size_t>(spec.n_params()))
         throw std::invalid_argument("slots: expected one list per parameter");
-    std::vector<std::vector<const float*>> src(shapes.size());
-    for (size_t p = 0; p < shapes.size(); ++p) {
+    std::vector<std::vector<const float*>> src(static_cast<size_t>(spec.n_params()));
+    for (int p = 0; p < spec.n_params(); ++p) {
         py::list ps = slots[p].cast<py::list>();
         if (static_cast<int>(ps.size()) != n_slots)
             throw std::invalid_argument("slots: expected " + std::to_string(n_slots) +
                                         " arrays per parameter");
         for (int s = 0; s < n_slots; ++s) {
             const std::string name = "slots[" + std::to_string(p) + "][" + std::to_string(s) + "]";
-            const int64_t n = shape_size(shapes[p]);
+            const int64_t n = spec.param_size(p);
             const float* d = check<float>(ps[s].cast<py::array>(), name, {n});
             check_finite(d, n, name.c_str());
             src[p].push_back(d);

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "bind_kernels.h"
+#include "bind_net.h"
 #include "bind_util.h"
 #include "kernels.h"
 #include "net.h"
@@ -84,34 +85,37 @@ struct CpuKernels {
     }
 };
 
-void check_labels(const Net& net, const CSR& x, const py::array& y, const py::object& sw,
-                  const float** yp, const float** swp) {
-    const int64_t N = x.n_rows, O = net.dims().back();
-    if (x.n_cols != net.dims()[0])
-        throw std::invalid_argument("x: has " + std::to_string(x.n_cols) +
-                                    " columns, the model's input dimension is " +
-                                    std::to_string(net.dims()[0]));
-    *yp = check<float>(y, "y", {N, O});
-    check_finite(*yp, N * O, "y");
-    *swp = nullptr;
-    if (!sw.is_none()) {
-        *swp = check<float>(sw.cast<py::array>(), "sample_weight", {N});
-        check_finite(*swp, N, "sample_weight");
+// Python arguments as the CPU Net's inputs (bind_net.h): host CSR data, host float32 labels.
+struct CpuIo {
+    using Data = std::shared_ptr<const CSR>;
+    struct Labels {
+        py::array y_array, sw_array;  // hold what a conversion made
+        const float* y = nullptr;
+        const float* sw = nullptr;
+    };
+    static Data data(const Net& n, const py::object& x) {
+        if (!py::isinstance<CSR>(x))
+            throw py::type_error("x: expected an imdbfast CSR, got " +
+                                 std::string(py::str(py::type::handle_of(x).attr("__name__"))));
+        auto d = x.cast<std::shared_ptr<CSR>>();
+        check_width(d->n_cols, n.spec().input_dim);
+        return d;
     }
-}
-
-// A Net's weights and its optimizer slots brought up to date, as new arrays; the caller holds
-// the Net's lock.
-py::list current_weights(const Net& n) {
-    return weights_list(n, [&](int p, float* out) { std::copy_n(n.param(p), n.param_size(p), out); });
-}
-
-py::list current_slots(const Net& n) {
-    const auto w1 = n.w1_slots_now();
-    return slots_list(n, [&](int p, int s, float* out) {
-        std::copy_n(p == 0 ? w1[s].data() : n.slot(p, s), n.param_size(p), out);
-    });
-}
+    static int64_t rows(const Data& d) { return d->n_rows; }
+    static Labels labels(const Net& n, const Data& d, const py::object& y, const py::object& sw) {
+        const int64_t N = d->n_rows, O = n.spec().outputs();
+        Labels l;
+        l.y_array = y.cast<py::array>();
+        l.y = check<float>(l.y_array, "y", {N, O});
+        check_finite(l.y, N * O, "y");
+        if (!sw.is_none()) {
+            l.sw_array = sw.cast<py::array>();
+            l.sw = check<float>(l.sw_array, "sample_weight", {N});
+            check_finite(l.sw, N, "sample_weight");
+        }
+        return l;
+    }
+};
 
 // A CSR from Python's arrays, every argument checked (the constructor, and unpickling).
 std::shared_ptr<CSR> make_csr(py::array indptr, py::array indices, py::object data,
@@ -450,137 +454,11 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("n"), py::arg("seed"), py::arg("epoch"),
        "The permutation of range(n) used for epoch `epoch` of a fit seeded with `seed`.");
 
-    // ---- Net -----------------------------------------------------------------------------------
-    py::class_<Net, std::shared_ptr<Net>>(m, "Net")
-        .def(py::init([](std::vector<int64_t> dims, std::vector<std::string> acts,
-                         const std::string& loss, const std::string& optimizer,
-                         double learning_rate, double rho, double momentum, double epsilon,
-                         double beta_1, double beta_2, bool centered, bool nesterov, bool amsgrad) {
-                 NetSpec spec = check_net(std::move(dims), acts, loss);
-                 return std::make_shared<Net>(std::move(spec.dims), std::move(spec.acts), spec.loss,
-                                              parse_optimizer(optimizer, learning_rate, rho, momentum,
-                                                              epsilon, beta_1, beta_2, centered,
-                                                              nesterov, amsgrad));
-             }),
-             py::arg("dims"), py::arg("activations"), py::arg("loss"), py::arg("optimizer"),
-             py::arg("learning_rate"), py::arg("rho") = 0.9, py::arg("momentum") = 0.0,
-             py::arg("epsilon") = 1e-7, py::arg("beta_1") = 0.9, py::arg("beta_2") = 0.999,
-             py::arg("centered") = false, py::arg("nesterov") = false, py::arg("amsgrad") = false)
-        .def_property_readonly("dims", &Net::dims)
-        .def_property_readonly("n_slots", &Net::n_slots)
-        .def_property("iterations", &Net::iterations, [](Net& n, int64_t it) {
-            if (it < 0) throw std::invalid_argument("iterations: must be >= 0");
-            std::unique_lock<std::shared_mutex> lock(n.mutex());
-            n.set_iterations(it);
-        })
-        .def("get_weights", [](const Net& n) {
-            std::shared_lock<std::shared_mutex> lock(n.mutex());
-            return current_weights(n);
-        }, "Copies of [kernel_1 (I, H), bias_1 (H), ...] in Keras's order.")
-        .def("set_weights", [](Net& n, py::list ws) {
-            const auto src = check_weights(ws, n.dims());
-            std::unique_lock<std::shared_mutex> lock(n.mutex());
-            for (int p = 0; p < n.n_params(); ++p) std::copy_n(src[p], n.param_size(p), n.param(p));
-        })
-        .def("get_slots", [](const Net& n) {
-            std::shared_lock<std::shared_mutex> lock(n.mutex());
-            return current_slots(n);
-        }, "Optimizer slots, brought up to date: [[slot arrays of param 0], ...], flat.")
-        .def("state", [](const Net& n) {
-            std::shared_lock<std::shared_mutex> lock(n.mutex());
-            py::object synced = py::none();
-            if (cpu::optimizer_is_lazy(n.optimizer()))
-                synced = py::array_t<int64_t>(static_cast<py::ssize_t>(n.synced().size()),
-                                              n.synced().data());
-            return py::make_tuple(
-                current_weights(n),
-                slots_list(n, [&](int p, int s, float* out) {
-                    std::copy_n(n.slot(p, s), n.param_size(p), out);
-                }),
-                synced, n.iterations());
-        }, "The exact training state of one moment (between two training calls): (weights, "
-           "slots as stored, synced, iterations). With a lazy optimizer W1's rows r are current "
-           "through step synced[r] (else synced is None); set_state restores it bit for bit.")
-        .def("set_state", [](Net& n, py::list ws, py::list slots, py::object synced,
-                             int64_t iterations) {
-            const auto w = check_weights(ws, n.dims());
-            const auto src = check_slots(slots, n.dims(), n.n_slots());
-            if (iterations < 0) throw std::invalid_argument("iterations: must be >= 0");
-            const int64_t* sy = nullptr;
-            if (!synced.is_none()) {
-                if (!cpu::optimizer_is_lazy(n.optimizer()))
-                    throw std::invalid_argument("synced: only a lazy optimizer has it");
-                sy = check<int64_t>(synced.cast<py::array>(), "synced", {n.dims()[0]});
-                for (int64_t r = 0; r < n.dims()[0]; ++r)
-                    if (sy[r] < 0 || sy[r] > iterations)
-                        throw std::invalid_argument("synced: entries must be in [0, iterations]");
-            }
-            std::unique_lock<std::shared_mutex> lock(n.mutex());
-            for (int p = 0; p < n.n_params(); ++p) std::copy_n(w[p], n.param_size(p), n.param(p));
-            for (int p = 0; p < n.n_params(); ++p)
-                for (int s = 0; s < n.n_slots(); ++s)
-                    std::copy_n(src[p][s], n.param_size(p), n.slot(p, s));
-            n.set_iterations_only(iterations);
-            auto& dst = n.synced();
-            if (sy) std::copy_n(sy, dst.size(), dst.begin());
-            else std::fill(dst.begin(), dst.end(), iterations);
-        }, py::arg("weights"), py::arg("slots"), py::arg("synced"), py::arg("iterations"))
-        .def("set_slots", [](Net& n, py::list slots) {
-            const auto src = check_slots(slots, n.dims(), n.n_slots());
-            std::unique_lock<std::shared_mutex> lock(n.mutex());
-            n.sync_optimizer();  // marks every row current, so the new slots count from now
-            for (int p = 0; p < n.n_params(); ++p)
-                for (int s = 0; s < n.n_slots(); ++s)
-                    std::copy_n(src[p][s], n.param_size(p), n.slot(p, s));
-        })
-        .def("train_batches", [](Net& n, const CSR& x, py::array y, py::object sw, py::array order,
-                                 int64_t batch_size, int64_t batch_begin, int64_t batch_end,
-                                 int threads, bool per_batch) {
-            const float *yp, *swp;
-            check_labels(n, x, y, sw, &yp, &swp);
-            const int64_t N = x.n_rows;
-            const int64_t* op = check_epoch(order, N, batch_size, batch_begin, batch_end);
-            const int64_t steps = batch_end - batch_begin;
-            py::array_t<double> bl(per_batch ? steps : 0), ba(per_batch ? steps : 0);
-            double* blp = per_batch ? bl.mutable_data() : nullptr;
-            double* bap = per_batch ? ba.mutable_data() : nullptr;
-            Stats st;
-            {
-                py::gil_scoped_release nogil;
-                st = n.train_batches(x, yp, swp, op, N, batch_size, batch_begin, batch_end, threads,
-                                     blp, bap);
-            }
-            return py::make_tuple(st.loss_sum, st.correct_sum, st.rows, bl, ba);
-        }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("order"),
-           py::arg("batch_size"), py::arg("batch_begin"), py::arg("batch_end"),
-           py::arg("threads") = 0, py::arg("per_batch") = false,
-           "Train on batches [batch_begin, batch_end) of the epoch ordered by `order`. Returns "
-           "(sum of weighted losses, sum of accuracies, rows, per-batch mean losses, per-batch "
-           "accuracies); the per-batch arrays are empty unless per_batch.")
-        .def("predict", [](const Net& n, const CSR& x, int threads, int64_t first, int64_t last) {
-            if (x.n_cols != n.dims()[0])
-                throw std::invalid_argument("x: has " + std::to_string(x.n_cols) +
-                                            " columns, the model's input dimension is " +
-                                            std::to_string(n.dims()[0]));
-            check_row_range(first, last, x.n_rows);
-            py::array_t<float> out({last - first, n.dims().back()});
-            float* o = out.mutable_data();
-            py::gil_scoped_release nogil;
-            n.predict(o, x, first, last, threads);
-            return out;
-        }, py::arg("x"), py::arg("threads") = 0, py::arg("first") = 0, py::arg("last") = -1,
-           "Outputs for rows [first, last) of x (last = -1: to the end).")
-        .def("evaluate", [](const Net& n, const CSR& x, py::array y, py::object sw, int threads,
-                            int64_t first, int64_t last) {
-            const float *yp, *swp;
-            check_labels(n, x, y, sw, &yp, &swp);
-            check_row_range(first, last, x.n_rows);
-            Stats st;
-            {
-                py::gil_scoped_release nogil;
-                st = n.evaluate(x, yp, swp, first, last, threads);
-            }
-            return py::make_tuple(st.loss_sum, st.correct_sum, st.rows);
-        }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("threads") = 0,
-           py::arg("first") = 0, py::arg("last") = -1);
+    // ---- Net: bind_net.h, as the CUDA modules' ----------------------------------------------
+    py::class_<Net, std::shared_ptr<Net>> net(m, "Net", "A network and its optimizer state (cpp/net.h).");
+    net.def(py::init([](py::dict spec) { return std::make_shared<Net>(parse_spec(spec)); }),
+            py::arg("spec"),
+            "A network from its description: {'input_dim', 'layers', 'loss', 'optimizer'} "
+            "(cpp/spec.h); weights and slots start at zero.");
+    def_net<Net, CpuIo>(net);
 }

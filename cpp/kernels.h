@@ -23,6 +23,7 @@
 
 #include "common.h"
 #include "parallel.h"  // threads: how many, and how regions run
+#include "spec.h"
 
 // A loop over the H (or I) elements of one row, to be vectorised across that row. GCC 12 otherwise
 // vectorises some of these across rows or along the reduction (scalar adds in strict order) and
@@ -245,31 +246,13 @@ void loss_forward(double* loss_row, double* correct_row, const float* z, const f
                   int64_t O, int64_t b0, int64_t b1);
 
 // ---- optimizers.cpp -------------------------------------------------------------------------
-enum OptKind : int { OPT_RMSPROP = 0, OPT_ADAM = 1, OPT_SGD = 2 };
-
-struct OptimizerConfig {
-    int kind = OPT_RMSPROP;
-    double learning_rate = 1e-3;
-    double rho = 0.9;        // RMSprop
-    double momentum = 0.0;   // RMSprop, SGD
-    double epsilon = 1e-7;   // RMSprop, Adam
-    double beta_1 = 0.9;     // Adam
-    double beta_2 = 0.999;   // Adam
-    bool centered = false;   // RMSprop
-    bool nesterov = false;   // SGD
-    bool amsgrad = false;    // Adam
-};
-
 // The step constants of one update, in float32 as Keras computes them (shared with the GPU).
 RMSpropStep rmsprop_step(const OptimizerConfig& c);
 AdamStep adam_step(const OptimizerConfig& c, int64_t iteration);  // iteration: 0-based
 SGDStep sgd_step(const OptimizerConfig& c);
 
-// Optimizer state slots per parameter, in Keras's order:
-//   RMSprop: velocity, [momentum if momentum > 0], [average_gradient if centered]
-//   Adam:    momentum (m), velocity (v), [velocity_hat if amsgrad]
-//   SGD:     [momentum if momentum > 0]
-int optimizer_num_slots(const OptimizerConfig& c);
+// How many state slots each parameter has (spec.h: optimizer_slots names them).
+inline int optimizer_num_slots(const OptimizerConfig& c) { return optimizer_slots(c).count; }
 // True when a zero gradient leaves the weight unchanged and only decays the slots
 // geometrically, so untouched rows may be brought up to date lazily (RMSprop without momentum,
 // SGD without momentum).

@@ -96,17 +96,21 @@ constexpr int64_t kStepGrainNnz = 8192;
 // alone shed threads on the idle machine too often (the book's fit 13 % slower); three do not.
 constexpr int64_t kBusySigns = 3;
 constexpr int64_t kLongWaitNs = 3000000;
-constexpr int64_t kTile = 256;  // rows per inference work item
 
 }  // namespace
 
-Net::Net(std::vector<int64_t> dims, std::vector<int> acts, int loss, cpu::OptimizerConfig opt)
-    : dims_(std::move(dims)), acts_(std::move(acts)), loss_(loss), opt_(opt) {
-    const int L = n_layers();
-    params_.resize(2 * L);
-    slots_.resize(2 * L);
-    grads_.resize(2 * L);
-    for (int p = 0; p < 2 * L; ++p) {
+Net::Net(NetSpec spec)
+    : spec_(std::move(spec)),
+      slots_layout_(cpu::optimizer_slots(spec_.optimizer)),
+      dims_(spec_.dims()),
+      acts_(spec_.activations()),
+      loss_(spec_.loss),
+      opt_(spec_.optimizer) {
+    const int P = n_params();
+    params_.resize(P);
+    slots_.resize(P);
+    grads_.resize(P);
+    for (int p = 0; p < P; ++p) {
         params_[p].assign(static_cast<size_t>(param_size(p)), 0.0f);
         grads_[p].assign(static_cast<size_t>(param_size(p)), 0.0f);
         slots_[p].assign(n_slots(), AlignedFloats(static_cast<size_t>(param_size(p)), 0.0f));
@@ -114,26 +118,27 @@ Net::Net(std::vector<int64_t> dims, std::vector<int> acts, int loss, cpu::Optimi
     synced_.assign(static_cast<size_t>(dims_[0]), 0);
 }
 
-int64_t Net::param_size(int p) const {
-    const int l = p / 2;
-    return p % 2 == 0 ? dims_[l] * dims_[l + 1] : dims_[l + 1];
+void Net::get_param(int p, float* out) const { std::copy_n(param(p), param_size(p), out); }
+void Net::set_param(int p, const float* in) { std::copy_n(in, param_size(p), param(p)); }
+void Net::get_slot(int p, int s, float* out) const {
+    std::copy_n(slots_[p][s].data(), param_size(p), out);
 }
 
 void Net::sync_optimizer() {
-    if (!cpu::optimizer_is_lazy(opt_)) return;
+    if (!lazy()) return;
     float* s[3] = {nullptr, nullptr, nullptr};
     for (int k = 0; k < n_slots(); ++k) s[k] = slots_[0][k].data();
     cpu::optimizer_catch_up(opt_, iterations(), s, dims_[1], synced_.data(), 0, dims_[0]);
 }
 
-std::vector<std::vector<float>> Net::w1_slots_now() const {
+std::vector<std::vector<float>> Net::first_slots_now() const {
     std::vector<std::vector<float>> out(static_cast<size_t>(n_slots()));
     float* s[3] = {nullptr, nullptr, nullptr};
     for (int k = 0; k < n_slots(); ++k) {
         out[k].assign(slots_[0][k].begin(), slots_[0][k].end());
         s[k] = out[k].data();
     }
-    if (cpu::optimizer_is_lazy(opt_)) {
+    if (lazy()) {
         std::vector<int64_t> synced(synced_);
         cpu::optimizer_catch_up(opt_, iterations(), s, dims_[1], synced.data(), 0, dims_[0]);
     }
@@ -144,6 +149,23 @@ void Net::set_iterations(int64_t it) {
     sync_optimizer();
     iterations_ = it;
     std::fill(synced_.begin(), synced_.end(), it);
+}
+
+void Net::restore(const std::vector<const float*>& weights,
+                  const std::vector<std::vector<const float*>>& slots, const int64_t* synced,
+                  int64_t iterations) {
+    for (int p = 0; p < n_params(); ++p) set_param(p, weights[p]);
+    for (int p = 0; p < n_params(); ++p)
+        for (int s = 0; s < n_slots(); ++s) std::copy_n(slots[p][s], param_size(p), slot(p, s));
+    iterations_ = iterations;
+    if (synced) std::copy_n(synced, synced_.size(), synced_.begin());
+    else std::fill(synced_.begin(), synced_.end(), iterations);
+}
+
+void Net::replace_slots(const std::vector<std::vector<const float*>>& slots) {
+    sync_optimizer();  // marks every row current, so the new slots count from now
+    for (int p = 0; p < n_params(); ++p)
+        for (int s = 0; s < n_slots(); ++s) std::copy_n(slots[p][s], param_size(p), slot(p, s));
 }
 
 void Net::forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
@@ -158,7 +180,7 @@ void Net::forward_after_first(std::vector<std::vector<float>>& z,
     cpu::act_forward(a[0].data(), z[0].data(), acts_[0], b0 * dims_[1], b1 * dims_[1]);
     for (int l = 1; l < L; ++l) {
         const int64_t I = dims_[l], H = dims_[l + 1];
-        cpu::dense_forward(z[l].data(), a[l - 1].data(), param(2 * l), param(2 * l + 1), I, H, b0,
+        cpu::dense_forward(z[l].data(), a[l - 1].data(), param(NetSpec::kernel(l)), param(NetSpec::bias(l)), I, H, b0,
                            b1);
         cpu::act_forward(a[l].data(), z[l].data(), acts_[l], b0 * H, b1 * H);
     }
@@ -252,9 +274,9 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
     for (int l = 1; l < L; ++l) {
         const int64_t step = dims_[l + 1] == 1 ? dims_[l] : 4;
         for (int64_t i = 0; i < dims_[l]; i += step)
-            tasks.push_back({2 * l, i, std::min(dims_[l], i + step)});
+            tasks.push_back({NetSpec::kernel(l), i, std::min(dims_[l], i + step)});
     }
-    for (int l = 0; l < L; ++l) tasks.push_back({2 * l + 1, 0, 1});
+    for (int l = 0; l < L; ++l) tasks.push_back({NetSpec::bias(l), 0, 1});
     std::vector<int64_t> task_cost(tasks.size() + 1, 0);  // prefix sums
     for (size_t k = 0; k < tasks.size(); ++k)
         task_cost[k + 1] = task_cost[k] +
@@ -264,8 +286,8 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
         task_split[t] = std::lower_bound(task_cost.begin(), task_cost.end(),
                                          part(task_cost.back(), t, nt)) - task_cost.begin();
 
-    std::vector<std::array<float*, 3>> sp(2 * L);
-    for (int p = 0; p < 2 * L; ++p)
+    std::vector<std::array<float*, 3>> sp(n_params());
+    for (int p = 0; p < n_params(); ++p)
         for (int s = 0; s < n_slots(); ++s) sp[p][s] = slots_[p][s].data();
     const bool lazy = cpu::optimizer_is_lazy(opt_);
     const int64_t it0 = iterations();
@@ -334,7 +356,7 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                                            acts_[L - 1], loss_, O, Bb, b0, b1);
                 for (int l = L - 1; l >= 1; --l) {
                     const int64_t I = dims_[l], H = dims_[l + 1];
-                    cpu::dense_backward_input(da[l].data(), dz[l].data(), param(2 * l), I, H, b0,
+                    cpu::dense_backward_input(da[l].data(), dz[l].data(), param(NetSpec::kernel(l)), I, H, b0,
                                               b1);
                     cpu::act_backward(dz[l - 1].data(), da[l].data(), z[l - 1].data(),
                                       a[l - 1].data(), acts_[l - 1], b0 * I, b1 * I);
@@ -348,18 +370,10 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
 
             // ---- phase 2: gradients and updates, parameters split among threads
             errors.guard([&] {
-                if (tid == 0) {
-                    double ls = 0.0, cs = 0.0;
-                    for (int64_t b = 0; b < Bb; ++b) {
-                        ls += loss_row[b];
-                        cs += correct_row[b];
-                    }
-                    total.loss_sum += ls;
-                    total.correct_sum += cs;
-                    total.rows += Bb;
-                    if (batch_loss) batch_loss[s] = ls / static_cast<double>(Bb);
-                    if (batch_acc) batch_acc[s] = cs / static_cast<double>(Bb);
-                }
+                if (tid == 0)
+                    total.add_batch(loss_row.data(), correct_row.data(), Bb,
+                                    batch_loss ? batch_loss + s : nullptr,
+                                    batch_acc ? batch_acc + s : nullptr);
                 if (k0 < k1)
                     cpu::sparse_backward_scatter(G, flag, xv, pos, K, rows, Bb, dz[0].data(), H0,
                                                  k0, k1);
@@ -381,7 +395,7 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                     const int l = t.p / 2;
                     const int64_t H = dims_[l + 1];
                     float* g = grads_[t.p].data();
-                    if (t.p % 2 == 0) {
+                    if (NetSpec::is_kernel(t.p)) {
                         cpu::dense_backward_weight(g, dz[l].data(), a[l - 1].data(), Bb, dims_[l],
                                                    H, t.row0, t.row1);
                         cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(),
@@ -473,24 +487,18 @@ Stats Net::evaluate(const CSR& x, const float* y, const float* sw, int64_t first
     const int64_t O = dims_[L];
     const int64_t n_tiles = (last - first + kTile - 1) / kTile;
     // Per-tile partial sums, added in tile order afterwards: fixed order for any thread count.
-    std::vector<double> tile_loss(static_cast<size_t>(n_tiles)), tile_correct(tile_loss.size());
+    std::vector<Stats> tiles(static_cast<size_t>(n_tiles));
     for_each_tile(x, first, last, threads,
                   [&](int64_t t, const int64_t* rows, int64_t n, auto& z, auto& a) {
                       double lr[kTile], cr[kTile];
                       cpu::loss_forward(lr, cr, z[L - 1].data(), a[L - 1].data(), y, sw, rows,
                                         acts_[L - 1], loss_, O, 0, n);
-                      double ls = 0.0, cs = 0.0;
-                      for (int64_t j = 0; j < n; ++j) {
-                          ls += lr[j];
-                          cs += cr[j];
-                      }
-                      tile_loss[t] = ls;
-                      tile_correct[t] = cs;
+                      tiles[t].add_batch(lr, cr, n, nullptr, nullptr);
                   });
     Stats st;
-    for (int64_t t = 0; t < n_tiles; ++t) {
-        st.loss_sum += tile_loss[t];
-        st.correct_sum += tile_correct[t];
+    for (const Stats& t : tiles) {
+        st.loss_sum += t.loss_sum;
+        st.correct_sum += t.correct_sum;
     }
     st.rows = last - first;
     return st;

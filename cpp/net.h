@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "spec.h"
 
 namespace imdbfast {
 
@@ -23,39 +24,62 @@ struct Stats {
     double loss_sum = 0.0;     // sum over rows of w_i * l_i, in double
     double correct_sum = 0.0;  // sum over rows of binary accuracy
     int64_t rows = 0;
+
+    // Both backends reduce per-row values in these groups and orders, so that their sums agree
+    // to the bit when the rows' values do. A batch of n rows, summed in row order; its means
+    // go to *mean_loss and *mean_acc when they are not null.
+    void add_batch(const double* loss_row, const double* correct_row, int64_t n,
+                   double* mean_loss, double* mean_acc) {
+        double ls = 0.0, cs = 0.0;
+        for (int64_t b = 0; b < n; ++b) {
+            ls += loss_row[b];
+            cs += correct_row[b];
+        }
+        loss_sum += ls;
+        correct_sum += cs;
+        rows += n;
+        if (mean_loss) *mean_loss = ls / static_cast<double>(n);
+        if (mean_acc) *mean_acc = cs / static_cast<double>(n);
+    }
 };
+
+// Rows per inference work item, and evaluate's reduction group (tiles summed in order).
+constexpr int64_t kTile = 256;
 
 class Net {
    public:
-    // dims: D, H_1, ..., O (one more than the number of layers); acts: one per layer.
-    Net(std::vector<int64_t> dims, std::vector<int> acts, int loss, cpu::OptimizerConfig opt);
+    explicit Net(NetSpec spec);
 
+    // ---- the interface both backends' Nets have (bind_net.h binds it once) -----------------
+    // Readers of the state below hold mutex() shared, writers exclusively; training, predict
+    // and evaluate take their locks themselves.
+    const NetSpec& spec() const { return spec_; }
     const std::vector<int64_t>& dims() const { return dims_; }
-    const std::vector<int>& acts() const { return acts_; }
-    int loss() const { return loss_; }
-    const cpu::OptimizerConfig& optimizer() const { return opt_; }
-    int n_layers() const { return static_cast<int>(acts_.size()); }
+    int n_layers() const { return spec_.n_layers(); }
+    int n_params() const { return spec_.n_params(); }
+    int64_t param_size(int p) const { return spec_.param_size(p); }
+    int n_slots() const { return slots_layout_.count; }
+    const cpu::OptimizerSlots& slot_layout() const { return slots_layout_; }
     int64_t iterations() const { return iterations_.load(std::memory_order_relaxed); }
-
-    // Parameter p = 2l (kernel of layer l) or 2l + 1 (bias); size in floats.
-    int n_params() const { return 2 * n_layers(); }
-    int64_t param_size(int p) const;
-    float* param(int p) { return params_[p].data(); }
-    const float* param(int p) const { return params_[p].data(); }
-    // Optimizer slot s of parameter p as stored (W1's lazy rows may lag: see slots_now).
-    int n_slots() const { return cpu::optimizer_num_slots(opt_); }
-    float* slot(int p, int s) { return slots_[p][s].data(); }
-    const float* slot(int p, int s) const { return slots_[p][s].data(); }
+    // Sets the step counter, W1's lazy rows brought up to date first.
+    void set_iterations(int64_t it);
+    void get_param(int p, float* out) const;
+    void set_param(int p, const float* in);
+    // Optimizer slot s of parameter p as stored (W1's lazy rows may lag: see first_slots_now).
+    void get_slot(int p, int s, float* out) const;
     // Copies of W1's slots brought up to date (the lazy rows caught up in the copies only:
     // reading the slots must not change the bits of later steps).
-    std::vector<std::vector<float>> w1_slots_now() const;
-    // Brings W1's lazy rows up to date in the model (before the slots or the step are set).
-    void sync_optimizer();
-    // W1's rows: the step through which each row's slots are current (lazy optimizers).
-    std::vector<int64_t>& synced() { return synced_; }
+    std::vector<std::vector<float>> first_slots_now() const;
+    // Lazy optimizers: W1's row r has its slots current through step synced()[r].
+    bool lazy() const { return cpu::optimizer_is_lazy(spec_.optimizer); }
     const std::vector<int64_t>& synced() const { return synced_; }
-    void set_iterations_only(int64_t it) { iterations_ = it; }
-    void set_iterations(int64_t it);
+    // The state of one moment (state(): weights, slots as stored, synced or null, iterations),
+    // checked by the caller.
+    void restore(const std::vector<const float*>& weights,
+                 const std::vector<std::vector<const float*>>& slots, const int64_t* synced,
+                 int64_t iterations);
+    // New slots, counted from now (W1's rows are marked current).
+    void replace_slots(const std::vector<std::vector<const float*>>& slots);
 
     // Trains on batches [batch_begin, batch_end) of the epoch whose row order is `order` (N rows,
     // batches of batch_size, the last one partial). x: CSR (N, D); y (N, O); sw (N) or null.
@@ -70,7 +94,6 @@ class Net {
                    int threads) const;
 
     std::shared_mutex& mutex() const { return mutex_; }
-    std::mutex& trainer_mutex() { return trainer_mutex_; }
 
    private:
     // Batches [batch_begin, batch_end) on a team of nt threads, adding to total. Stops early
@@ -90,8 +113,16 @@ class Net {
     void for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
                        PerTile&& per_tile) const;
 
-    std::vector<int64_t> dims_;
-    std::vector<int> acts_;
+    float* param(int p) { return params_[p].data(); }
+    const float* param(int p) const { return params_[p].data(); }
+    float* slot(int p, int s) { return slots_[p][s].data(); }
+    // Brings W1's lazy rows up to date in the model (before the slots or the step are set).
+    void sync_optimizer();
+
+    NetSpec spec_;
+    cpu::OptimizerSlots slots_layout_;
+    std::vector<int64_t> dims_;  // spec_.dims()
+    std::vector<int> acts_;      // spec_.activations()
     int loss_;
     cpu::OptimizerConfig opt_;
     std::vector<AlignedFloats> params_;                // 2 per layer

@@ -10,7 +10,9 @@
 // check lazy against dense within that.
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels.h"
@@ -74,12 +76,35 @@ float decay_factor(const DecayTable& t, float rho, int64_t k) {
 
 }  // namespace
 
-int optimizer_num_slots(const OptimizerConfig& c) {
+OptimizerSlots optimizer_slots(const OptimizerConfig& c) {
+    OptimizerSlots k;
+    auto add = [&k](int& slot) { slot = k.count++; };
     switch (c.kind) {
-        case OPT_RMSPROP: return 1 + (c.momentum > 0) + (c.centered ? 1 : 0);
-        case OPT_ADAM: return 2 + (c.amsgrad ? 1 : 0);
-        default: return c.momentum != 0 ? 1 : 0;
+        case OPT_RMSPROP:
+            add(k.velocity);
+            if (c.momentum > 0) add(k.momentum);
+            if (c.centered) add(k.average_gradient);
+            break;
+        case OPT_ADAM:
+            add(k.momentum);
+            add(k.velocity);
+            if (c.amsgrad) add(k.velocity_hat);
+            break;
+        default:
+            if (c.momentum != 0) add(k.momentum);
     }
+    return k;
+}
+
+std::vector<std::string> OptimizerSlots::names() const {
+    std::vector<std::string> out(static_cast<size_t>(count));
+    const std::pair<int, const char*> named[] = {{velocity, "velocity"},
+                                                 {momentum, "momentum"},
+                                                 {average_gradient, "average_gradient"},
+                                                 {velocity_hat, "velocity_hat"}};
+    for (const auto& [index, name] : named)
+        if (index >= 0) out[index] = name;
+    return out;
 }
 
 bool optimizer_is_lazy(const OptimizerConfig& c) {
@@ -126,24 +151,26 @@ void sgd_loop(SGDStep s, float* w, const float* g, float* m, int64_t n0, int64_t
 
 void optimizer_update(const OptimizerConfig& c, int64_t iteration, float* w, const float* g,
                       float* const* slots, int64_t n0, int64_t n1) {
+    const OptimizerSlots k = optimizer_slots(c);
+    float* v = slot_of(slots, k.velocity);
+    float* m = slot_of(slots, k.momentum);
     if (c.kind == OPT_RMSPROP) {
         const RMSpropStep s = rmsprop_step(c);
-        const bool mom = c.momentum > 0;
-        float* m = mom ? slots[1] : nullptr;
-        float* mg = c.centered ? slots[mom ? 2 : 1] : nullptr;
-        if (mom && c.centered) rmsprop_loop<true, true>(s, w, g, slots[0], m, mg, n0, n1);
-        else if (mom) rmsprop_loop<true, false>(s, w, g, slots[0], m, mg, n0, n1);
-        else if (c.centered) rmsprop_loop<false, true>(s, w, g, slots[0], m, mg, n0, n1);
-        else rmsprop_loop<false, false>(s, w, g, slots[0], m, mg, n0, n1);
+        float* mg = slot_of(slots, k.average_gradient);
+        if (m && mg) rmsprop_loop<true, true>(s, w, g, v, m, mg, n0, n1);
+        else if (m) rmsprop_loop<true, false>(s, w, g, v, m, mg, n0, n1);
+        else if (mg) rmsprop_loop<false, true>(s, w, g, v, m, mg, n0, n1);
+        else rmsprop_loop<false, false>(s, w, g, v, m, mg, n0, n1);
     } else if (c.kind == OPT_ADAM) {
         const AdamStep s = adam_step(c, iteration);
-        if (c.amsgrad) adam_loop<true>(s, w, g, slots[0], slots[1], slots[2], n0, n1);
-        else adam_loop<false>(s, w, g, slots[0], slots[1], nullptr, n0, n1);
+        float* vh = slot_of(slots, k.velocity_hat);
+        if (vh) adam_loop<true>(s, w, g, m, v, vh, n0, n1);
+        else adam_loop<false>(s, w, g, m, v, nullptr, n0, n1);
     } else {
         const SGDStep s = sgd_step(c);
-        if (c.momentum == 0) sgd_loop<false, false>(s, w, g, nullptr, n0, n1);
-        else if (c.nesterov) sgd_loop<true, true>(s, w, g, slots[0], n0, n1);
-        else sgd_loop<true, false>(s, w, g, slots[0], n0, n1);
+        if (!m) sgd_loop<false, false>(s, w, g, nullptr, n0, n1);
+        else if (c.nesterov) sgd_loop<true, true>(s, w, g, m, n0, n1);
+        else sgd_loop<true, false>(s, w, g, m, n0, n1);
     }
 }
 
@@ -155,8 +182,9 @@ void optimizer_catch_up(const OptimizerConfig& c, int64_t iterations, float* con
     }
     const float rho = static_cast<float>(c.rho);
     const DecayTable table = decay_table(rho, iterations);
-    float* v = slots[0];
-    float* mg = c.centered ? slots[1] : nullptr;
+    const OptimizerSlots k = optimizer_slots(c);
+    float* v = slot_of(slots, k.velocity);
+    float* mg = slot_of(slots, k.average_gradient);
     for (int64_t r = r0; r < r1; ++r) {
         const int64_t k = iterations - synced[r];
         if (k > 0) {
@@ -191,8 +219,9 @@ struct LazyRowUpdate {
         : c(cfg), iteration(it), W(w), v(nullptr), mg(nullptr), synced(sy), H(HC > 0 ? HC : h),
           rs(rmsprop_step(cfg)), ss(sgd_step(cfg)), table(decay_table(rs.rho, it)) {
         if (c.kind == OPT_RMSPROP) {
-            v = slots[0];
-            mg = c.centered ? slots[1] : nullptr;
+            const OptimizerSlots k = optimizer_slots(c);
+            v = slot_of(slots, k.velocity);
+            mg = slot_of(slots, k.average_gradient);
         }
     }
 

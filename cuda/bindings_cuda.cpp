@@ -18,6 +18,7 @@
 #include <string>
 
 #include "bind_kernels.h"
+#include "bind_net.h"
 #include "bind_util.h"
 #include "device.h"
 #include "device_kernels.h"
@@ -91,9 +92,7 @@ std::shared_ptr<DeviceCSR> data_arg(const py::object& x, int device, int64_t D) 
     } else {
         throw py::type_error("x: expected an imdbfast CSR or DeviceCSR");
     }
-    if (d->n_cols != D)
-        throw std::invalid_argument("x: has " + std::to_string(d->n_cols) +
-                                    " columns, the model's input dimension is " + std::to_string(D));
+    check_width(d->n_cols, D);
     return d;
 }
 
@@ -135,6 +134,33 @@ std::shared_ptr<void> keep_alive(py::object o) {
         delete static_cast<py::object*>(p);
     });
 }
+
+// Python arguments as the device Net's inputs (bind_net.h): data and labels on its device,
+// copied up when they are host arrays.
+struct GpuIo {
+    using Data = std::shared_ptr<DeviceCSR>;
+    struct Labels {
+        std::shared_ptr<DeviceArray> y_array, sw_array;
+        const float* y = nullptr;
+        const float* sw = nullptr;
+    };
+    static Data data(const DeviceNet& n, const py::object& x) {
+        return data_arg(x, n.device(), n.spec().input_dim);
+    }
+    static int64_t rows(const Data& d) { return d->n_rows; }
+    static Labels labels(const DeviceNet& n, const Data& d, const py::object& y,
+                         const py::object& sw) {
+        const int64_t N = d->n_rows, O = n.spec().outputs();
+        Labels l;
+        l.y_array = array_arg(y, "y", {N, O}, n.device());
+        l.y = l.y_array->ptr;
+        if (!sw.is_none()) {
+            l.sw_array = array_arg(sw, "sample_weight", {N}, n.device());
+            l.sw = l.sw_array->ptr;
+        }
+        return l;
+    }
+};
 
 // The GPU's compute for the single-kernel functions (bind_kernels.h): copy the host inputs to
 // the device, launch, copy the outputs back (on the current device).
@@ -376,152 +402,25 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
         .def_readonly("size", &DeviceArray::size)
         .def_readonly("device", &DeviceArray::device);
 
-    // ---- Net: the same interface as _core.Net ---------------------------------------------------
-    py::class_<DeviceNet, std::shared_ptr<DeviceNet>>(m, "Net", py::module_local())
-        .def(py::init([](std::vector<int64_t> dims, std::vector<std::string> acts,
-                         const std::string& loss, const std::string& optimizer,
-                         double learning_rate, double rho, double momentum, double epsilon,
-                         double beta_1, double beta_2, bool centered, bool nesterov, bool amsgrad,
-                         int device) {
-                 NetSpec spec = check_net(std::move(dims), acts, loss);
-                 if (device < 0) throw std::invalid_argument("device: must be >= 0");
-                 return std::make_shared<DeviceNet>(
-                     device, std::move(spec.dims), std::move(spec.acts), spec.loss,
-                     parse_optimizer(optimizer, learning_rate, rho, momentum, epsilon, beta_1,
-                                     beta_2, centered, nesterov, amsgrad));
-             }),
-             py::arg("dims"), py::arg("activations"), py::arg("loss"), py::arg("optimizer"),
-             py::arg("learning_rate"), py::arg("rho") = 0.9, py::arg("momentum") = 0.0,
-             py::arg("epsilon") = 1e-7, py::arg("beta_1") = 0.9, py::arg("beta_2") = 0.999,
-             py::arg("centered") = false, py::arg("nesterov") = false, py::arg("amsgrad") = false,
-             py::arg("device") = 0)
-        .def_property_readonly("dims", &DeviceNet::dims)
-        .def_property_readonly("n_slots", &DeviceNet::n_slots)
+    // ---- Net: bind_net.h, as _core's -------------------------------------------------------
+    py::class_<DeviceNet, std::shared_ptr<DeviceNet>> net(m, "Net", py::module_local(),
+                                                          "A network on one device (cuda/net.cuh).");
+    net.def(py::init([](py::dict spec, int device) {
+                if (device < 0) throw std::invalid_argument("device: must be >= 0");
+                return std::make_shared<DeviceNet>(device, parse_spec(spec));
+            }),
+            py::arg("spec"), py::arg("device") = 0,
+            "As _core.Net, on device `device`. Data and labels may be host arrays (copied up for "
+            "the call) or DeviceCSR / DeviceArray objects on that device.")
         .def_property_readonly("device", &DeviceNet::device)
-        .def_property("iterations", &DeviceNet::iterations, [](DeviceNet& n, int64_t it) {
-            if (it < 0) throw std::invalid_argument("iterations: must be >= 0");
-            std::lock_guard<std::mutex> lock(n.mutex());
-            n.set_iterations(it);
-        })
-        .def("get_weights", [](DeviceNet& n) {
-            std::lock_guard<std::mutex> lock(n.mutex());
-            return weights_list(n, [&](int p, float* out) { n.get_param(p, out); });
-        }, "Copies of [kernel_1 (I, H), bias_1 (H), ...] in Keras's order.")
-        .def("set_weights", [](DeviceNet& n, py::list ws) {
-            const auto src = check_weights(ws, n.dims());
-            std::lock_guard<std::mutex> lock(n.mutex());
-            for (int p = 0; p < n.n_params(); ++p) n.set_param(p, src[p]);
-        })
-        .def("get_slots", [](DeviceNet& n) {
-            std::lock_guard<std::mutex> lock(n.mutex());
-            return slots_list(n, [&](int p, int s, float* out) { n.get_slot(p, s, out); });
-        }, "Optimizer slots: [[slot arrays of param 0], ...], flat.")
-        .def("state", [](DeviceNet& n) {
-            std::lock_guard<std::mutex> lock(n.mutex());
-            return py::make_tuple(
-                weights_list(n, [&](int p, float* out) { n.get_param(p, out); }),
-                slots_list(n, [&](int p, int s, float* out) { n.get_slot(p, s, out); }),
-                py::none(), n.iterations());
-        }, "As _core.Net.state; the device updates every row every step, so synced is None.")
-        .def("set_state", [](DeviceNet& n, py::list ws, py::list slots, py::object synced,
-                             int64_t iterations) {
-            const auto w = check_weights(ws, n.dims());
-            const auto src = check_slots(slots, n.dims(), n.n_slots());
-            if (iterations < 0) throw std::invalid_argument("iterations: must be >= 0");
-            // A CPU state with lagging rows: bring them up to date first (the device has none).
-            std::vector<std::vector<float>> w1;
-            if (!synced.is_none()) {
-                const int64_t D = n.dims()[0], H = n.dims()[1];
-                const int64_t* sy = check<int64_t>(synced.cast<py::array>(), "synced", {D});
-                std::vector<int64_t> sync(sy, sy + D);
-                for (int64_t r = 0; r < D; ++r)
-                    if (sync[r] < 0 || sync[r] > iterations)
-                        throw std::invalid_argument("synced: entries must be in [0, iterations]");
-                float* sp[3] = {nullptr, nullptr, nullptr};
-                for (int s = 0; s < n.n_slots(); ++s) {
-                    w1.emplace_back(src[0][s], src[0][s] + D * H);
-                    sp[s] = w1.back().data();
-                }
-                cpu::optimizer_catch_up(n.optimizer(), iterations, sp, H, sync.data(), 0, D);
-            }
-            std::lock_guard<std::mutex> lock(n.mutex());
-            for (int p = 0; p < n.n_params(); ++p) n.set_param(p, w[p]);
-            for (int p = 0; p < n.n_params(); ++p)
-                for (int s = 0; s < n.n_slots(); ++s)
-                    n.set_slot(p, s, p == 0 && !w1.empty() ? w1[s].data() : src[p][s]);
-            n.set_iterations(iterations);
-        }, py::arg("weights"), py::arg("slots"), py::arg("synced"), py::arg("iterations"))
-        .def("set_slots", [](DeviceNet& n, py::list slots) {
-            const auto src = check_slots(slots, n.dims(), n.n_slots());
-            std::lock_guard<std::mutex> lock(n.mutex());
-            for (int p = 0; p < n.n_params(); ++p)
-                for (int s = 0; s < n.n_slots(); ++s) n.set_slot(p, s, src[p][s]);
-        })
-        .def("train_batches", [](DeviceNet& n, py::object x, py::object y, py::object sw,
-                                 py::array order, int64_t batch_size, int64_t batch_begin,
-                                 int64_t batch_end, int /*threads*/, bool per_batch) {
-            auto xd = data_arg(x, n.device(), n.dims()[0]);
-            const int64_t N = xd->n_rows, O = n.dims().back();
-            auto yd = array_arg(y, "y", {N, O}, n.device());
-            std::shared_ptr<DeviceArray> swd;
-            if (!sw.is_none()) swd = array_arg(sw, "sample_weight", {N}, n.device());
-            const int64_t* op = check_epoch(order, N, batch_size, batch_begin, batch_end);
-            const int64_t steps = batch_end - batch_begin;
-            py::array_t<double> bl(per_batch ? steps : 0), ba(per_batch ? steps : 0);
-            double* blp = per_batch ? bl.mutable_data() : nullptr;
-            double* bap = per_batch ? ba.mutable_data() : nullptr;
-            Stats st;
-            {
-                py::gil_scoped_release nogil;
-                std::unique_lock<std::mutex> trainer(n.trainer_mutex(), std::try_to_lock);
-                if (!trainer.owns_lock())
-                    throw std::runtime_error("this model is being trained by another thread");
-                std::lock_guard<std::mutex> lock(n.mutex());  // waits for readers' calls
-                st = n.train_batches(*xd, yd->ptr, swd ? swd->ptr : nullptr, op, batch_size,
-                                     batch_begin, batch_end, blp, bap);
-            }
-            return py::make_tuple(st.loss_sum, st.correct_sum, st.rows, bl, ba);
-        }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("order"),
-           py::arg("batch_size"), py::arg("batch_begin"), py::arg("batch_end"),
-           py::arg("threads") = 0, py::arg("per_batch") = false,
-           "As _core.Net.train_batches; x a CSR or DeviceCSR, y and sample_weight host arrays "
-           "or DeviceArrays (threads is ignored).")
-        .def("predict", [](DeviceNet& n, py::object x, int /*threads*/, int64_t first, int64_t last) {
-            auto xd = data_arg(x, n.device(), n.dims()[0]);
-            check_row_range(first, last, xd->n_rows);
-            py::array_t<float> out({last - first, n.dims().back()});
-            float* o = out.mutable_data();
-            py::gil_scoped_release nogil;
-            std::lock_guard<std::mutex> lock(n.mutex());
-            n.predict(o, false, *xd, first, last);
-            return out;
-        }, py::arg("x"), py::arg("threads") = 0, py::arg("first") = 0, py::arg("last") = -1,
-           "Outputs for rows [first, last) of x as a host array.")
         .def("predict_to", [](DeviceNet& n, py::object x, uintptr_t out, int64_t first, int64_t last) {
-            auto xd = data_arg(x, n.device(), n.dims()[0]);
-            check_row_range(first, last, xd->n_rows);
+            const GpuIo::Data d = GpuIo::data(n, x);
+            check_row_range(first, last, d->n_rows);
             py::gil_scoped_release nogil;
-            std::lock_guard<std::mutex> lock(n.mutex());
-            n.predict(reinterpret_cast<float*>(out), true, *xd, first, last);
+            n.predict_on_device(reinterpret_cast<float*>(out), *d, first, last);
         }, py::arg("x"), py::arg("out"), py::arg("first") = 0, py::arg("last") = -1,
-           "Outputs for rows [first, last) written to device address `out` (float32, C order).")
-        .def("evaluate", [](DeviceNet& n, py::object x, py::object y, py::object sw, int /*threads*/,
-                            int64_t first, int64_t last) {
-            auto xd = data_arg(x, n.device(), n.dims()[0]);
-            const int64_t N = xd->n_rows, O = n.dims().back();
-            auto yd = array_arg(y, "y", {N, O}, n.device());
-            std::shared_ptr<DeviceArray> swd;
-            if (!sw.is_none()) swd = array_arg(sw, "sample_weight", {N}, n.device());
-            check_row_range(first, last, N);
-            Stats st;
-            {
-                py::gil_scoped_release nogil;
-                std::lock_guard<std::mutex> lock(n.mutex());
-                st = n.evaluate(*xd, yd->ptr, swd ? swd->ptr : nullptr, first, last);
-            }
-            return py::make_tuple(st.loss_sum, st.correct_sum, st.rows);
-        }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("threads") = 0,
-           py::arg("first") = 0, py::arg("last") = -1);
+           "Outputs for rows [first, last) written to device address `out` (float32, C order).");
+    def_net<DeviceNet, GpuIo>(net);
 
     // ---- single kernels on host arrays (tests): bind_kernels.h, as _core's ---------------------
     bind::def_kernels<GpuKernels>(m);

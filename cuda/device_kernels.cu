@@ -297,30 +297,30 @@ void sparse_weight_grad(float* G, const EpochIndex& ix, int64_t batch, const flo
 
 void optimizer_step(const cpu::OptimizerConfig& c, int64_t iteration, float* w, float* g,
                     float* const* slots, int64_t n) {
-    float* s0 = cpu::optimizer_num_slots(c) > 0 ? slots[0] : nullptr;
-    float* s1 = cpu::optimizer_num_slots(c) > 1 ? slots[1] : nullptr;
-    float* s2 = cpu::optimizer_num_slots(c) > 2 ? slots[2] : nullptr;
+    const cpu::OptimizerSlots k = cpu::optimizer_slots(c);
+    float* v = cpu::slot_of(slots, k.velocity);
+    float* m = cpu::slot_of(slots, k.momentum);
     if (c.kind == cpu::OPT_RMSPROP) {
         const RMSpropStep st = cpu::rmsprop_step(c);
-        float* m = st.momentum > 0.0f ? s1 : nullptr;
-        float* mg = st.centered ? (m ? s2 : s1) : nullptr;
+        float* mg = cpu::slot_of(slots, k.average_gradient);
         parallel_for(n, [=] IMDBFAST_HD(int64_t i) {
             float d1 = 0.0f, d2 = 0.0f;
-            rmsprop_elem(w[i], g[i], s0[i], m ? m[i] : d1, mg ? mg[i] : d2, st);
+            rmsprop_elem(w[i], g[i], v[i], m ? m[i] : d1, mg ? mg[i] : d2, st);
             g[i] = 0.0f;
         });
     } else if (c.kind == cpu::OPT_ADAM) {
         const AdamStep st = cpu::adam_step(c, iteration);
+        float* vh = cpu::slot_of(slots, k.velocity_hat);
         parallel_for(n, [=] IMDBFAST_HD(int64_t i) {
             float d = 0.0f;
-            adam_elem(w[i], g[i], s0[i], s1[i], s2 ? s2[i] : d, st);
+            adam_elem(w[i], g[i], m[i], v[i], vh ? vh[i] : d, st);
             g[i] = 0.0f;
         });
     } else {
         const SGDStep st = cpu::sgd_step(c);
         parallel_for(n, [=] IMDBFAST_HD(int64_t i) {
             float d = 0.0f;
-            sgd_elem(w[i], g[i], s0 ? s0[i] : d, st);
+            sgd_elem(w[i], g[i], m ? m[i] : d, st);
             g[i] = 0.0f;
         });
     }

@@ -2,13 +2,12 @@
 #include "device_net.h"
 
 #include <algorithm>
+#include <mutex>
 #include <stdexcept>
 
 namespace imdbfast {
 namespace gpu {
 namespace {
-
-constexpr int64_t kTile = 256;  // evaluate's reduction groups: the CPU's inference tile
 
 void fill_zero(float* p, int64_t n) {
     parallel_for(n, [=] IMDBFAST_HD(int64_t i) { p[i] = 0.0f; });
@@ -16,16 +15,18 @@ void fill_zero(float* p, int64_t n) {
 
 }  // namespace
 
-DeviceNet::DeviceNet(int device, std::vector<int64_t> dims, std::vector<int> acts, int loss,
-                     cpu::OptimizerConfig opt)
-    : device_(device), dims_(std::move(dims)), acts_(std::move(acts)), loss_(loss), opt_(opt) {
+DeviceNet::DeviceNet(int device, NetSpec spec)
+    : device_(device),
+      spec_(std::move(spec)),
+      slots_layout_(cpu::optimizer_slots(spec_.optimizer)),
+      dims_(spec_.dims()),
+      acts_(spec_.activations()),
+      loss_(spec_.loss),
+      opt_(spec_.optimizer) {
     set_device(device_);
     const int L = n_layers();
     offset_.assign(1, 0);
-    for (int l = 0; l < L; ++l) {
-        offset_.push_back(offset_.back() + dims_[l] * dims_[l + 1]);
-        offset_.push_back(offset_.back() + dims_[l + 1]);
-    }
+    for (int p = 0; p < n_params(); ++p) offset_.push_back(offset_.back() + spec_.param_size(p));
     const int64_t P = offset_.back();
     params_.resize(P);
     grads_.resize(P);
@@ -65,6 +66,42 @@ void DeviceNet::set_slot(int p, int s, const float* in) {
     copy_to_device(slots_[s].data() + offset_[p], in, param_size(p));
 }
 
+std::vector<std::vector<float>> DeviceNet::first_slots_now() const {
+    std::vector<std::vector<float>> out(static_cast<size_t>(n_slots()));
+    for (int s = 0; s < n_slots(); ++s) {
+        out[s].resize(static_cast<size_t>(param_size(0)));
+        get_slot(0, s, out[s].data());
+    }
+    return out;
+}
+
+void DeviceNet::restore(const std::vector<const float*>& weights,
+                        const std::vector<std::vector<const float*>>& slots, const int64_t* synced,
+                        int64_t iterations) {
+    // A CPU state with lagging rows of W1: bring copies of them up to date first.
+    std::vector<std::vector<float>> first;
+    if (synced) {
+        const int64_t D = dims_[0], H = dims_[1];
+        std::vector<int64_t> sync(synced, synced + D);
+        float* sp[3] = {nullptr, nullptr, nullptr};
+        for (int s = 0; s < n_slots(); ++s) {
+            first.emplace_back(slots[0][s], slots[0][s] + D * H);
+            sp[s] = first.back().data();
+        }
+        cpu::optimizer_catch_up(opt_, iterations, sp, H, sync.data(), 0, D);
+    }
+    for (int p = 0; p < n_params(); ++p) set_param(p, weights[p]);
+    for (int p = 0; p < n_params(); ++p)
+        for (int s = 0; s < n_slots(); ++s)
+            set_slot(p, s, p == 0 && !first.empty() ? first[s].data() : slots[p][s]);
+    set_iterations(iterations);
+}
+
+void DeviceNet::replace_slots(const std::vector<std::vector<const float*>>& slots) {
+    for (int p = 0; p < n_params(); ++p)
+        for (int s = 0; s < n_slots(); ++s) set_slot(p, s, slots[p][s]);
+}
+
 void DeviceNet::reserve_rows(int64_t n) {
     if (n <= rows_) return;
     const int L = n_layers();
@@ -85,16 +122,21 @@ void DeviceNet::forward(const DeviceCSR& x, const int64_t* rows, int64_t first, 
     sparse_forward(z_[0].data(), a_[0].data(), acts_[0], x.view(), rows, first, param(0), param(1),
                    dims_[1], n);
     for (int l = 1; l < n_layers(); ++l)
-        dense_forward(z_[l].data(), a_[l].data(), acts_[l], a_[l - 1].data(), param(2 * l),
-                      param(2 * l + 1), dims_[l], dims_[l + 1], n);
+        dense_forward(z_[l].data(), a_[l].data(), acts_[l], a_[l - 1].data(), param(NetSpec::kernel(l)),
+                      param(NetSpec::bias(l)), dims_[l], dims_[l + 1], n);
 }
 
 Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* sw,
-                               const int64_t* order, int64_t batch_size, int64_t batch_begin,
-                               int64_t batch_end, double* batch_loss, double* batch_acc) {
+                               const int64_t* order, int64_t N, int64_t batch_size,
+                               int64_t batch_begin, int64_t batch_end, int /*threads*/,
+                               double* batch_loss, double* batch_acc) {
+    std::unique_lock<std::mutex> trainer(trainer_mutex_, std::try_to_lock);
+    if (!trainer.owns_lock())
+        throw std::runtime_error("this model is being trained by another thread");
+    std::lock_guard<ExclusiveMutex> lock(mutex_);  // waits for readers' calls
     set_device(device_);
     const int L = n_layers();
-    const int64_t N = x.n_rows, B = batch_size, D = dims_[0], O = dims_[L];
+    const int64_t B = batch_size, D = dims_[0], O = dims_[L];
     Stats total;
     const int64_t steps = batch_end - batch_begin;
     if (steps <= 0) return total;
@@ -122,7 +164,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
         loss_rows(dz_[L - 1].data(), loss_row_.data() + p0, correct_row_.data() + p0,
                   z_[L - 1].data(), a_[L - 1].data(), y, sw, rows, 0, acts_[L - 1], loss_, O, Bb);
         for (int l = L - 1; l >= 1; --l)
-            backward_input(dz_[l - 1].data(), dz_[l].data(), param(2 * l), z_[l - 1].data(),
+            backward_input(dz_[l - 1].data(), dz_[l].data(), param(NetSpec::kernel(l)), z_[l - 1].data(),
                            a_[l - 1].data(), acts_[l - 1], dims_[l], dims_[l + 1], Bb);
         float* G = grads_.data();
         small_grads(G, offset_dev_.data(), dims_dev_.data(), dz_ptrs_.data(), a_ptrs_.data(), L,
@@ -139,22 +181,24 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
     copy_to_host(cr.data(), correct_row_.data() + r0, r1 - r0);
     for (int64_t s = 0; s < steps; ++s) {
         const int64_t p0 = (batch_begin + s) * B, Bb = std::min(B, N - p0);
-        double ls = 0.0, cs = 0.0;
-        for (int64_t b = 0; b < Bb; ++b) {
-            ls += lr[p0 - r0 + b];
-            cs += cr[p0 - r0 + b];
-        }
-        total.loss_sum += ls;
-        total.correct_sum += cs;
-        total.rows += Bb;
-        if (batch_loss) batch_loss[s] = ls / static_cast<double>(Bb);
-        if (batch_acc) batch_acc[s] = cs / static_cast<double>(Bb);
+        total.add_batch(lr.data() + (p0 - r0), cr.data() + (p0 - r0), Bb,
+                        batch_loss ? batch_loss + s : nullptr, batch_acc ? batch_acc + s : nullptr);
     }
     return total;
 }
 
-void DeviceNet::predict(float* out, bool out_on_device, const DeviceCSR& x, int64_t first,
-                        int64_t last) {
+void DeviceNet::predict(float* out, const DeviceCSR& x, int64_t first, int64_t last,
+                        int /*threads*/) {
+    predict_rows(out, false, x, first, last);
+}
+
+void DeviceNet::predict_on_device(float* out, const DeviceCSR& x, int64_t first, int64_t last) {
+    predict_rows(out, true, x, first, last);
+}
+
+void DeviceNet::predict_rows(float* out, bool out_on_device, const DeviceCSR& x, int64_t first,
+                             int64_t last) {
+    std::lock_guard<ExclusiveMutex> lock(mutex_);
     set_device(device_);
     const int L = n_layers();
     const int64_t n = last - first, O = dims_[L];
@@ -170,7 +214,8 @@ void DeviceNet::predict(float* out, bool out_on_device, const DeviceCSR& x, int6
 }
 
 Stats DeviceNet::evaluate(const DeviceCSR& x, const float* y, const float* sw, int64_t first,
-                          int64_t last) {
+                          int64_t last, int /*threads*/) {
+    std::lock_guard<ExclusiveMutex> lock(mutex_);
     set_device(device_);
     const int L = n_layers();
     const int64_t n = last - first, O = dims_[L];
@@ -189,13 +234,10 @@ Stats DeviceNet::evaluate(const DeviceCSR& x, const float* y, const float* sw, i
     // Sums per tile of rows, then over tiles: the CPU's grouping, so both agree to the bit
     // when the per-row values do.
     for (int64_t t0 = 0; t0 < n; t0 += kTile) {
-        double ls = 0.0, cs = 0.0;
-        for (int64_t j = t0; j < std::min(n, t0 + kTile); ++j) {
-            ls += lr[j];
-            cs += cr[j];
-        }
-        st.loss_sum += ls;
-        st.correct_sum += cs;
+        Stats tile;
+        tile.add_batch(lr.data() + t0, cr.data() + t0, std::min(kTile, n - t0), nullptr, nullptr);
+        st.loss_sum += tile.loss_sum;
+        st.correct_sum += tile.correct_sum;
     }
     return st;
 }

@@ -17,7 +17,8 @@
 #include <vector>
 
 #include "device_kernels.h"
-#include "net.h"  // Stats
+#include "net.h"  // Stats, kTile
+#include "spec.h"
 
 namespace imdbfast {
 namespace gpu {
@@ -32,48 +33,70 @@ struct DeviceArray {
     std::shared_ptr<void> keep;
 };
 
+// A std::mutex that shared readers take exclusively: the device's scratch buffers serve one
+// caller at a time. (bind_net.h locks both backends' Nets the same way.)
+struct ExclusiveMutex : std::mutex {
+    void lock_shared() { lock(); }
+    void unlock_shared() { unlock(); }
+};
+
 class DeviceNet {
    public:
-    // dims: D, H_1, ..., O; acts: one per layer (as cpp/net.h).
-    DeviceNet(int device, std::vector<int64_t> dims, std::vector<int> acts, int loss,
-              cpu::OptimizerConfig opt);
+    DeviceNet(int device, NetSpec spec);
 
     int device() const { return device_; }
+
+    // ---- the interface of cpp/net.h's Net (bind_net.h binds both) --------------------------
+    const NetSpec& spec() const { return spec_; }
     const std::vector<int64_t>& dims() const { return dims_; }
-    int n_layers() const { return static_cast<int>(acts_.size()); }
-    int n_params() const { return 2 * n_layers(); }
+    int n_layers() const { return spec_.n_layers(); }
+    int n_params() const { return spec_.n_params(); }
     int64_t param_size(int p) const { return offset_[p + 1] - offset_[p]; }
-    int n_slots() const { return cpu::optimizer_num_slots(opt_); }
-    const cpu::OptimizerConfig& optimizer() const { return opt_; }
+    int n_slots() const { return slots_layout_.count; }
+    const cpu::OptimizerSlots& slot_layout() const { return slots_layout_; }
     int64_t iterations() const { return iterations_.load(std::memory_order_relaxed); }
     void set_iterations(int64_t it) { iterations_ = it; }
-
-    // Host copies in and out (param p = 2l kernel, 2l + 1 bias; flat).
     void get_param(int p, float* out) const;
     void set_param(int p, const float* in);
     void get_slot(int p, int s, float* out) const;
-    void set_slot(int p, int s, const float* in);
+    // The device updates every row every step: its slots are always current, nothing lags.
+    std::vector<std::vector<float>> first_slots_now() const;
+    bool lazy() const { return false; }
+    const std::vector<int64_t>& synced() const { return no_rows_; }
+    // A state from state() (either backend's: a CPU state's lagging rows are caught up here).
+    void restore(const std::vector<const float*>& weights,
+                 const std::vector<std::vector<const float*>>& slots, const int64_t* synced,
+                 int64_t iterations);
+    void replace_slots(const std::vector<std::vector<const float*>>& slots);
 
     // Batches [batch_begin, batch_end) of the epoch visiting x's N rows in `order` (host, N).
-    // y (N, O) and sw (N) or null are device pointers. Per-batch outputs as cpp/net.h.
+    // y (N, O) and sw (N) or null are device pointers; threads is ignored. As cpp/net.h, one
+    // trainer at a time (another is refused), readers wait for the call.
     Stats train_batches(const DeviceCSR& x, const float* y, const float* sw, const int64_t* order,
-                        int64_t batch_size, int64_t batch_begin, int64_t batch_end,
-                        double* batch_loss, double* batch_acc);
-    // Outputs for rows [first, last) into out ((last - first, O); device memory if out_on_device).
-    void predict(float* out, bool out_on_device, const DeviceCSR& x, int64_t first, int64_t last);
+                        int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
+                        int threads, double* batch_loss, double* batch_acc);
+    // Outputs for rows [first, last) into host memory out ((last - first, O)).
+    void predict(float* out, const DeviceCSR& x, int64_t first, int64_t last, int threads);
+    // The same into device memory.
+    void predict_on_device(float* out, const DeviceCSR& x, int64_t first, int64_t last);
     // Loss and accuracy sums over rows [first, last), reduced in the CPU's order.
-    Stats evaluate(const DeviceCSR& x, const float* y, const float* sw, int64_t first, int64_t last);
+    Stats evaluate(const DeviceCSR& x, const float* y, const float* sw, int64_t first,
+                   int64_t last, int threads);
 
-    std::mutex& mutex() { return mutex_; }
-    std::mutex& trainer_mutex() { return trainer_mutex_; }
+    ExclusiveMutex& mutex() const { return mutex_; }
 
    private:
     float* param(int p) { return params_.data() + offset_[p]; }
+    void set_slot(int p, int s, const float* in);
+    void predict_rows(float* out, bool out_on_device, const DeviceCSR& x, int64_t first,
+                      int64_t last);
     // Activations of `rows` rows through every layer into z_, a_ (grown as needed).
     void forward(const DeviceCSR& x, const int64_t* rows, int64_t first, int64_t n);
     void reserve_rows(int64_t n);
 
     int device_;
+    NetSpec spec_;
+    cpu::OptimizerSlots slots_layout_;
     std::vector<int64_t> dims_;
     std::vector<int> acts_;
     int loss_;
@@ -97,7 +120,8 @@ class DeviceNet {
     std::vector<int64_t> index_order_;
     Buffer<int64_t> order_;
     Scratch scratch_;
-    std::mutex mutex_;
+    std::vector<int64_t> no_rows_;
+    mutable ExclusiveMutex mutex_;
     std::mutex trainer_mutex_;  // one trainer at a time; readers wait on mutex_ instead
 };
 

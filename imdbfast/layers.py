@@ -53,6 +53,10 @@ class Dense:
                 "kernel_initializer": self.kernel_initializer,
                 "bias_initializer": self.bias_initializer}
 
+    def _spec(self) -> dict:
+        """This layer's part of the network description (cpp/spec.h)."""
+        return {"kind": "dense", "units": self.units, "activation": self.activation}
+
     def initial_weights(self, fan_in: int, rng: np.random.Generator) -> list:
         return [_draw(self.kernel_initializer, (fan_in, self.units), rng),
                 _draw(self.bias_initializer, (self.units,), rng)]

@@ -162,13 +162,17 @@ class Sequential:
         last_sigmoid = self.layers[-1].activation == "sigmoid"
         return "bce_logits" if last_sigmoid and self._compile_config["bce"] == "logits" else "bce_probs"
 
-    def _make_net(self, weights: list) -> None:
+    def _spec(self) -> dict:
+        """The network's one description for the compiled core (cpp/spec.h)."""
         opt = self.optimizer or _optimizers.SGD()
-        args = (self._dims(), [l.activation for l in self.layers], self._core_loss())
+        return {"input_dim": self._input_dim, "layers": [l._spec() for l in self.layers],
+                "loss": self._core_loss(), "optimizer": opt._spec()}
+
+    def _make_net(self, weights: list) -> None:
         if self.device == "cpu":
-            net = _core.Net(*args, **opt._core_args())
+            net = _core.Net(self._spec())
         else:
-            net = _backend.cuda_module().Net(*args, **opt._core_args(),
+            net = _backend.cuda_module().Net(self._spec(),
                                              device=_backend.device_index(self.device))
         net.set_weights(weights)
         self._net = net

@@ -23,8 +23,9 @@ class Optimizer:
     def get_config(self) -> dict:
         return {"learning_rate": self.learning_rate, **self._hyper}
 
-    def _core_args(self) -> dict:
-        return {"optimizer": self.kind, **self.get_config()}
+    def _spec(self) -> dict:
+        """The optimizer's part of the network description (cpp/spec.h)."""
+        return {"kind": self.kind, **self.get_config()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -123,3 +123,18 @@ def flat(seqs):
     return tokens, offsets
 
 
+
+
+def net_spec(dims, acts, loss, optimizer, learning_rate=1e-3, **hyper) -> dict:
+    """The compiled Net's description (cpp/spec.h) of a Dense stack: dims (D, H_1, ..., O),
+    one activation per layer, a loss, an optimizer kind and its hyper-parameters."""
+    return {"input_dim": dims[0],
+            "layers": [{"kind": "dense", "units": u, "activation": a} for u, a in zip(dims[1:], acts)],
+            "loss": loss,
+            "optimizer": {"kind": optimizer, "learning_rate": learning_rate, **hyper}}
+
+
+def make_net(module, dims, acts, loss, optimizer, learning_rate=1e-3, device=None, **hyper):
+    """module.Net (_core, _cuda or _cuda_sim) built from net_spec's arguments."""
+    spec = net_spec(dims, acts, loss, optimizer, learning_rate, **hyper)
+    return module.Net(spec) if device is None else module.Net(spec, device=device)

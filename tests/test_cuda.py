@@ -23,6 +23,7 @@ from imdbfast.layers import Dense, Input
 
 import reference as ref
 from conftest import _gpu_module, synthetic_sequences
+from datautil import make_net
 
 GPU_BACKENDS = [pytest.param("sim", id="cuda-sim"),
                 pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
@@ -75,8 +76,7 @@ def nets(module, weights, acts, loss, opt, **cfg):
     dims = [weights[0].shape[0]] + [w.shape[1] for w in weights[0::2]]
     out = []
     for m in (_core, module):
-        net = m.Net(dims, acts, loss, opt, cfg.get("learning_rate", 1e-3),
-                    **{k: v for k, v in cfg.items() if k != "learning_rate"})
+        net = make_net(m, dims, acts, loss, opt, **cfg)
         net.set_weights(weights)
         out.append(net)
     return out

@@ -35,6 +35,7 @@ from imdbfast import _core
 
 import reference as ref
 from conftest import assert_close
+from datautil import make_net
 
 ACTS = ["relu", "tanh", "sigmoid", "linear"]
 OPTIMIZERS = [
@@ -96,7 +97,7 @@ def train(module, p, weights, x, y, sw, threads):
     """Weights, slots and per-epoch (per-batch losses, loss sum, correct sum) of one run."""
     lr = p["cfg"].get("learning_rate", 1e-3)
     cfg = {k: v for k, v in p["cfg"].items() if k != "learning_rate"}
-    net = module.Net(p["dims"], p["acts"], p["loss"], p["optimizer"], lr, **cfg)
+    net = make_net(module, p["dims"], p["acts"], p["loss"], p["optimizer"], lr, **cfg)
     net.set_weights(weights)
     n, bs = p["n"], p["batch_size"]
     epochs = []

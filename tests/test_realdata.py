@@ -8,6 +8,7 @@ from imdbfast import _core
 
 import reference as ref
 from conftest import assert_close
+from datautil import make_net
 
 pytestmark = pytest.mark.realdata
 
@@ -37,7 +38,7 @@ def test_trajectory_on_real_subset_matches_reference(imdb):
     labels = y[:n].reshape(-1, 1)
     rng = np.random.default_rng(0)
     weights = ref.init_weights(rng, [10000, 16, 16, 1])
-    net = _core.Net([10000, 16, 16, 1], ["relu", "relu", "sigmoid"], "bce_logits", "rmsprop", 1e-3)
+    net = make_net(_core, [10000, 16, 16, 1], ["relu", "relu", "sigmoid"], "bce_logits", "rmsprop", 1e-3)
     net.set_weights(weights)
     model = ref.Model(weights, ["relu", "relu", "sigmoid"])
     losses = []
@@ -55,7 +56,7 @@ def test_four_epochs_reach_the_books_accuracy(imdb):
     x = _core.multi_hot(tokens, offsets, 10000)
     xt = _core.multi_hot(tt, to, 10000)
     rng = np.random.default_rng(1)
-    net = _core.Net([10000, 16, 16, 1], ["relu", "relu", "sigmoid"], "bce_logits", "rmsprop", 1e-3)
+    net = make_net(_core, [10000, 16, 16, 1], ["relu", "relu", "sigmoid"], "bce_logits", "rmsprop", 1e-3)
     net.set_weights(ref.init_weights(rng, [10000, 16, 16, 1]))
     for epoch in range(4):
         net.train_batches(x, y.reshape(-1, 1), None, _core.shuffle_order(25000, 1, epoch), 512, 0, 49)

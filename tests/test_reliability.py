@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from datautil import make_net
 import imdbfast
 from imdbfast import layers
 
@@ -319,7 +320,7 @@ def test_readers_never_break_a_fit_and_see_one_moment(rng):
     acts = ["relu", "relu", "sigmoid"]
 
     def fresh():
-        net = _core.Net([D, 16, 8, 1], acts, "bce_logits", "rmsprop", 1e-3)
+        net = make_net(_core, [D, 16, 8, 1], acts, "bce_logits", "rmsprop", 1e-3)
         net.set_weights(weights)
         return net
 

@@ -13,6 +13,7 @@ from imdbfast import _core
 
 import reference as ref
 from conftest import assert_close, synthetic_sequences
+from datautil import make_net
 
 def make(rng, n, D, mean_len=40):
     seqs = synthetic_sequences(rng, n, D, mean_len=mean_len, empty_every=50)
@@ -24,7 +25,7 @@ def make(rng, n, D, mean_len=40):
 def net_for(weights, acts, loss="bce_logits", optimizer="rmsprop", module=_core, **cfg):
     """A Net of `module` (_core, or a CUDA module from the `kernels` fixture) with `weights`."""
     dims = [weights[0].shape[0]] + [w.shape[1] for w in weights[0::2]]
-    net = module.Net(dims, acts, loss, optimizer, cfg.pop("learning_rate", 1e-3), **cfg)
+    net = make_net(module, dims, acts, loss, optimizer, **cfg)
     net.set_weights(weights)
     return net
 
@@ -214,9 +215,9 @@ def test_bad_training_arguments_change_nothing(kernels, rng):
     with pytest.raises(ValueError, match=r"weights\[2\]"):
         net.set_weights(weights[:2] + [np.zeros((5, 1), np.float32), weights[3]])
     with pytest.raises(ValueError, match="bce_logits"):
-        kernels.Net([5, 1], ["linear"], "bce_logits", "rmsprop", 1e-3)
+        make_net(kernels, [5, 1], ["linear"], "bce_logits", "rmsprop", 1e-3)
     with pytest.raises(ValueError, match="units"):
-        kernels.Net([5, 0, 1], ["relu", "sigmoid"], "mse", "rmsprop", 1e-3)
+        make_net(kernels, [5, 0, 1], ["relu", "sigmoid"], "mse", "rmsprop", 1e-3)
 
 
 def test_no_threads_for_tiny_inputs_still_correct(rng):

@@ -1,0 +1,109 @@
+// spec.h: the one description of a network that both backends' Nets are built from: its
+// layers, its loss and its optimizer with every hyper-parameter. Python builds it once from the
+// layers' and the optimizer's get_config() (models.py: Sequential._spec); bind_util.h's
+// parse_spec checks it and fills these structs; cpp/net.h and cuda/net.cuh take a NetSpec.
+//
+// Parameters are numbered in Keras's order: layer l's kernel (I, H) is parameter kernel(l), its
+// bias (H) is bias(l); every parameter index in the core is computed here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace imdbfast {
+
+enum LayerKind : int { LAYER_DENSE = 0 };
+
+// One layer. The fields after `activation` say what Keras's layers may also say; parse_spec
+// refuses any value the kernels do not implement yet (a Dropout rate, a kernel penalty, a
+// frozen layer), so a new feature starts by accepting its field there.
+struct LayerSpec {
+    int kind = LAYER_DENSE;
+    int64_t units = 0;  // outputs
+    int activation = ACT_LINEAR;
+    double dropout = 0.0;                    // rate of a Dropout on this layer's output
+    double kernel_l1 = 0.0, kernel_l2 = 0.0;  // kernel penalties (Keras's kernel_regularizer)
+    bool trainable = true;
+};
+
+namespace cpu {
+
+enum OptKind : int { OPT_RMSPROP = 0, OPT_ADAM = 1, OPT_SGD = 2 };
+
+// An optimizer and all its hyper-parameters (those of other kinds keep their defaults).
+struct OptimizerConfig {
+    int kind = OPT_RMSPROP;
+    double learning_rate = 1e-3;
+    double rho = 0.9;        // RMSprop
+    double momentum = 0.0;   // RMSprop, SGD
+    double epsilon = 1e-7;   // RMSprop, Adam
+    double beta_1 = 0.9;     // Adam
+    double beta_2 = 0.999;   // Adam
+    bool centered = false;   // RMSprop
+    bool nesterov = false;   // SGD
+    bool amsgrad = false;    // Adam
+};
+
+// The optimizer's state slots per parameter, in Keras's order and with Keras's variable names:
+//   RMSprop: velocity, [momentum if momentum > 0], [average_gradient if centered]
+//   Adam:    momentum (m), velocity (v), [velocity_hat if amsgrad]
+//   SGD:     [momentum if momentum > 0]
+// Each field is that slot's position, or -1 when the configuration has no such slot; kernels
+// find their slots by name (slot_of), never by position.
+struct OptimizerSlots {
+    int count = 0;
+    int velocity = -1, momentum = -1, average_gradient = -1, velocity_hat = -1;
+    std::vector<std::string> names() const;
+};
+OptimizerSlots optimizer_slots(const OptimizerConfig& c);
+
+// Slot `index` of one parameter's slot pointers, or null when the configuration lacks it.
+inline float* slot_of(float* const* slots, int index) {
+    return index >= 0 ? slots[index] : nullptr;
+}
+
+}  // namespace cpu
+
+struct NetSpec {
+    int64_t input_dim = 0;
+    std::vector<LayerSpec> layers;
+    int loss = LOSS_MSE;
+    cpu::OptimizerConfig optimizer;
+
+    int n_layers() const { return static_cast<int>(layers.size()); }
+    static int kernel(int l) { return 2 * l; }
+    static int bias(int l) { return 2 * l + 1; }
+    static int layer_of(int p) { return p / 2; }
+    static bool is_kernel(int p) { return p % 2 == 0; }
+    int n_params() const { return 2 * n_layers(); }
+    // Inputs of layer l (the previous layer's units, or input_dim).
+    int64_t inputs(int l) const { return l == 0 ? input_dim : layers[l - 1].units; }
+    int64_t units(int l) const { return layers[l].units; }
+    int64_t outputs() const { return layers.back().units; }
+    // Shape of parameter p: (I, H) for a kernel, (H) for a bias.
+    std::vector<int64_t> param_shape(int p) const {
+        const int l = layer_of(p);
+        if (is_kernel(p)) return {inputs(l), units(l)};
+        return {units(l)};
+    }
+    int64_t param_size(int p) const {
+        const int l = layer_of(p);
+        return is_kernel(p) ? inputs(l) * units(l) : units(l);
+    }
+    // input_dim, then each layer's units.
+    std::vector<int64_t> dims() const {
+        std::vector<int64_t> d{input_dim};
+        for (const auto& l : layers) d.push_back(l.units);
+        return d;
+    }
+    std::vector<int> activations() const {
+        std::vector<int> a;
+        for (const auto& l : layers) a.push_back(l.activation);
+        return a;
+    }
+};
+
+}  // namespace imdbfast
