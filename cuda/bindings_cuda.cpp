@@ -21,8 +21,8 @@
 #include "bind_net.h"
 #include "bind_util.h"
 #include "device.h"
-#include "device_kernels.h"
-#include "device_net.h"
+#include "kernels.cuh"
+#include "net.cuh"
 
 #ifdef IMDBFAST_CUDA_SIM
 #define IMDBFAST_CUDA_MODULE _cuda_sim
@@ -205,10 +205,10 @@ struct GpuKernels {
         Buffer<float> dzd = upload(dz, B * H), xd = upload(x, B * I), wd = upload(W, I * H),
                       dxd(B * I + 1), dWd(I * H + 1), dbd(H + 1);
         // a linear "activation": the input gradient itself (x stands in for z and a)
-        gpu::backward_input(dxd.data(), dzd.data(), wd.data(), xd.data(), xd.data(), ACT_LINEAR, I,
+        gpu::dense_backward_input(dxd.data(), dzd.data(), wd.data(), xd.data(), xd.data(), ACT_LINEAR, I,
                             H, B);
-        gpu::weight_grad(dWd.data(), dzd.data(), xd.data(), B, I, H);
-        gpu::weight_grad(dbd.data(), dzd.data(), nullptr, B, 1, H);
+        gpu::dense_backward_weight(dWd.data(), dzd.data(), xd.data(), B, I, H);
+        gpu::bias_backward(dbd.data(), dzd.data(), B, H);
         gpu::copy_to_host(dx, dxd.data(), B * I);
         gpu::copy_to_host(dW, dWd.data(), I * H);
         gpu::copy_to_host(db, dbd.data(), H);
@@ -227,7 +227,7 @@ struct GpuKernels {
         gpu::Scratch s;
         if (B > 0) {
             gpu::build_epoch_index(ix, s, xd->view(), rd.data(), B, B);
-            gpu::sparse_weight_grad(G.data(), ix, 0, dzd.data(), D, H);
+            gpu::sparse_backward_weight(G.data(), ix, 0, dzd.data(), D, H);
         }
         gpu::copy_to_host(dense.data(), G.data(), D * H);
         std::vector<int64_t> starts(static_cast<size_t>(ix.n_groups));
@@ -247,7 +247,7 @@ struct GpuKernels {
         Buffer<float> zd = upload(z, B * O), ad = upload(a, B * O), yd = upload(y, B * O),
                       swd = upload(sw ? sw : z, sw ? B : 0), dzd(B * O + 1);
         Buffer<double> lrd(B + 1), crd(B + 1);
-        gpu::loss_rows(dzd.data(), lrd.data(), crd.data(), zd.data(), ad.data(), yd.data(),
+        gpu::loss_forward_backward(dzd.data(), lrd.data(), crd.data(), zd.data(), ad.data(), yd.data(),
                        sw ? swd.data() : nullptr, nullptr, 0, act, loss, O, B);
         gpu::copy_to_host(dz, dzd.data(), B * O);
         gpu::copy_to_host(lr, lrd.data(), B);
@@ -261,7 +261,7 @@ struct GpuKernels {
         std::vector<float*> sp;
         for (int i = 0; i < k; ++i) sd.push_back(upload(slots[i], n));
         for (auto& b : sd) sp.push_back(b.data());
-        gpu::optimizer_step(c, iteration, wd.data(), gd.data(), sp.data(), n);
+        gpu::optimizer_update(c, iteration, wd.data(), gd.data(), sp.data(), n);
         gpu::copy_to_host(w, wd.data(), n);
         for (int i = 0; i < k; ++i) gpu::copy_to_host(slots[i], sd[i].data(), n);
     }
@@ -289,7 +289,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
     m.def("devices", [] {
         std::string reason;
         py::list out;
-        for (const auto& d : cuda::devices(&reason)) {
+        for (const auto& d : gpu::devices(&reason)) {
             py::dict e;
             e["index"] = d.index;
             e["name"] = d.name;
@@ -300,8 +300,8 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
         }
         return py::make_tuple(out, reason);
     }, "(list of usable devices, reason when the list is empty).");
-    m.def("runtime_version", &cuda::runtime_version);
-    m.def("driver_version", &cuda::driver_version);
+    m.def("runtime_version", &gpu::runtime_version);
+    m.def("driver_version", &gpu::driver_version);
 
     // ---- device data -------------------------------------------------------------------------
     py::class_<DeviceCSR, std::shared_ptr<DeviceCSR>>(m, "DeviceCSR", py::module_local(),
@@ -351,7 +351,7 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
             gpu::set_device(x.device);
             Buffer<int64_t> rd = upload(r, n);
             gpu::Scratch s;
-            gpu::take_rows(*d, s, x, rd.data(), n);
+            gpu::csr_take_rows(*d, s, x, rd.data(), n);
             return d;
         }, py::arg("rows"), py::arg("threads") = 0, "Rows `rows` as a new device matrix.")
         .def("to_host", [](const DeviceCSR& x) { return download_csr(x); },

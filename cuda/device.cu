@@ -5,7 +5,7 @@
 #ifdef IMDBFAST_CUDA_SIM
 
 namespace imdbfast {
-namespace cuda {
+namespace gpu {
 
 std::vector<DeviceInfo> devices(std::string*) {
     return {DeviceInfo{0, "imdbfast host simulator", 0, 0, 0, 1}};
@@ -13,7 +13,7 @@ std::vector<DeviceInfo> devices(std::string*) {
 int runtime_version() { return 0; }
 int driver_version() { return 0; }
 
-}  // namespace cuda
+}  // namespace gpu
 }  // namespace imdbfast
 
 #else
@@ -23,7 +23,7 @@ int driver_version() { return 0; }
 #include "cuda_check.h"
 
 namespace imdbfast {
-namespace cuda {
+namespace gpu {
 
 std::vector<DeviceInfo> devices(std::string* reason) {
     std::vector<DeviceInfo> out;
@@ -67,7 +67,7 @@ int driver_version() {
     return v;
 }
 
-}  // namespace cuda
+}  // namespace gpu
 }  // namespace imdbfast
 
 #endif

@@ -6,7 +6,7 @@
 #include <vector>
 
 namespace imdbfast {
-namespace cuda {
+namespace gpu {
 
 struct DeviceInfo {
     int index;
@@ -22,5 +22,5 @@ std::vector<DeviceInfo> devices(std::string* reason);
 int runtime_version();  // the CUDA runtime linked into the module (e.g. 13000)
 int driver_version();   // 0 without a driver
 
-}  // namespace cuda
+}  // namespace gpu
 }  // namespace imdbfast

@@ -5,7 +5,7 @@
 //   IMDBFAST_CUDA_SIM (the _cuda_sim module, plain C++): the same calls on the host, serially:
 //        "device" memory is host memory and each parallel loop is a for loop.
 //
-// Every GPU kernel in cuda/kernels.cu is one `parallel_for(n, body)` whose body is an
+// Every GPU kernel (cuda/layers.cu, loss.cu, optimizers.cu, csr.cu) is one `parallel_for(n, body)` whose body is an
 // IMDBFAST_HD lambda of the element index, so the simulator runs exactly the code the GPU runs
 // (indexing, summation orders, the epoch's sort and segment bookkeeping): the CPU-only CI checks
 // the GPU algorithm's logic and memory accesses (under AddressSanitizer too). What only a real
@@ -180,7 +180,7 @@ struct Scratch {
 };
 
 // Library primitives (CUB on the GPU, the standard library in the simulator), defined in
-// device_kernels.cu.
+// launch.cu.
 // out[i] = in[0] + ... + in[i-1] for i in [0, n) (out[0] = 0). In place is allowed.
 void exclusive_sum(Scratch& s, const int64_t* in, int64_t* out, int64_t n);
 // Stable sort of (key, value) pairs by the low `bits` bits of the key (the rest must be zero).

@@ -1,5 +1,9 @@
 // sim.cpp: the GPU backend's device sources compiled as plain C++ for the host simulator
 // (the _cuda_sim module; see launch.h). Nothing here but the list.
+#include "csr.cu"
 #include "device.cu"
-#include "device_kernels.cu"
-#include "device_net.cu"
+#include "launch.cu"
+#include "layers.cu"
+#include "loss.cu"
+#include "net.cu"
+#include "optimizers.cu"

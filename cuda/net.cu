@@ -1,5 +1,5 @@
-// device_net.cu: the GPU training loop, inference and evaluation (see device_net.h).
-#include "device_net.h"
+// net.cu: the GPU training loop, inference and evaluation (see net.cuh).
+#include "net.cuh"
 
 #include <algorithm>
 #include <mutex>
@@ -161,16 +161,16 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
         const int64_t batch = batch_begin + s, p0 = batch * B, Bb = std::min(B, N - p0);
         const int64_t* rows = order_.data() + p0;
         forward(x, rows, 0, Bb);
-        loss_rows(dz_[L - 1].data(), loss_row_.data() + p0, correct_row_.data() + p0,
+        loss_forward_backward(dz_[L - 1].data(), loss_row_.data() + p0, correct_row_.data() + p0,
                   z_[L - 1].data(), a_[L - 1].data(), y, sw, rows, 0, acts_[L - 1], loss_, O, Bb);
         for (int l = L - 1; l >= 1; --l)
-            backward_input(dz_[l - 1].data(), dz_[l].data(), param(NetSpec::kernel(l)), z_[l - 1].data(),
+            dense_backward_input(dz_[l - 1].data(), dz_[l].data(), param(NetSpec::kernel(l)), z_[l - 1].data(),
                            a_[l - 1].data(), acts_[l - 1], dims_[l], dims_[l + 1], Bb);
         float* G = grads_.data();
         small_grads(G, offset_dev_.data(), dims_dev_.data(), dz_ptrs_.data(), a_ptrs_.data(), L,
                     offset_[1], offset_.back(), Bb);
-        sparse_weight_grad(G, index_, batch, dz_[0].data(), D, dims_[1]);
-        optimizer_step(opt_, iterations() + s, params_.data(), G, slots.data(), offset_.back());
+        sparse_backward_weight(G, index_, batch, dz_[0].data(), D, dims_[1]);
+        optimizer_update(opt_, iterations() + s, params_.data(), G, slots.data(), offset_.back());
     }
     iterations_ += steps;
 
@@ -226,7 +226,7 @@ Stats DeviceNet::evaluate(const DeviceCSR& x, const float* y, const float* sw, i
     forward(x, nullptr, first, n);
     eval_loss_.resize(n);
     eval_correct_.resize(n);
-    loss_rows(nullptr, eval_loss_.data(), eval_correct_.data(), z_[L - 1].data(),
+    loss_forward(eval_loss_.data(), eval_correct_.data(), z_[L - 1].data(),
               a_[L - 1].data(), y, sw, nullptr, first, acts_[L - 1], loss_, O, n);
     std::vector<double> lr(static_cast<size_t>(n)), cr(lr.size());
     copy_to_host(lr.data(), eval_loss_.data(), n);

@@ -1,7 +1,7 @@
-// device_net.h: the GPU counterpart of cpp/net.h: the same network, optimizer and training
+// net.cuh: the GPU counterpart of cpp/net.h: the same network, optimizer and training
 // loop, with parameters, optimizer state and data resident on one device.
 //
-// An epoch is a fixed sequence of kernels per batch (device_kernels.h): sparse forward, dense
+// An epoch is a fixed sequence of kernels per batch (kernels.cuh): sparse forward, dense
 // layers, fused loss, backward, the small layers' gradients, the sparse layer's gradient from
 // the epoch index, and one optimizer kernel over every parameter. Nothing is copied between host
 // and device per batch: the shuffled order goes up once per epoch, the per-row losses come back
@@ -16,7 +16,7 @@
 #include <mutex>
 #include <vector>
 
-#include "device_kernels.h"
+#include "kernels.cuh"
 #include "net.h"  // Stats, kTile
 #include "spec.h"
 

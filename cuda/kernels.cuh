@@ -1,8 +1,11 @@
-// device_kernels.h: the contract of imdbfast's GPU kernels (cuda/device_kernels.cu), the GPU
-// counterparts of cpp/kernels.h. Pointers are device pointers; sizes as in cpp/kernels.h (N
-// rows, B batch rows, D inputs, I -> H units, O outputs). Each function launches its kernels on
-// the default stream and returns without waiting, except where it says it reads a result back.
-// Element math and summation orders come from cpp/common.h, shared with the CPU.
+// kernels.cuh: the contract of imdbfast's GPU kernels, the counterparts of cpp/kernels.h: the
+// same names, argument order (outputs, inputs, parameters, sizes) and files (cuda/layers.cu,
+// loss.cu, optimizers.cu, csr.cu as cpp/layers.cpp, loss.cpp, optimizers.cpp, csr.cpp). A GPU
+// kernel covers a whole batch, so it takes no row range [b0, b1); where it fuses a step the CPU
+// runs apart (an activation's derivative), it says so. Pointers are device pointers; sizes as
+// in cpp/kernels.h (N rows, B batch rows, D inputs, I -> H units, O outputs). Each function
+// launches on the default stream and returns without waiting, unless it says it reads a result
+// back. Element math and summation orders come from cpp/common.h, shared with the CPU.
 #pragma once
 
 #include <cstdint>
@@ -14,14 +17,6 @@
 namespace imdbfast {
 namespace gpu {
 
-// A CSR matrix on the device (see CSRView): values == nullptr means multi-hot (all ones).
-struct CSRDev {
-    int64_t n_rows = 0, n_cols = 0;
-    const int64_t* indptr = nullptr;
-    const int32_t* indices = nullptr;
-    const float* values = nullptr;
-};
-
 // An owning device CSR matrix, e.g. a data set uploaded once per fit. `uid` identifies its
 // contents for caches (a new matrix never reuses one).
 struct DeviceCSR {
@@ -32,39 +27,41 @@ struct DeviceCSR {
     Buffer<int32_t> indices;
     Buffer<float> values;
     uint64_t uid = 0;
-    CSRDev view() const {
-        return CSRDev{n_rows, n_cols, indptr.data(), indices.data(), binary ? nullptr : values.data()};
+    // cpp/kernels.h's view type, of device memory (no narrow copy of the indices).
+    CSRView view() const {
+        return CSRView{n_rows, n_cols, indptr.data(), indices.data(),
+                       binary ? nullptr : values.data(), nullptr};
     }
 };
 uint64_t next_uid();
 
-// ---- layers (one batch; the data row of batch row b is rows[b], or first + b if rows is null)
+// ---- layers.cu (one batch; the data row of batch row b is rows[b], or first + b if rows is null)
 // z, a (B, H): z = gather-sum of W's rows + bias, a = act(z).
-void sparse_forward(float* z, float* a, int act, const CSRDev& x, const int64_t* rows,
+void sparse_forward(float* z, float* a, int act, const CSRView& x, const int64_t* rows,
                     int64_t first, const float* W, const float* bias, int64_t H, int64_t B);
 // z, a (B, H) from x (B, I): z = x @ W + bias, a = act(z).
 void dense_forward(float* z, float* a, int act, const float* x, const float* W, const float* bias,
                    int64_t I, int64_t H, int64_t B);
-// Per-row loss and accuracy (B each, double) and, when dz is not null, d(batch loss)/dz (B, O).
-void loss_rows(float* dz, double* loss_row, double* correct_row, const float* z, const float* a,
-               const float* y, const float* sw, const int64_t* rows, int64_t first, int last_act,
-               int loss, int64_t O, int64_t B);
 // Elementwise over n: a = act(z); dz = act'(z, a) * da (the layers above fuse these).
 void act_forward(float* a, const float* z, int act, int64_t n);
 void act_backward(float* dz, const float* da, const float* z, const float* a, int act, int64_t n);
-// dz_prev (B, I) = act_prev'(z_prev, a_prev) * (dz @ W^T); dz (B, H), W (I, H).
-void backward_input(float* dz_prev, const float* dz, const float* W, const float* z_prev,
-                    const float* a_prev, int act_prev, int64_t I, int64_t H, int64_t B);
-// dW (I, H) = x^T dz over the B rows (x == nullptr: the bias gradient, I = 1).
-void weight_grad(float* dW, const float* dz, const float* x, int64_t B, int64_t I, int64_t H);
+// dz_prev (B, I) = act_prev'(z_prev, a_prev) * (dz @ W^T), the previous layer's activation
+// derivative fused in (the CPU runs it as act_backward); dz (B, H), W (I, H).
+void dense_backward_input(float* dz_prev, const float* dz, const float* W, const float* z_prev,
+                          const float* a_prev, int act_prev, int64_t I, int64_t H, int64_t B);
+// dW (I, H) = x^T dz over the B rows, in the CPU's fixed order.
+void dense_backward_weight(float* dW, const float* dz, const float* x, int64_t B, int64_t I,
+                           int64_t H);
+// db (H) = sum over the B rows of dz, in the same order.
+void bias_backward(float* db, const float* dz, int64_t B, int64_t H);
 // Every gradient but W1's in one launch: elements [offsets[1], offsets[2L]) of the flat G,
 // where parameter p = 2l is layer l's kernel (l >= 1: x = a[l-1]) and 2l + 1 its bias, each
-// element computed as weight_grad computes it. offsets (2L + 1), dims (L + 1), dz and a (L
+// element computed as dense_backward_weight computes it. offsets (2L + 1), dims (L + 1), dz and a (L
 // pointers, each (B, H_l)): device arrays.
 void small_grads(float* G, const int64_t* offsets, const int64_t* dims, float* const* dz,
                  float* const* a, int L, int64_t first, int64_t last, int64_t B);
 
-// ---- the sparse first layer's gradient, deterministic without atomics --------------------
+// ---- layers.cu: the sparse first layer's gradient, deterministic without atomics ----------
 // Once per epoch, every non-zero of the epoch is keyed by (batch, column) and stably sorted, so
 // that each (batch, column) pair is a contiguous group in batch-row order; a batch's W1
 // gradient is then one sum per (group, unit), written to the touched rows of G.
@@ -83,19 +80,29 @@ struct EpochIndex {
 };
 // Builds the index for the epoch that visits x's rows in `order` (device, N) in batches of B.
 // Reads the group boundaries back (one small copy per epoch).
-void build_epoch_index(EpochIndex& ix, Scratch& s, const CSRDev& x, const int64_t* order,
+void build_epoch_index(EpochIndex& ix, Scratch& s, const CSRView& x, const int64_t* order,
                        int64_t N, int64_t B);
 // G (D, H): rows of the columns batch `batch` touches get their gradient sum over the batch's
 // rows (dz1 (B, H), batch row = epoch position - batch * B); other rows are left as they are.
-void sparse_weight_grad(float* G, const EpochIndex& ix, int64_t batch, const float* dz1,
+void sparse_backward_weight(float* G, const EpochIndex& ix, int64_t batch, const float* dz1,
                         int64_t D, int64_t H);
 
-// ---- optimizers: one step over n elements, then the gradient is zeroed --------------------
+// ---- loss.cu ---------------------------------------------------------------------------------
+// Per-row loss and accuracy (B each, double) and d(batch loss)/dz (B, O), as cpp/kernels.h's;
+// loss_forward is the same without the gradient (evaluate).
+void loss_forward_backward(float* dz, double* loss_row, double* correct_row, const float* z,
+                           const float* a, const float* y, const float* sw, const int64_t* rows,
+                           int64_t first, int last_act, int loss, int64_t O, int64_t B);
+void loss_forward(double* loss_row, double* correct_row, const float* z, const float* a,
+                  const float* y, const float* sw, const int64_t* rows, int64_t first,
+                  int last_act, int loss, int64_t O, int64_t B);
+
+// ---- optimizers.cu: one dense step over n elements, then the gradient is zeroed -----------
 // slots: optimizer_num_slots(c) device arrays of n, in Keras's order (cpp/kernels.h).
-void optimizer_step(const cpu::OptimizerConfig& c, int64_t iteration, float* w, float* g,
+void optimizer_update(const cpu::OptimizerConfig& c, int64_t iteration, float* w, float* g,
                     float* const* slots, int64_t n);
 
-// ---- building CSR matrices on the device ---------------------------------------------------
+// ---- csr.cu: building CSR matrices on the device -------------------------------------------
 // Index of the first element of [0, n) failing a check, or -1 (reads one value back).
 int64_t first_nonfinite(const float* v, int64_t n);
 // Multi-hot rows of ragged tokens (device: tokens (n_tokens), offsets (N + 1), validated by the
@@ -108,7 +115,7 @@ void multi_hot(DeviceCSR& out, Scratch& s, const int32_t* tokens, const int64_t*
 template <typename T>
 void csr_from_dense(DeviceCSR& out, Scratch& s, const T* x, int64_t N, int64_t D);
 // Rows `rows` (device, n) of x as a new matrix.
-void take_rows(DeviceCSR& out, Scratch& s, const DeviceCSR& x, const int64_t* rows, int64_t n);
+void csr_take_rows(DeviceCSR& out, Scratch& s, const DeviceCSR& x, const int64_t* rows, int64_t n);
 
 }  // namespace gpu
 }  // namespace imdbfast
