@@ -4,7 +4,7 @@
 
 A thread sends SIGINT to the process while `fit` (batch 512 and 32) or `predict` runs; the
 delay until KeyboardInterrupt reaches the caller is printed in milliseconds (docs/RELIABILITY.md).
-Every compiled call does about imdbfast.models.WORK_PER_CALL multiply-adds (at least one
+Every compiled call does about imdbfast._loop.WORK_PER_CALL multiply-adds (at least one
 training step), so the delay is at most one call's time.
 """
 

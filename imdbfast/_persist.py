@@ -12,11 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import optimizers as _optimizers
 from ._backend import resolve_device
 from ._files import NpzReader
 from .callbacks import History
-from .layers import Dense, Input
 
 if TYPE_CHECKING:
     from .models import Sequential
@@ -36,9 +34,8 @@ def archive(model: Any) -> dict:
         history = {"history": model.history.history, "epoch": list(model.history.epoch),
                    "params": getattr(model.history, "params", None) or {}}
     config = {"format": FORMAT, "version": FORMAT_VERSION, "imdbfast_version": __version__,
-              "name": model.name, "input_dim": model._input_dim, "seed": model.seed,
-              "threads": model.threads, "device": model.device, "built": model.built,
-              "layers": [l.get_config() for l in model.layers], "compile": model._compile_config,
+              **model.get_config(), "built": model.built,
+              "compile": model.get_compile_config(),
               "text_encoding": model.text_encoding, "history": history}
     arrays = {"config": np.array(json.dumps(config, default=_json_value))}
     word_index = model.word_index
@@ -115,18 +112,13 @@ def _load_model(f: NpzReader, where: str, device: str | None) -> "Sequential":
     if "checksum" not in f or str(f.read("checksum")) != checksum(arrays):
         raise ValueError(f"load_model: {where} is corrupt (checksum mismatch)")
     try:  # a config that passes the checksum can still be nonsense (written by hand)
-        dim = config["input_dim"]
-        model = _sequential()(([Input((dim,))] if dim is not None else []) +
-                           [Dense(**l) for l in config["layers"]],
-                           name=config.get("name"), seed=config.get("seed"),
-                           threads=config.get("threads"), device=device)
+        model = _sequential().from_config(config, device)
         comp = config.get("compile")
         built = config.get("built", True)  # (versions 1 and 2: always built)
         if built:
             model.build()
         if comp is not None:
-            model.compile(_optimizers.get(comp["optimizer"]), comp["loss_name"], comp["metrics"],
-                          bce=comp["bce"])
+            model.compile_from_config(comp)
         if config.get("history") is not None:
             h = config["history"]
             model.history = History()

@@ -10,7 +10,6 @@ import io
 import os
 import threading
 import time
-import weakref
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy.typing as npt
@@ -20,22 +19,14 @@ import numpy as np
 from . import _backend, _core, _device
 from . import optimizers as _optimizers
 from ._backend import resolve_device
-from ._encoding import flatten_sequences, to_csr
-from . import _checks, _persist
+from . import _checks, _inputs, _loop, _persist
 from ._files import write_atomically
 from ._persist import load_model  # noqa: F401 (imdbfast.models.load_model, as before)
-from .callbacks import (Callback, CallbackList, History, ProgbarLogger, format_logs,
-                        format_step_time)
+from .callbacks import Callback, CallbackList, History, ProgbarLogger
 from .layers import Dense, Input
 
 LOSSES = {"binary_crossentropy": "bce", "bce": "bce", "mse": "mse", "mean_squared_error": "mse"}
 METRICS = ("accuracy", "acc", "binary_accuracy")
-# A compiled call returns to Python (progress, callbacks, Ctrl-C) after about WORK_PER_CALL
-# multiply-adds (~50 ms on 2 cores at the 4-8 GMAC/s measured for both small and wide models),
-# and after at most this many rows; a training call does at least one step.
-WORK_PER_CALL = 2e8
-ROWS_PER_CHUNK = 8192
-INFERENCE_CHUNK = 1 << 16
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -125,6 +116,30 @@ class Sequential:
                 raise ValueError("add: only the first layer may set input_dim / input_shape")
             self._input_dim = layer.input_dim
         self.layers.append(layer)
+
+    def get_config(self) -> dict:
+        """The architecture and construction settings (JSON-ready): what ``from_config`` takes."""
+        return {"name": self.name, "input_dim": self._input_dim, "seed": self.seed,
+                "threads": self.threads, "device": self.device,
+                "layers": [layer.get_config() for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict, device: str | None = None) -> "Sequential":
+        """A new, unbuilt model from ``get_config()`` (``device`` overrides the recorded one)."""
+        dim = config["input_dim"]
+        return cls(([Input((dim,))] if dim is not None else []) +
+                   [Dense(**layer) for layer in config["layers"]],
+                   name=config.get("name"), seed=config.get("seed"),
+                   threads=config.get("threads"),
+                   device=device if device is not None else config.get("device") or "cpu")
+
+    def get_compile_config(self) -> dict | None:
+        """compile's settings (None before compile): what ``compile_from_config`` takes."""
+        return None if self._compile_config is None else dict(self._compile_config)
+
+    def compile_from_config(self, config: dict) -> None:
+        self.compile(_optimizers.get(config["optimizer"]), config["loss_name"], config["metrics"],
+                     bce=config["bce"])
 
     @property
     def built(self) -> bool:
@@ -276,24 +291,16 @@ class Sequential:
             raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
         verbose = _checks.check_verbose(verbose)
         nthreads = self._threads(threads)
-        xs = self._inputs(x, "x")
+        xs = _inputs.inputs(self, x, "x")
         n = xs.n_rows
-        ys = self._labels(y, n, "y")
+        ys = _inputs.labels(self, y, n, "y")
         sw = _checks.sample_weights(sample_weight, class_weight, ys, n)
         encoding = getattr(x, "encoding", None)  # from load_data / texts_to_sequences
         if validation_data is not None:
-            val = self._validation(validation_data)
+            val = _inputs.validation(self, validation_data)
         elif validation_split:
-            if not (isinstance(validation_split, (int, float)) and 0 < validation_split < 1):
-                raise ValueError(f"validation_split: must be in (0, 1), got {validation_split!r}")
-            split_at = int(n * (1.0 - validation_split))
-            if split_at == 0 or split_at == n:
-                raise ValueError(f"validation_split: {validation_split} of {n} rows leaves "
-                                 f"{split_at} for training and {n - split_at} for validation")
-            head, tail = np.arange(split_at, dtype=np.int64), np.arange(split_at, n, dtype=np.int64)
-            val = (xs.take(tail, nthreads), ys[split_at:], None if sw is None else sw[split_at:])
-            xs, ys, sw = xs.take(head, nthreads), ys[:split_at], None if sw is None else sw[:split_at]
-            n = split_at
+            (xs, ys, sw), val = _inputs.split_validation(xs, ys, sw, validation_split, nthreads)
+            n = xs.n_rows
         else:
             val = None
         if n == 0:
@@ -302,10 +309,12 @@ class Sequential:
             raise TypeError("callbacks: expected a list of Callback objects")
         shuffle_seed = self._shuffle_seed(seed)
         # On a GPU: the training set, labels and weights go up once, for the whole fit.
-        xs, ys, sw = self._placed(xs), self._placed_array(ys, "y"), self._placed_array(sw, "sample_weight")
+        xs, ys = _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y")
+        sw = _inputs.placed_array(self, sw, "sample_weight")
         if val is not None:
-            val = (self._placed(val[0]), self._placed_array(val[1], "validation_data[1]"),
-                   self._placed_array(val[2], "validation_data[2]"))
+            val = (_inputs.placed(self, val[0]),
+                   _inputs.placed_array(self, val[1], "validation_data[1]"),
+                   _inputs.placed_array(self, val[2], "validation_data[2]"))
 
         steps = -(-n // batch_size)
         history = History()
@@ -317,32 +326,8 @@ class Sequential:
         self.stop_training = False
         if encoding is not None:
             self.text_encoding = dict(encoding, num_words=self._input_dim)
-        per_chunk = max(1, min(ROWS_PER_CHUNK, self._rows_per_call(xs, train=True)) // batch_size)
-        logs: dict = {}
-        cb.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
-            cb.on_epoch_begin(epoch)
-            order = (_core.shuffle_order(n, shuffle_seed, epoch) if shuffle
-                     else np.arange(n, dtype=np.int64))
-            loss_sum = correct = 0.0
-            rows = 0
-            for b0 in range(0, steps, per_chunk):
-                b1 = min(steps, b0 + per_chunk)
-                cb.on_train_batch_begin(b0)
-                ls, cs, r, _, _ = self._net.train_batches(xs, ys, sw, order, batch_size, b0, b1,
-                                                          nthreads)
-                loss_sum, correct, rows = loss_sum + ls, correct + cs, rows + r
-                logs = self._logs(loss_sum, correct, rows)
-                cb.on_train_batch_end(b1 - 1, logs)
-                if self.stop_training:
-                    break
-            if val is not None and (epoch + 1) % validation_freq == 0:
-                vl, vc, vn = self._evaluate_sums(val[0], val[1], val[2], nthreads)
-                logs.update({"val_" + k: v for k, v in self._logs(vl, vc, vn).items()})
-            cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        cb.on_train_end(logs)
+        _loop.train(self, cb, xs, ys, sw, val, batch_size, range(initial_epoch, epochs), shuffle,
+                    shuffle_seed, validation_freq, nthreads)
         return history
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
@@ -353,18 +338,19 @@ class Sequential:
         batch_size = _checks.check_batch_size(
             32 if batch_size is None else batch_size, "batch_size")
         verbose = _checks.check_verbose(verbose)
-        xs = self._inputs(x, "x")
-        ys = self._labels(y, xs.n_rows, "y")
+        xs = _inputs.inputs(self, x, "x")
+        ys = _inputs.labels(self, y, xs.n_rows, "y")
         sw = _checks.sample_weights(sample_weight, None, ys, xs.n_rows)
         if xs.n_rows == 0:
             raise ValueError("x: no rows to evaluate")
         start = time.perf_counter()
-        loss_sum, correct, n = self._evaluate_sums(
-            self._placed(xs), self._placed_array(ys, "y"), self._placed_array(sw, "sample_weight"),
+        loss_sum, correct, n = _loop.evaluate_sums(self, 
+            _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y"),
+            _inputs.placed_array(self, sw, "sample_weight"),
             self._threads(threads))
         logs = self._logs(loss_sum, correct, n)
         if verbose:
-            _print_done(-(-n // batch_size), start, logs)
+            _loop.print_done(-(-n // batch_size), start, logs)
         if return_dict:
             return logs
         return logs["loss"] if not self.metrics_names else [logs["loss"], logs[self.metrics_names[0]]]
@@ -375,25 +361,12 @@ class Sequential:
         batch_size = _checks.check_batch_size(
             32 if batch_size is None else batch_size, "batch_size")
         verbose = _checks.check_verbose(verbose)
-        xs = self._placed(self._inputs(x, "x"))
+        xs = _inputs.placed(self, _inputs.inputs(self, x, "x"))
         start = time.perf_counter()
         nthreads = self._threads(threads)
-        units = self.layers[-1].units
-        if self.device != "cpu" and _device.is_cupy(x):  # cupy in, cupy out: no host copy
-            out = _device.empty_cupy((xs.n_rows, units), _backend.device_index(self.device))
-            base = _device.pointer(out.__cuda_array_interface__)
-            chunk = self._rows_per_call(xs)
-            for r0 in range(0, xs.n_rows, chunk):
-                r1 = min(xs.n_rows, r0 + chunk)
-                self._net.predict_to(xs, base + 4 * units * r0, r0, r1)
-        else:
-            out = np.empty((xs.n_rows, units), dtype=np.float32)
-            chunk = self._rows_per_call(xs)
-            for r0 in range(0, xs.n_rows, chunk):  # Python regains control in between
-                r1 = min(xs.n_rows, r0 + chunk)
-                out[r0:r1] = self._net.predict(xs, nthreads, r0, r1)
+        out = _loop.predict(self, xs, _device.is_cupy(x), nthreads)
         if verbose:
-            _print_done(-(-xs.n_rows // batch_size), start, {})
+            _loop.print_done(-(-xs.n_rows // batch_size), start, {})
         return out
 
     def predict_texts(self, texts: Sequence[str], word_index: dict[str, int] | None = None, *,
@@ -429,26 +402,6 @@ class Sequential:
         return (_persist.unpickle_model, (buf.getvalue(),))
 
     # ---- helpers -----------------------------------------------------------------------------
-    def _evaluate_sums(self, xs, ys, sw, nthreads: int):
-        """Loss and accuracy sums in chunks of rows (added in order: the same for any split)."""
-        loss_sum = correct = 0.0
-        chunk = self._rows_per_call(xs)
-        for r0 in range(0, xs.n_rows, chunk):
-            l, c, _ = self._net.evaluate(xs, ys, sw, nthreads, r0, min(xs.n_rows, r0 + chunk))
-            loss_sum, correct = loss_sum + l, correct + c
-        return loss_sum, correct, xs.n_rows
-
-    def _rows_per_call(self, xs, train: bool = False) -> int:
-        """Rows one compiled call takes so that it does about WORK_PER_CALL multiply-adds: the
-        first layer costs its input's non-zeros per row times its width, the others their
-        kernels' sizes; training about twice and three times that."""
-        dims = self._dims()
-        nnz = xs.nnz / max(1, xs.n_rows)
-        sparse = nnz * dims[1]
-        dense = sum(dims[i] * dims[i + 1] for i in range(1, len(dims) - 1))
-        per_row = 2 * sparse + 3 * dense if train else sparse + dense
-        return int(max(1, min(INFERENCE_CHUNK, WORK_PER_CALL / max(per_row, 1.0))))
-
     def _require_built(self, what: str) -> None:
         if not self.built:
             raise RuntimeError(f"{what}: the model is not built yet (call build(input_dim), "
@@ -469,132 +422,6 @@ class Sequential:
         if self.seed is not None:
             return int(np.random.SeedSequence([self.seed, 1]).generate_state(1, np.uint64)[0])
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
-
-    def _inputs(self, x: Any, name: str):
-        if x is None:
-            raise ValueError(f"{name}: no input data")
-        mod = _backend.cuda_module() if self.device != "cpu" else None
-        if mod is not None and isinstance(x, mod.DeviceCSR):
-            self._require_dim(x.n_cols, name)
-            return x
-        if _device.is_device_array(x):
-            return self._device_inputs(x, name)
-        if not self.built:
-            dim = self._input_dim
-            if dim is None:
-                dim = _matrix_width(x)
-                if dim is None:
-                    raise ValueError(f"{name}: token sequences need the input dimension: give the "
-                                     "first layer input_dim= (the num_words the data was loaded "
-                                     "with) or start with imdbfast.layers.Input(shape=(d,))")
-            self.build(dim)
-        return to_csr(x, self._input_dim, threads=self._threads(None), name=name)
-
-    def _require_dim(self, dim: int, name: str) -> None:
-        if not self.built:
-            self.build(dim)
-        if dim != self._input_dim:
-            raise ValueError(f"{name}: has {dim} columns, the model's input dimension is "
-                             f"{self._input_dim}")
-
-    def _gpu_only(self, name: str) -> int:
-        if self.device == "cpu":
-            raise TypeError(f"{name}: a GPU array needs a model on device='cuda' (or copy it to "
-                            "the host first, e.g. with .get() or .cpu())")
-        return _backend.device_index(self.device)
-
-    def _device_inputs(self, x: Any, name: str):
-        """The CSR of a GPU (rows, input_dim) matrix, built on the GPU."""
-        index = self._gpu_only(name)
-        shape = tuple(getattr(x, "shape", ()))
-        if len(shape) != 2:
-            raise ValueError(f"{name}: a GPU array must be the 2-D (rows, input_dim) matrix, got "
-                             f"shape {shape}")
-        self._require_dim(int(shape[1]), name)
-        x, iface = _device.as_float_array(x, name, index, ("<f4", "<f8"))
-        dtype = "float32" if iface["typestr"] == "<f4" else "float64"
-        return _backend.cuda_module().DeviceCSR.from_dense(
-            _device.pointer(iface), int(shape[0]), int(shape[1]), dtype, index)
-
-    def _device_labels(self, y: Any, n: int, name: str):
-        """GPU labels as a (n, outputs) float32 GPU array, checked like host labels (finiteness
-        on the device, when they are borrowed: DeviceArray.borrow)."""
-        x, iface = _device.as_float_array(y, name, self._gpu_only(name))
-        outputs = self.layers[-1].units
-        shape = tuple(int(s) for s in iface["shape"])
-        if len(shape) == 1 and outputs == 1:
-            shape = (shape[0], 1)
-        if len(shape) != 2 or shape[1] != outputs:
-            raise ValueError(f"{name}: expected shape ({n},) or ({n}, {outputs}), got {tuple(iface['shape'])}")
-        if shape[0] != n:
-            raise ValueError(f"{name}: {shape[0]} labels for {n} rows of x")
-        x = x.reshape(shape)
-        if n and self._compile_config and self._compile_config["loss"] == "bce":
-            lo, hi = float(x.min()), float(x.max())
-            if lo < 0 or hi > 1:
-                raise ValueError(f"{name}: binary cross-entropy needs labels in [0, 1], found "
-                                 f"[{lo}, {hi}]")
-        return x
-
-    def _placed(self, xs):
-        """xs on the model's device: a DeviceCSR on a GPU (host matrices are copied up once and
-        remembered while they live), xs itself on the CPU."""
-        if self.device == "cpu":
-            return xs
-        mod = _backend.cuda_module()
-        if isinstance(xs, mod.DeviceCSR):
-            return xs
-        for ref, d in self._device_cache:
-            if ref() is xs:
-                return d
-        d = mod.DeviceCSR(xs, _backend.device_index(self.device))
-        self._device_cache = [(weakref.ref(xs), d)] + self._device_cache[:1]
-        return d
-
-    def _placed_array(self, a, name: str):
-        """Labels or weights on the model's device: host arrays copied up, GPU arrays borrowed."""
-        if self.device == "cpu" or a is None:
-            return a
-        mod, index = _backend.cuda_module(), _backend.device_index(self.device)
-        if isinstance(a, np.ndarray):
-            return mod.DeviceArray(a, index)
-        iface = a.__cuda_array_interface__
-        size = int(np.prod([int(s) for s in iface["shape"]]))
-        return mod.DeviceArray.borrow(_device.pointer(iface), size, a, index, name)
-
-    def _labels(self, y: Any, n: int, name: str) -> np.ndarray:
-        if y is None:
-            raise ValueError(f"{name}: no labels")
-        if _device.is_device_array(y):
-            return self._device_labels(y, n, name)
-        a = np.asarray(y)
-        if a.dtype == object or a.dtype.kind not in "biuf":
-            raise TypeError(f"{name}: labels must be numeric, got dtype {a.dtype}")
-        outputs = self.layers[-1].units
-        if a.ndim == 1 and outputs == 1:
-            a = a.reshape(-1, 1)
-        if a.ndim != 2 or a.shape[1] != outputs:
-            raise ValueError(f"{name}: expected shape ({n},) or ({n}, {outputs}), got {a.shape}")
-        if a.shape[0] != n:
-            raise ValueError(f"{name}: {a.shape[0]} labels for {n} rows of x")
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{name}: labels hold NaN or infinity")
-        if self._compile_config and self._compile_config["loss"] == "bce" and \
-                a.size and (a.min() < 0 or a.max() > 1):
-            raise ValueError(f"{name}: binary cross-entropy needs labels in [0, 1], found "
-                             f"[{a.min()}, {a.max()}]")
-        return a
-
-    def _validation(self, data: Any):
-        if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
-            raise ValueError("validation_data: expected (x_val, y_val) or (x_val, y_val, sample_weight)")
-        xv = self._inputs(data[0], "validation_data[0]")
-        yv = self._labels(data[1], xv.n_rows, "validation_data[1]")
-        swv = _checks.sample_weights(data[2] if len(data) == 3 else None, None, yv, xv.n_rows)
-        if xv.n_rows == 0:
-            raise ValueError("validation_data: no rows")
-        return xv, yv, swv
 
     def _logs(self, loss_sum: float, correct: float, n: int) -> dict:
         logs = {"loss": loss_sum / n}
@@ -621,7 +448,7 @@ def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "
     sequences.
     """
     if input_dim is None:
-        input_dim = _input_dim_of(x)
+        input_dim = _inputs.input_dim_of(x)
     model = Sequential([Input((input_dim,))] + [Dense(u, activation) for u in layers] +
                        [Dense(1, "sigmoid")], seed=seed, threads=threads, device=device)
     model.compile(optimizer, loss, list(metrics))
@@ -629,35 +456,3 @@ def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "
               validation_split=validation_split, validation_data=validation_data,
               shuffle=shuffle, sample_weight=sample_weight, class_weight=class_weight)
     return model
-
-
-def _matrix_width(x: Any) -> int | None:
-    """The width of a matrix input (CSR, scipy.sparse, a 2-D array of any dtype: an object
-    array of numbers is a matrix too); None for token sequences."""
-    if isinstance(x, _core.CSR):
-        return x.n_cols
-    shape = getattr(x, "shape", None)
-    if shape is not None and len(shape) == 2 and (
-            isinstance(x, np.ndarray) or getattr(x, "dtype", object) != object):
-        return int(shape[1])
-    return None
-
-
-def _input_dim_of(x: Any) -> int:
-    width = _matrix_width(x)
-    if width is not None:
-        return width
-    dim = getattr(x, "num_words", None)
-    if dim:
-        return int(dim)
-    tokens, _ = flatten_sequences(x)
-    if tokens.size and tokens.max() >= 10000:
-        raise ValueError("input_dim: token sequences hold ids >= 10000 (the book's num_words); "
-                         "pass input_dim= the num_words the data was loaded with")
-    return 10000
-
-
-def _print_done(steps: int, start: float, logs: dict) -> None:
-    elapsed = time.perf_counter() - start
-    print(f"{steps}/{steps} {'━' * 20} {elapsed:.0f}s {format_step_time(elapsed / steps)}"
-          f"{format_logs(logs)}", flush=True)

@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import optimizers as _optimizers
 from ._core import CSR
-from .layers import Dense, Input
 from .models import Sequential, fit as _fit
 from .sequences import Sequences
 
@@ -62,13 +60,10 @@ def _is_token_sequences(X: Any) -> bool:
 def _clone_model(model: Sequential) -> Sequential:
     """The same architecture and compile settings with fresh weights (Keras's clone_model, plus
     the compile settings)."""
-    c = Sequential(([Input((model._input_dim,))] if model._input_dim is not None else []) +
-                   [Dense(**layer.get_config()) for layer in model.layers],
-                   name=model.name, seed=model.seed, threads=model.threads, device=model.device)
-    cfg = model._compile_config
+    c = Sequential.from_config(model.get_config())
+    cfg = model.get_compile_config()
     if cfg is not None:
-        c.compile(_optimizers.get(cfg["optimizer"]), cfg["loss_name"], cfg["metrics"],
-                  bce=cfg["bce"])
+        c.compile_from_config(cfg)
     return c
 
 

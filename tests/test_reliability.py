@@ -72,7 +72,7 @@ import numpy as np
 sys.path.insert(0, {tests!r})
 from datautil import synthetic_imdb
 import imdbfast
-from imdbfast import layers
+from imdbfast import _loop, layers
 tok, off, y = synthetic_imdb(n=25000, seed=0)
 x = imdbfast.multi_hot(imdbfast.Sequences(tok, off), 10000)
 rows = np.tile(np.arange(25000), 16)
@@ -95,7 +95,7 @@ for name, units in (("narrow", [64] * 3), ("wide", [1024] * 2)):
     for run, batch in runs:
         what = name + "_" + run
         if batch:
-            out[what + "_chunk_steps"] = max(1, min(8192, m._rows_per_call(x, train=True)) // batch)
+            out[what + "_chunk_steps"] = max(1, min(8192, _loop.rows_per_call(m, x, train=True)) // batch)
         threading.Thread(target=interrupt, args=(0.3, what)).start()
         try:
             if batch:
