@@ -2,8 +2,8 @@
 //
 // The loops that apply these live in cpp/*.cpp (OpenMP) and cuda/*.cu; only the loops differ.
 // No STL, no I/O here: this header must compile under nvcc as __host__ __device__ code.
-// Semantics follow Keras 3 (see the project's keras-semantics reference): the comments name
-// the Keras source each formula reproduces.
+// Semantics follow Keras 3: the comments name the Keras source (keras/src/...) each formula
+// reproduces.
 #pragma once
 
 #include <math.h>

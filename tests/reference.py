@@ -1,7 +1,7 @@
 """A plain float64 NumPy reference of every imdbfast kernel and of whole Keras training steps.
 
 This is the source of truth the compiled float32 kernels are tested against. It follows Keras 3's
-formulas (see the project's keras-semantics reference): kernels stored (in, out), glorot-uniform
+formulas (keras/src/layers, optimizers, losses): kernels stored (in, out), glorot-uniform
 init, RMSprop with epsilon inside the square root, Adam and SGD as keras/src/optimizers, binary
 cross-entropy from the logit of a sigmoid output (TF's graph-mode path) or on clipped
 probabilities, MSE, batch loss = sum(w_i * l_i) / B, strict ``> 0.5`` accuracy, epoch loss

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.realdata
 def test_encoding_invariants(imdb):
     (tokens, offsets, y), _ = imdb
     x = _core.multi_hot(tokens, offsets, 10000)
-    assert (x.n_rows, x.n_cols, x.nnz) == (25000, 10000, 3292468)  # design-notes figures
+    assert (x.n_rows, x.n_cols, x.nnz) == (25000, 10000, 3292468)  # the 25,000 training reviews at num_words=10000
     dense_cols = np.bincount(x.indices, minlength=10000)
     assert dense_cols[1] == 25000  # every review starts with the start token
     assert dense_cols[0] == 0 and dense_cols[3] == 0
