@@ -19,7 +19,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from datautil import synthetic_imdb  # noqa: E402
+from datautil import run_until_interrupted, synthetic_imdb  # noqa: E402
 
 import imdbfast  # noqa: E402
 from imdbfast import layers  # noqa: E402
@@ -47,13 +47,7 @@ def main() -> None:
         delays[what] = []
         for rep in range(args.repeats):
             threading.Thread(target=interrupt, args=(1.0 + 0.37 * rep, what)).start()
-            try:
-                if batch:
-                    m.fit(x, y, epochs=100, batch_size=batch, verbose=0)
-                else:
-                    for _ in range(100):
-                        m.predict(x, verbose=0)
-            except KeyboardInterrupt:
+            if run_until_interrupted(m, x, y, batch):
                 delays[what].append(round((time.perf_counter() - sent[what]) * 1e3))
     print(json.dumps({"delay_ms": delays}))
 

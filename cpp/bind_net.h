@@ -96,9 +96,7 @@ void def_net(py::class_<N, std::shared_ptr<N>>& c) {
             if (!synced.is_none()) {
                 const int64_t D = n.spec().input_dim;
                 sy = check<int64_t>(synced.cast<py::array>(), "synced", {D});
-                for (int64_t r = 0; r < D; ++r)
-                    if (sy[r] < 0 || sy[r] > iterations)
-                        throw std::invalid_argument("synced: entries must be in [0, iterations]");
+                check_synced(sy, D, iterations);
                 if (!cpu::optimizer_is_lazy(n.spec().optimizer))
                     throw std::invalid_argument("synced: only a lazy optimizer has it");
             }

@@ -419,6 +419,14 @@ inline const int64_t* check_epoch(const py::array& order, int64_t N, int64_t bat
     return op;
 }
 
+// W1's per-row steps of a lazy optimizer (D rows), each in [0, iterations].
+inline void check_synced(const int64_t* synced, int64_t D, int64_t iterations) {
+    for (int64_t r = 0; r < D; ++r)
+        if (synced[r] < 0 || synced[r] > iterations)
+            throw std::invalid_argument("synced: entries must be in [0, iterations], got " +
+                                        std::to_string(synced[r]) + " at row " + std::to_string(r));
+}
+
 // Rows [first, last) of n_rows (last < 0: to the end), checked; `last` is resolved in place.
 inline void check_row_range(int64_t first, int64_t& last, int64_t n_rows) {
     if (last < 0) last = n_rows;

@@ -409,9 +409,7 @@ PYBIND11_MODULE(_core, m) {
         check_rows(rp, n, D, "rows");
         const float* gp = check<float>(Gc, "Gc", {n, H});
         int64_t* syp = check<int64_t>(synced, "synced", {D}, true);
-        for (int64_t r = 0; r < D; ++r)
-            if (syp[r] < 0 || syp[r] > iteration)
-                throw std::invalid_argument("synced: entries must be in [0, iteration]");
+        check_synced(syp, D, iteration);
         if (static_cast<int>(slots.size()) != cpu::optimizer_num_slots(c))
             throw std::invalid_argument("slots: wrong count");
         auto sp = slot_ptrs(slots, "slots", D * H);
@@ -433,9 +431,7 @@ PYBIND11_MODULE(_core, m) {
             throw std::invalid_argument("optimizer: catch-up applies to lazy optimizers only");
         const int64_t D = synced.ndim() == 1 ? synced.shape(0) : -1;
         int64_t* syp = check<int64_t>(synced, "synced", {D}, true);
-        for (int64_t r = 0; r < D; ++r)
-            if (syp[r] < 0 || syp[r] > iterations)
-                throw std::invalid_argument("synced: entries must be in [0, iterations]");
+        check_synced(syp, D, iterations);
         if (static_cast<int>(slots.size()) != cpu::optimizer_num_slots(c))
             throw std::invalid_argument("slots: wrong count");
         auto sp = slot_ptrs(slots, "slots", D * H);

@@ -293,29 +293,27 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
     const int64_t it0 = iterations();
     auto batch_rows = [&](int64_t batch) { return std::min(B, N - batch * B); };
 
-    // Phases are numbered for the error protocol (RegionErrors): 0 the first gather, then 2s + 1
-    // and 2s + 2 for step s. A failure (an allocation in a kernel's scratch) stops every thread
-    // at the same barrier; the steps completed before it count.
+    // Phases are numbered for RegionErrors, the one way the threads leave early together: 0
+    // the first gather, then 2s + 1 and 2s + 2 for step s. Three reasons to leave: a failure (an
+    // allocation in a kernel's scratch) in phase p (its work void: the steps completed before
+    // it count); contention, a thread that shows kBusySigns signs of sharing its cores with
+    // other work in this call (times the OS preempted it, barrier waits longer than kLongWaitNs
+    // and than a step's average: a partner descheduled for a slice), which asks to leave at the
+    // end of a step, and train_batches finishes the call on one thread; and a short team
+    // (OpenMP gave fewer threads than nt), which leaves before any work.
     cpu::Barrier barrier(nt);
     cpu::RegionErrors errors;
-    int64_t done = 0;
-    bool short_team = false;
-    // Contention: a thread that shows kBusySigns signs of sharing its cores with other work in
-    // this call (times the OS preempted it, barrier waits longer than kLongWaitNs and than a
-    // step's average: a partner descheduled for a slice) makes the call finish its steps on one
-    // thread (train_batches) from the end of the step where it was seen: the request is stamped
-    // with that step, so every thread leaves after the same barrier.
     const int64_t t_start = cpu::now_ns();
-    std::atomic<int64_t> shed_at{INT64_MAX};
+    // A contention sign seen at the barrier ending phase `phase`: leave at the end of that
+    // step, or of the next one when the step is over (other threads may have passed its check).
     auto after_barrier = [&](int64_t waited, int64_t preempted0, int64_t& long_waits,
-                             int64_t steps, int64_t stamp) {
+                             int64_t steps_so_far, int64_t phase) {
         if (nt == 1) return;
-        const int64_t avg_step = (cpu::now_ns() - waited - t_start) / std::max<int64_t>(1, steps);
+        const int64_t avg_step = (cpu::now_ns() - waited - t_start) /
+                                 std::max<int64_t>(1, steps_so_far);
         long_waits += waited > kLongWaitNs && waited > avg_step;
         if (long_waits + cpu::thread_preemptions() - preempted0 < kBusySigns) return;
-        int64_t cur = shed_at.load();
-        while (stamp < cur && !shed_at.compare_exchange_weak(cur, stamp)) {
-        }
+        errors.request_leave(phase % 2 == 1 ? phase + 1 : phase + 2);
     };
     cpu::run_region(nt, [&] {
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -324,7 +322,7 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
         const int64_t preempted0 = cpu::thread_preemptions();
         int64_t long_waits = 0;
         if (team_size() != nt) {  // leave before any work or barrier
-            if (tid == 0) short_team = true;
+            errors.request_leave(-1);
         } else {
         const int k0 = K * tid / nt, k1 = K * (tid + 1) / nt;
         // the thread's slice of touched_: one slot per column of its lanes, plus the one
@@ -336,7 +334,7 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                                           batch_rows(batch_begin), param(0), H0, k0, k1, pairs);
         });
         after_barrier(barrier.wait(), preempted0, long_waits, 1, 0);
-        for (int64_t s = 0; s < steps && !errors.failed_by(0); ++s) {
+        for (int64_t s = 0; s < steps && !errors.leaves_after(0); ++s) {
             const int64_t batch = batch_begin + s;
             const int64_t r0 = batch * B, Bb = batch_rows(batch);  // <= Bmax
             const int64_t* rows = order + r0;
@@ -364,9 +362,8 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                 if (ahead)
                     cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 1);
             }, 2 * s + 1);
-            // seen before the step's last barrier: acts after it
-            after_barrier(barrier.wait(), preempted0, long_waits, s + 1, s);
-            if (errors.failed_by(2 * s + 1)) break;
+            after_barrier(barrier.wait(), preempted0, long_waits, s + 1, 2 * s + 1);
+            if (errors.leaves_after(2 * s + 1)) break;
 
             // ---- phase 2: gradients and updates, parameters split among threads
             errors.guard([&] {
@@ -407,19 +404,22 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                     }
                 }
             }, 2 * s + 2);
-            // seen after it: acts a step later
-            after_barrier(barrier.wait(), preempted0, long_waits, s + 1, s + 1);
-            if (errors.failed_by(2 * s + 2)) break;
-            if (tid == 0) done = s + 1;
-            if (shed_at.load() <= s) break;
+            after_barrier(barrier.wait(), preempted0, long_waits, s + 1, 2 * s + 2);
+            if (errors.leaves_after(2 * s + 2)) break;
         }
         }
     }
     });
-    if (short_team) return false;
+    // Steps done: those whose phase 2 ended at or before the phase left after, unless that
+    // phase failed (then its work is void).
+    const int64_t left = errors.left_after(), failed = errors.failed_at();
+    if (left < 0 && failed == cpu::RegionErrors::kNone) return false;  // a short team
+    const int64_t done = left == cpu::RegionErrors::kNone
+                             ? steps
+                             : std::min(steps, (failed == left ? left - 1 : left) / 2);
     iterations_ += done;
     errors.rethrow();
-    *contended = shed_at.load() != INT64_MAX;
+    *contended = left != cpu::RegionErrors::kNone;
     *steps_done = done;
     return true;
 }
@@ -457,7 +457,7 @@ void Net::for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
         Scratch& sc = scratch[thread_num()];
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < n_tiles; ++t) {
-            if (errors.failed_by(0)) continue;
+            if (errors.leaves_after(0)) continue;
             errors.guard([&] {
                 const int64_t r0 = t * kTile, n = std::min(kTile, N - r0);
                 for (int64_t j = 0; j < n; ++j) sc.rows[j] = first + r0 + j;

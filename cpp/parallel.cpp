@@ -399,11 +399,14 @@ void run_region(int nt, const std::function<void()>& region) {
 }
 
 void RegionErrors::keep(std::exception_ptr e, int64_t phase) noexcept {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (phase < first_phase_.load(std::memory_order_relaxed)) {
-        first_ = e;
-        first_phase_.store(phase, std::memory_order_release);
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (phase < failed_.load(std::memory_order_relaxed)) {
+            first_ = e;
+            failed_.store(phase, std::memory_order_release);
+        }
     }
+    request_leave(phase);
 }
 
 // ---- the barrier --------------------------------------------------------------------------------

@@ -66,13 +66,20 @@ void run_region(int nt, const std::function<void()>& region);
 // Whether this process is a fork child of one that had loaded imdbfast (diagnostics).
 bool forked_child();
 
-// The first exception thrown by the threads of a region: a worker's body must not let one
-// escape the region (that would be std::terminate), so it runs under guard() and the caller
-// rethrows after the region. A region that synchronises in phases numbers them: after the
-// barrier that ends phase k, failed_by(k) gives every thread the same answer (a failure in a
-// later phase is not seen early), so they all leave the loop at the same barrier.
+// The first exception thrown by the threads of a region, and the one way the threads of a
+// phased region leave early together. A worker's body must not let an exception escape the
+// region (that would be std::terminate), so it runs under guard() and the caller rethrows after
+// the region. A region that synchronises in phases numbers them; any thread may ask to leave
+// after the barrier that ends phase k (request_leave), for its own reasons (another thread is
+// descheduled; the team is short), and a failure in phase k asks the same. The earliest request
+// wins, and after the barrier that ends phase k leaves_after(k) gives every thread the same
+// answer, provided no request names a phase a thread may already have passed: a thread in
+// phase k asks for k or later. failed_at() tells the caller whether the last phase's work is
+// void (a failure in it) or stands.
 class RegionErrors {
    public:
+    static constexpr int64_t kNone = INT64_MAX;
+
     template <class F>
     void guard(F&& f, int64_t phase = 0) noexcept {
         try {
@@ -81,17 +88,27 @@ class RegionErrors {
             keep(std::current_exception(), phase);
         }
     }
-    bool failed_by(int64_t phase) const {
-        return first_phase_.load(std::memory_order_acquire) <= phase;
+    void request_leave(int64_t phase) noexcept {
+        int64_t cur = leave_.load(std::memory_order_relaxed);
+        while (phase < cur &&
+               !leave_.compare_exchange_weak(cur, phase, std::memory_order_release)) {
+        }
     }
+    bool leaves_after(int64_t phase) const {
+        return leave_.load(std::memory_order_acquire) <= phase;
+    }
+    // The phase the region left after (kNone: it ran to the end), and the phase of the first
+    // failure (kNone: none).
+    int64_t left_after() const { return leave_.load(std::memory_order_acquire); }
+    int64_t failed_at() const { return failed_.load(std::memory_order_acquire); }
     void rethrow() {
-        if (first_phase_.load(std::memory_order_acquire) != kNone) std::rethrow_exception(first_);
+        if (failed_at() != kNone) std::rethrow_exception(first_);
     }
 
    private:
-    static constexpr int64_t kNone = INT64_MAX;
     void keep(std::exception_ptr e, int64_t phase) noexcept;
-    std::atomic<int64_t> first_phase_{kNone};
+    std::atomic<int64_t> leave_{kNone};
+    std::atomic<int64_t> failed_{kNone};
     std::mutex mutex_;
     std::exception_ptr first_;
 };

@@ -138,3 +138,17 @@ def make_net(module, dims, acts, loss, optimizer, learning_rate=1e-3, device=Non
     """module.Net (_core, _cuda or _cuda_sim) built from net_spec's arguments."""
     spec = net_spec(dims, acts, loss, optimizer, learning_rate, **hyper)
     return module.Net(spec) if device is None else module.Net(spec, device=device)
+
+
+def run_until_interrupted(model, x, y, batch_size) -> bool:
+    """Long work for a SIGINT to stop: 100 epochs of fit (batch_size), or 100 predicts over x
+    (batch_size None). True when a KeyboardInterrupt ended it."""
+    try:
+        if batch_size:
+            model.fit(x, y, epochs=100, batch_size=batch_size, verbose=0)
+        else:
+            for _ in range(100):
+                model.predict(x, verbose=0)
+    except KeyboardInterrupt:
+        return True
+    return False

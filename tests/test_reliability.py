@@ -70,7 +70,7 @@ INTERRUPT_SCRIPT = r"""
 import json, os, signal, sys, threading, time
 import numpy as np
 sys.path.insert(0, {tests!r})
-from datautil import synthetic_imdb
+from datautil import run_until_interrupted, synthetic_imdb
 import imdbfast
 from imdbfast import _loop, layers
 tok, off, y = synthetic_imdb(n=25000, seed=0)
@@ -97,14 +97,9 @@ for name, units in (("narrow", [64] * 3), ("wide", [1024] * 2)):
         if batch:
             out[what + "_chunk_steps"] = max(1, min(8192, _loop.rows_per_call(m, x, train=True)) // batch)
         threading.Thread(target=interrupt, args=(0.3, what)).start()
-        try:
-            if batch:
-                m.fit(x, y, epochs=100, batch_size=batch, verbose=0)
-            else:
-                for _ in range(100):
-                    m.predict(x, verbose=0)
+        if not run_until_interrupted(m, x, y, batch):
             out[what] = "finished"
-        except KeyboardInterrupt:
+        else:
             out[what + "_delay_ms"] = (time.perf_counter() - out[what + "_sent"]) * 1e3
             out[what + "_steps_after_signal"] = m._net.iterations - out[what + "_steps_at_signal"]
         w = m.get_weights()
