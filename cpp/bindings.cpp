@@ -190,14 +190,9 @@ PYBIND11_MODULE(_core, m) {
         cpu::set_default_threads(static_cast<int>(int_arg(n, "n", 0, INT32_MAX)));
     }, py::arg("n"), "Default thread count for every kernel; 0 restores OpenMP's default.");
     m.def("get_num_threads", &cpu::default_threads);
-    m.def("_split_all_work", &cpu::set_split_all_work, py::arg("on"),
-          "For tests: use every requested thread even where the work is too small to gain from "
-          "it (results are the same by design). Returns the previous setting.");
-    m.def("_fake_busy", &cpu::set_fake_busy, py::arg("on"),
-          "For tests: pretend the machine is busy, so that training calls shed threads midway "
-          "(results are the same by design). Returns the previous setting.");
-    m.def("_cgroup_cpu_limit", &cpu::cgroup_cpu_limit, py::arg("proc_self_cgroup"),
-          py::arg("root"), "For tests: the CPU quota of cgroups read from a mount at `root`.");
+    // (the test module imdbfast._testing binds these; see cpu::TestHooks)
+    m.attr("_test_hooks") = py::capsule(static_cast<const void*>(cpu::test_hooks()),
+                                        "imdbfast._core._test_hooks");
     m.def("available_cpus", &cpu::available_cpus,
           "CPUs this process may use: its affinity mask, capped by a cgroup CPU quota.");
 

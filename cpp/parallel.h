@@ -53,6 +53,18 @@ void contention_report(bool contended);
 // setting.
 bool set_fake_busy(bool on);
 
+// The core's switches for tests, handed to the test module imdbfast._testing through _core's
+// capsule "_test_hooks" (cpp/bind_testing.cpp): _core itself binds none of them.
+struct TestHooks {
+    bool (*split_all_work)(bool on);
+    bool (*fake_busy)(bool on);
+    int (*cgroup_cpu_limit)(const std::string& proc_self_cgroup, const std::string& root);
+};
+inline const TestHooks* test_hooks() {
+    static const TestHooks hooks{set_split_all_work, set_fake_busy, cgroup_cpu_limit};
+    return &hooks;
+}
+
 // ---- regions ----
 // Runs `region`, code that opens one OpenMP parallel region of nt threads, and returns when it
 // is done; an exception thrown by region (or kept by a RegionErrors it rethrows) reaches the

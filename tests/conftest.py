@@ -60,6 +60,16 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
+def testing_module():
+    """imdbfast._testing (the core's test switches, built with the test option), or a skip."""
+    try:
+        from imdbfast import _testing
+    except ImportError:
+        pytest.skip("imdbfast was built without its test modules (pip install with "
+                    "-Ccmake.define.IMDBFAST_CUDA_SIM=ON)")
+    return _testing
+
+
 def _gpu_module(kind: str):
     """imdbfast._cuda (a real GPU) or imdbfast._cuda_sim (its kernels run on the host), or a
     skip saying why it is not available here."""

@@ -6,7 +6,7 @@ inputs, with and without sample weights:
 
   (a) the weights and optimizer slots are bitwise identical for 1, 2, 3 and 4 threads, when a
       run is repeated (no race, no split that depends on the thread count), and when calls
-      shed their threads midway, as on a busy machine (`_core._fake_busy`);
+      shed their threads midway, as on a busy machine (`_testing.fake_busy`);
   (b) the per-batch and per-epoch losses follow the float64 Keras-math reference
       (tests/reference.py) within its trajectory tolerance, up to the first ill-conditioned
       step: a relu pre-activation within rounding of its kink (kink_margin) or, for RMSprop and
@@ -14,7 +14,7 @@ inputs, with and without sample weights:
       steps are compared.
 
 Training normally runs small steps on one thread (the work is too small to share); these tests
-make every call use all the threads asked for (`_core._split_all_work`), so even a batch of one
+make every call use all the threads asked for (`_testing.split_all_work`), so even a batch of one
 row is split. The CUDA simulator runs the same property: (a) across runs and across the orders
 it can run a kernel's elements in (`_cuda_sim._set_launch_order`), and (b).
 
@@ -34,7 +34,7 @@ import imdbfast
 from imdbfast import _core
 
 import reference as ref
-from conftest import assert_close
+from conftest import assert_close, testing_module
 from datautil import make_net
 
 ACTS = ["relu", "tanh", "sigmoid", "linear"]
@@ -205,13 +205,14 @@ def switched(setter, value):
 def test_any_network_trains_the_same_on_any_thread_count(p):
     x, y, sw, dense, rng = make_data(p)
     weights = ref.init_weights(rng, p["dims"])
-    with switched(_core._split_all_work, True):
+    testing = testing_module()
+    with switched(testing.split_all_work, True):
         runs = {t: train(_core, p, weights, x, y, sw, t) for t in (1, 2, 3, 4)}
         for t in (2, 3, 4):
             assert_same_bits(runs[1], runs[t], f"threads={t} vs 1")
         for t in (2, 4):  # a race shows as a difference between two runs of one thread count
             assert_same_bits(runs[t], train(_core, p, weights, x, y, sw, t), f"threads={t}, run 2")
-        with switched(_core._fake_busy, True):  # every call sheds its threads midway
+        with switched(testing.fake_busy, True):  # every call sheds its threads midway
             for t in (2, 3):
                 assert_same_bits(runs[1], train(_core, p, weights, x, y, sw, t),
                                  f"threads={t} shedding to 1 midway")

@@ -16,6 +16,8 @@ import textwrap
 
 import pytest
 
+from conftest import testing_module
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 # ThreadSanitizer stops a child that starts threads after a multi-threaded fork (.ci/tsan).
 no_fork_under_tsan = pytest.mark.skipif("libtsan" in os.environ.get("LD_PRELOAD", ""),
@@ -161,10 +163,9 @@ def _tree(root, files):
                                    "cpu,cpuacct/docker/x/cpu.cfs_period_us": "100000\n"}, 0),
 ])
 def test_cgroup_cpu_quota(tmp_path, proc, files, want):
-    from imdbfast import _core
-
+    testing = testing_module()
     _tree(tmp_path, files)
-    assert _core._cgroup_cpu_limit(proc, str(tmp_path)) == want
+    assert testing.cgroup_cpu_limit(proc, str(tmp_path)) == want
 
 
 # ---- a busy machine ------------------------------------------------------------------------------
@@ -226,7 +227,8 @@ from imdbfast import layers
 rng = np.random.default_rng(0)
 seqs = [rng.integers(1, 2000, rng.integers(1, 120)).tolist() for _ in range(3000)]
 y = rng.integers(0, 2, 3000).astype(np.float32)
-imdbfast._core._split_all_work(True)  # every call below asks for its 2 threads
+from imdbfast import _testing
+_testing.split_all_work(True)  # every call below asks for its 2 threads
 
 def job(threads):
     x = imdbfast.multi_hot(seqs, 2000, threads=threads)
@@ -263,6 +265,7 @@ def test_refused_threads_fall_back_to_fewer_with_one_warning(limit):
     # libgomp itself ends the process when pthread_create fails; imdbfast checks first.
     import shutil
 
+    testing_module()  # (the script uses its switches)
     cmd, env = [sys.executable, "-c", REFUSED_THREADS.format(limit=limit)], dict(os.environ)
     if limit == "address_space":
         env["OMP_STACKSIZE"] = "1G"
@@ -293,7 +296,8 @@ from imdbfast import layers
 rng = np.random.default_rng(0)
 x = imdbfast.multi_hot([rng.integers(0, 8, 5).tolist() for _ in range(300)], 8)
 y = rng.integers(0, 2, 300).astype(np.float32)
-imdbfast._core._split_all_work(True)
+from imdbfast import _testing
+_testing.split_all_work(True)
 
 def model():
     # a hidden layer of 2**18 units: a tile of rows needs far more scratch than the weights
@@ -329,6 +333,7 @@ print(json.dumps({{"said": said,
 def test_out_of_memory_inside_threads_is_a_memory_error():
     # The scratch is allocated by the region's threads: a bad_alloc there must reach Python as
     # MemoryError (not std::terminate), and the model must work again once memory is back.
+    testing_module()  # (the script uses its switches)
     r = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY.format()], cwd="/",
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
