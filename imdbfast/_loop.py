@@ -5,8 +5,9 @@ for nearly all of the time.
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
@@ -22,6 +23,23 @@ if TYPE_CHECKING:
 WORK_PER_CALL = 2e8
 ROWS_PER_CHUNK = 8192
 INFERENCE_CHUNK = 1 << 16
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def one_fit_at_a_time(fit: _F) -> _F:
+    """fit on a model already training in another thread is refused, before any work."""
+    @functools.wraps(fit)
+    def guarded(self, *args, **kwargs):
+        self._require_compiled("fit")
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("fit: this model is already being trained in another thread")
+        try:
+            return fit(self, *args, **kwargs)
+        finally:
+            self._fit_lock.release()
+    return guarded  # type: ignore[return-value]
 
 
 def rows_per_call(model: Sequential, xs, train: bool = False) -> int:

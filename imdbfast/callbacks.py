@@ -246,3 +246,16 @@ class ProgbarLogger(Callback):
         prefix = "\r" if self.verbose == 1 and getattr(out, "isatty", lambda: False)() else ""
         out.write(prefix + self._line(self.params["steps"], logs or {}, final=True) + "\n")
         out.flush()
+
+
+def format_summary(name: str, rows: list, total: int | None) -> str:
+    """Keras's model summary table: a header row, then one row per layer, then the total."""
+    widths = [max(len(r[c]) for r in rows) + 2 for c in range(3)]
+    lines = [f'Model: "{name}"', "-" * sum(widths)]
+    for j, r in enumerate(rows):
+        lines.append("".join(r[c].ljust(widths[c]) for c in range(3)))
+        if j == 0:
+            lines.append("=" * sum(widths))
+    lines.append("=" * sum(widths))
+    lines.append(f"Total params: {total if total is not None else 'unknown (not built)'}")
+    return "\n".join(lines)

@@ -5,12 +5,11 @@ trains whole chunks of batches with the GIL released.
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 import threading
 import time
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Sequence
 
 import numpy.typing as npt
 
@@ -22,28 +21,9 @@ from ._backend import resolve_device
 from . import _checks, _inputs, _loop, _persist
 from ._files import write_atomically
 from ._persist import load_model  # noqa: F401 (imdbfast.models.load_model, as before)
-from .callbacks import Callback, CallbackList, History, ProgbarLogger
+from .callbacks import Callback, CallbackList, History, ProgbarLogger, format_summary
 from .layers import Dense, Input
 
-LOSSES = {"binary_crossentropy": "bce", "bce": "bce", "mse": "mse", "mean_squared_error": "mse"}
-METRICS = ("accuracy", "acc", "binary_accuracy")
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _one_fit_at_a_time(fit: _F) -> _F:
-    """fit on a model already training in another thread is refused, before any work."""
-    @functools.wraps(fit)
-    def guarded(self, *args, **kwargs):
-        self._require_compiled("fit")
-        if not self._fit_lock.acquire(blocking=False):
-            raise RuntimeError("fit: this model is already being trained in another thread")
-        try:
-            return fit(self, *args, **kwargs)
-        finally:
-            self._fit_lock.release()
-    return guarded  # type: ignore[return-value]
 
 
 class Sequential:
@@ -206,16 +186,8 @@ class Sequential:
             params = "?" if fan_in is None else str(fan_in * layer.units + layer.units)
             rows.append((f"{name} (Dense)", f"(None, {layer.units})", params))
             fan_in = layer.units
-        widths = [max(len(r[c]) for r in rows) + 2 for c in range(3)]
-        lines = [f'Model: "{self.name}"', "-" * sum(widths)]
-        for j, r in enumerate(rows):
-            lines.append("".join(r[c].ljust(widths[c]) for c in range(3)))
-            if j == 0:
-                lines.append("=" * sum(widths))
         total = self.count_params() if self.built else None
-        lines.append("=" * sum(widths))
-        lines.append(f"Total params: {total if total is not None else 'unknown (not built)'}")
-        print_fn("\n".join(lines))
+        print_fn(format_summary(self.name, rows, total))
 
     # ---- weights -----------------------------------------------------------------------------
     def get_weights(self) -> list[npt.NDArray[np.float32]]:
@@ -244,28 +216,19 @@ class Sequential:
         sigmoid's logit as TF-Keras does; ``bce='clip'`` uses clipped probabilities as the
         JAX/torch backends do (they differ only at saturation)."""
         opt = _optimizers.get(optimizer)
-        if not isinstance(loss, str) or loss.lower() not in LOSSES:
-            raise ValueError(f"loss: unknown {loss!r}; valid: {sorted(LOSSES)}")
-        metrics = list(metrics or [])
-        for m in metrics:
-            if m not in METRICS:
-                raise ValueError(f"metrics: unknown {m!r}; valid: {list(METRICS)}")
-        if len(metrics) > 1:
-            raise ValueError("metrics: give accuracy once")
-        if bce not in ("logits", "clip"):
-            raise ValueError(f"bce: expected 'logits' or 'clip', got {bce!r}")
+        loss_kind, metrics = _checks.check_compile(loss, metrics, bce)
         if not self.layers:
             raise ValueError("compile: the model has no layers")
         self.optimizer = opt
         self.loss = loss
         self.metrics_names = metrics
         self._compile_config = {"optimizer": _optimizers.serialize(opt),
-                                "loss": LOSSES[loss.lower()], "loss_name": loss,
+                                "loss": loss_kind, "loss_name": loss,
                                 "metrics": metrics, "bce": bce}
         if self.built:  # recompiling keeps the weights and resets the optimizer, as Keras
             self._make_net(self._net.get_weights())
 
-    @_one_fit_at_a_time
+    @_loop.one_fit_at_a_time
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None, epochs: int = 1,
             verbose: Any = "auto", callbacks: Sequence[Callback] | None = None,
             validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
@@ -378,12 +341,7 @@ class Sequential:
         from .datasets import imdb
 
         self._require_built("predict_texts")
-        enc = dict(self.text_encoding or {})
-        enc["num_words"] = self._input_dim
-        enc.setdefault("start_char", 1)
-        enc.setdefault("oov_char", 2)
-        enc.setdefault("index_from", 3)
-        enc.setdefault("skip_top", 0)
+        enc = dict(self.text_encoding or {}, num_words=self._input_dim)  # (else its defaults)
         x = imdb.texts_to_sequences(texts, word_index or self.word_index, **enc)
         return self.predict(x, verbose=0, threads=threads)
 

@@ -60,7 +60,7 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
-def testing_module():
+def core_switches():
     """imdbfast._testing (the core's test switches, built with the test option), or a skip."""
     try:
         from imdbfast import _testing

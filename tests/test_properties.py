@@ -34,7 +34,7 @@ import imdbfast
 from imdbfast import _core
 
 import reference as ref
-from conftest import assert_close, testing_module
+from conftest import assert_close, core_switches
 from datautil import make_net
 
 ACTS = ["relu", "tanh", "sigmoid", "linear"]
@@ -205,7 +205,7 @@ def switched(setter, value):
 def test_any_network_trains_the_same_on_any_thread_count(p):
     x, y, sw, dense, rng = make_data(p)
     weights = ref.init_weights(rng, p["dims"])
-    testing = testing_module()
+    testing = core_switches()
     with switched(testing.split_all_work, True):
         runs = {t: train(_core, p, weights, x, y, sw, t) for t in (1, 2, 3, 4)}
         for t in (2, 3, 4):

@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from conftest import testing_module
+from conftest import core_switches
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 # ThreadSanitizer stops a child that starts threads after a multi-threaded fork (.ci/tsan).
@@ -163,7 +163,7 @@ def _tree(root, files):
                                    "cpu,cpuacct/docker/x/cpu.cfs_period_us": "100000\n"}, 0),
 ])
 def test_cgroup_cpu_quota(tmp_path, proc, files, want):
-    testing = testing_module()
+    testing = core_switches()
     _tree(tmp_path, files)
     assert testing.cgroup_cpu_limit(proc, str(tmp_path)) == want
 
@@ -265,7 +265,7 @@ def test_refused_threads_fall_back_to_fewer_with_one_warning(limit):
     # libgomp itself ends the process when pthread_create fails; imdbfast checks first.
     import shutil
 
-    testing_module()  # (the script uses its switches)
+    core_switches()  # (the script uses its switches)
     cmd, env = [sys.executable, "-c", REFUSED_THREADS.format(limit=limit)], dict(os.environ)
     if limit == "address_space":
         env["OMP_STACKSIZE"] = "1G"
@@ -333,7 +333,7 @@ print(json.dumps({{"said": said,
 def test_out_of_memory_inside_threads_is_a_memory_error():
     # The scratch is allocated by the region's threads: a bad_alloc there must reach Python as
     # MemoryError (not std::terminate), and the model must work again once memory is back.
-    testing_module()  # (the script uses its switches)
+    core_switches()  # (the script uses its switches)
     r = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY.format()], cwd="/",
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
