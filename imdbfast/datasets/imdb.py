@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from .. import _core
 from .._checks import check_int
-from .._files import NpzReader, open_regular
+from .._files import NpzReader, open_regular, write_atomically
 from ..sequences import Sequences
 
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -362,10 +362,10 @@ def download(url: str, dest: Path, algorithm: str, digest: str, *, timeout: floa
     out = progress if progress is not None else sys.stderr
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=dest.parent)
-    h = hashlib.new(algorithm)
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+
+    def fetch(f) -> None:  # raising here removes the temporary file
+        h = hashlib.new(algorithm)
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             total = int(r.headers.get("Content-Length") or 0)
             print(f"Downloading data from {url}", file=out, flush=True)
             done = 0
@@ -386,10 +386,8 @@ def download(url: str, dest: Path, algorithm: str, digest: str, *, timeout: floa
                 raise OSError(f"the download stopped after {done} of {total} bytes")
         if h.hexdigest() != digest:
             raise ValueError(f"{algorithm} of the download is {h.hexdigest()}, expected {digest}")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(dest, fetch, "download")
     return dest
 
 
