@@ -114,7 +114,7 @@ void def_kernels(py::module_& m) {
         const float* zp = check<float>(z, "z", {B, O});
         const float* ap = check<float>(a, "a", {B, O});
         const float* yp = check<float>(y, "y", {B, O});
-        const float* swp = sw.is_none() ? nullptr : check<float>(sw.cast<py::array>(), "sample_weight", {B});
+        const float* swp = sw.is_none() ? nullptr : check<float>(ndarray_arg(sw, "sample_weight"), "sample_weight", {B});
         const int act = parse_act(last_act), lk = parse_loss(loss);
         if (lk == LOSS_BCE_LOGITS && act != ACT_SIGMOID)
             throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");

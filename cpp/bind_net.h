@@ -95,7 +95,7 @@ void def_net(py::class_<N, std::shared_ptr<N>>& c) {
             const int64_t* sy = nullptr;
             if (!synced.is_none()) {
                 const int64_t D = n.spec().input_dim;
-                sy = check<int64_t>(synced.cast<py::array>(), "synced", {D});
+                sy = check<int64_t>(ndarray_arg(synced, "synced"), "synced", {D});
                 check_synced(sy, D, iterations);
                 if (!cpu::optimizer_is_lazy(n.spec().optimizer))
                     throw std::invalid_argument("synced: only a lazy optimizer has it");

@@ -55,6 +55,15 @@ inline void register_memory_error() {
     });
 }
 
+// A NumPy array argument as it is (never a converted copy, whose data would be freed at the end
+// of the statement while a pointer into it is still used), or a TypeError naming it.
+inline py::array ndarray_arg(const py::handle& v, const std::string& name) {
+    if (!py::isinstance<py::array>(v))
+        throw py::type_error(name + ": expected a NumPy array, got " +
+                             std::string(py::str(py::type::handle_of(v).attr("__name__"))));
+    return py::reinterpret_borrow<py::array>(v);
+}
+
 template <typename T>
 const char* dtype_name();
 template <> inline const char* dtype_name<float>() { return "float32"; }
@@ -231,9 +240,10 @@ inline cpu::OptimizerConfig parse_optimizer(const std::string& kind, double lear
 
 // A real number argument (int or float, not a bool), or an error naming it.
 inline double float_arg(const py::handle& v, const std::string& name) {
-    if (PyBool_Check(v.ptr()) || PyComplex_Check(v.ptr()) || !PyNumber_Check(v.ptr()))
-        throw py::type_error(name + ": expected a number, got " +
-                             std::string(py::str(py::type::handle_of(v).attr("__name__"))));
+    const std::string type = py::str(py::type::handle_of(v).attr("__name__"));
+    if (PyBool_Check(v.ptr()) || type == "bool" || type == "bool_" ||  // (numpy's bool too)
+        PyComplex_Check(v.ptr()) || py::isinstance<py::array>(v) || !PyNumber_Check(v.ptr()))
+        throw py::type_error(name + ": expected a number, got " + type);
     const double x = PyFloat_AsDouble(v.ptr());
     if (x == -1.0 && PyErr_Occurred()) throw py::error_already_set();
     return x;
@@ -324,9 +334,10 @@ inline NetSpec parse_spec(const py::dict& d) {
 
 inline std::vector<float*> slot_ptrs(const py::list& slots, const std::string& name, int64_t n) {
     std::vector<float*> p;
-    for (size_t i = 0; i < slots.size(); ++i)
-        p.push_back(check<float>(slots[i].cast<py::array>(), name + "[" + std::to_string(i) + "]",
-                                 {n}, true));
+    for (size_t i = 0; i < slots.size(); ++i) {
+        const std::string item = name + "[" + std::to_string(i) + "]";
+        p.push_back(check<float>(ndarray_arg(slots[i], item), item, {n}, true));
+    }
     return p;
 }
 
@@ -371,7 +382,7 @@ inline std::vector<const float*> check_weights(const py::list& ws, const NetSpec
     std::vector<const float*> src;
     for (int p = 0; p < spec.n_params(); ++p) {
         const std::string name = "weights[" + std::to_string(p) + "]";
-        py::array a = ws[p].cast<py::array>();
+        py::array a = ndarray_arg(ws[p], name);
         const auto shape = spec.param_shape(p);
         const float* d = shape.size() == 2 ? check<float>(a, name, {shape[0], shape[1]})
                                            : check<float>(a, name, {shape[0]});
@@ -396,7 +407,7 @@ inline std::vector<std::vector<const float*>> check_slots(const py::list& slots,
         for (int s = 0; s < n_slots; ++s) {
             const std::string name = "slots[" + std::to_string(p) + "][" + std::to_string(s) + "]";
             const int64_t n = spec.param_size(p);
-            const float* d = check<float>(ps[s].cast<py::array>(), name, {n});
+            const float* d = check<float>(ndarray_arg(ps[s], name), name, {n});
             check_finite(d, n, name.c_str());
             src[p].push_back(d);
         }

@@ -134,7 +134,7 @@ std::shared_ptr<CSR> make_csr(py::array indptr, py::array indices, py::object da
                                     " is outside [0, " + std::to_string(n_cols) + ")");
     const float* v = nullptr;
     if (!data.is_none()) {
-        v = check<float>(data.cast<py::array>(), "data", {nnz});
+        v = check<float>(ndarray_arg(data, "data"), "data", {nnz});
         check_finite(v, nnz, "data");
     }
     py::gil_scoped_release nogil;
@@ -238,7 +238,7 @@ PYBIND11_MODULE(_core, m) {
             },
             [](py::tuple t) {
                 if (t.size() != 5) throw std::invalid_argument("CSR: a pickle of 5 items expected");
-                return make_csr(t[0].cast<py::array>(), t[1].cast<py::array>(), t[2], t[3], t[4],
+                return make_csr(ndarray_arg(t[0], "indptr"), ndarray_arg(t[1], "indices"), t[2], t[3], t[4],
                                 py::int_(0));
             }))
         .def("lane_bounds", [](const CSR& s, py::object size) {

@@ -286,6 +286,15 @@ IMDBFAST_HD inline void rmsprop_elem(float& w, float g, float& v, float& m, floa
     }
 }
 
+// The k steps a row of a lazy RMSprop (momentum 0) missed, all with a zero gradient: its slots
+// only decay, v <- rho^k v (and mg <- rho^k mg when centered), f = rho^k as float32; mg may be
+// null. (optimizers.cpp: why this equals k dense steps to rounding.)
+IMDBFAST_HD inline void rmsprop_catch_up(float* v, float* mg, int64_t H, float f) {
+    for (int64_t h = 0; h < H; ++h) v[h] *= f;
+    if (mg)
+        for (int64_t h = 0; h < H; ++h) mg[h] *= f;
+}
+
 struct AdamStep {
     float alpha;  // lr * sqrt(1 - beta2^t) / (1 - beta1^t), t = iterations + 1
     float one_minus_beta1, one_minus_beta2, eps;

@@ -187,12 +187,8 @@ void optimizer_catch_up(const OptimizerConfig& c, int64_t iterations, float* con
     float* mg = slot_of(slots, k.average_gradient);
     for (int64_t r = r0; r < r1; ++r) {
         const int64_t k = iterations - synced[r];
-        if (k > 0) {
-            const float f = decay_factor(table, rho, k);
-            for (int64_t h = 0; h < H; ++h) v[r * H + h] *= f;
-            if (mg)
-                for (int64_t h = 0; h < H; ++h) mg[r * H + h] *= f;
-        }
+        if (k > 0)
+            rmsprop_catch_up(v + r * H, mg ? mg + r * H : nullptr, H, decay_factor(table, rho, k));
         synced[r] = iterations;
     }
 }
@@ -237,12 +233,7 @@ struct LazyRowUpdate {
             float* vr = v + r * H;
             float* mgr = mg ? mg + r * H : nullptr;
             const int64_t k = iteration - synced[r];
-            if (k > 0) {
-                const float f = decay_factor(table, rs.rho, k);
-                for (int64_t h = 0; h < H; ++h) vr[h] *= f;
-                if (mgr)
-                    for (int64_t h = 0; h < H; ++h) mgr[h] *= f;
-            }
+            if (k > 0) rmsprop_catch_up(vr, mgr, H, decay_factor(table, rs.rho, k));
             // Lazy means momentum 0; slots the configuration lacks are per-element locals.
             RMSpropStep st = rs;
             st.momentum = 0.0f;

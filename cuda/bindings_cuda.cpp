@@ -124,7 +124,8 @@ std::shared_ptr<DeviceArray> array_arg(const py::object& a, const std::string& n
                                         " elements, expected " + std::to_string(n));
         return d;
     }
-    return upload_array(check<float>(a.cast<py::array>(), name, shape), n, name, device);
+    const py::array host = ndarray_arg(a, name);
+    return upload_array(check<float>(host, name, shape), n, name, device);
 }
 
 // Keeps a Python object alive from C++ (released with the GIL held).
@@ -367,8 +368,8 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
                                                           "A float32 array on a GPU.")
         .def(py::init([](py::array a, int device) {
                  const int64_t n = a.size();
-                 const float* p = check<float>(a.attr("reshape")(-1).cast<py::array>(), "array", {n});
-                 return upload_array(p, n, "array", device);
+                 const py::array flat = a.attr("reshape")(-1);  // (a copy when a is not contiguous)
+                 return upload_array(check<float>(flat, "array", {n}), n, "array", device);
              }),
              py::arg("array"), py::arg("device") = 0, "Copy a float32 host array to the device.")
         .def_static("borrow", [](uintptr_t ptr, int64_t size, py::object owner, int device,

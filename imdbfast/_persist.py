@@ -149,7 +149,7 @@ def _load_model(f: NpzReader, where: str, device: str | None) -> "Sequential":
                              f"{a.shape}, expected float32 of shape {shape}")
         return a
 
-    n_weights = 2 * len(model.layers)
+    n_weights = len(shapes)  # (the built model's parameters, in Keras's order)
     weights = [member(f"weight_{i}", shapes[i]) for i in range(n_weights)]
     model.set_weights(weights)
     if comp is not None:

@@ -82,7 +82,24 @@ BAD = [
     ({"optimizer": {"kind": "rmsprop", "centered": 1}}, TypeError, "centered: expected a bool"),
     ({"optimizer": {"kind": "rmsprop", "epsilon": float("nan")}}, ValueError,
      "epsilon: must be finite"),
+    ({"optimizer": {"kind": "rmsprop", "rho": np.bool_(True)}}, TypeError, "rho: expected a number"),
+    ({"optimizer": {"kind": "rmsprop", "rho": np.array([0.9])}}, TypeError,
+     "rho: expected a number"),
 ]
+
+
+def test_state_arrays_must_be_arrays_not_lists(kernels):
+    # A list would be converted to a temporary array whose memory is gone before it is read.
+    net = kernels.Net(net_spec([4, 2, 1], ["relu", "sigmoid"], "bce_logits", "rmsprop"))
+    w = net.get_weights()
+    with pytest.raises(TypeError, match=r"weights\[0\]: expected a NumPy array, got list"):
+        net.set_weights([w[0].tolist()] + w[1:])
+    slots = net.get_slots()
+    slots[1] = [slots[1][0].tolist()]
+    with pytest.raises(TypeError, match=r"slots\[1\]\[0\]: expected a NumPy array"):
+        net.set_slots(slots)
+    with pytest.raises(TypeError, match="synced: expected a NumPy array"):
+        net.set_state(w, net.get_slots(), [0, 0, 0, 0], 0)
 
 
 @pytest.mark.parametrize("change, error, match", BAD)
