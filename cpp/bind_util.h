@@ -218,12 +218,14 @@ inline cpu::OptimizerConfig parse_optimizer(const std::string& kind, double lear
     finite(epsilon, "epsilon");
     finite(beta_1, "beta_1");
     finite(beta_2, "beta_2");
-    if (learning_rate < 0) throw std::invalid_argument("learning_rate: must be >= 0");
-    if (rho < 0 || rho >= 1) throw std::invalid_argument("rho: must be in [0, 1)");
-    if (momentum < 0 || momentum > 1) throw std::invalid_argument("momentum: must be in [0, 1]");
-    if (epsilon < 0) throw std::invalid_argument("epsilon: must be >= 0");
-    if (beta_1 < 0 || beta_1 >= 1) throw std::invalid_argument("beta_1: must be in [0, 1)");
-    if (beta_2 < 0 || beta_2 >= 1) throw std::invalid_argument("beta_2: must be in [0, 1)");
+    auto got = [](double v) { return ", got " + std::string(py::repr(py::float_(v))); };
+    if (learning_rate < 0) throw std::invalid_argument("learning_rate: must be >= 0" + got(learning_rate));
+    if (rho < 0 || rho >= 1) throw std::invalid_argument("rho: must be in [0, 1)" + got(rho));
+    if (momentum < 0 || momentum > 1)
+        throw std::invalid_argument("momentum: must be in [0, 1]" + got(momentum));
+    if (epsilon < 0) throw std::invalid_argument("epsilon: must be >= 0" + got(epsilon));
+    if (beta_1 < 0 || beta_1 >= 1) throw std::invalid_argument("beta_1: must be in [0, 1)" + got(beta_1));
+    if (beta_2 < 0 || beta_2 >= 1) throw std::invalid_argument("beta_2: must be in [0, 1)" + got(beta_2));
     c.learning_rate = learning_rate;
     c.rho = rho;
     c.momentum = momentum;

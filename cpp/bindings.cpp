@@ -452,4 +452,7 @@ PYBIND11_MODULE(_core, m) {
             "A network from its description: {'input_dim', 'layers', 'loss', 'optimizer'} "
             "(cpp/spec.h); weights and slots start at zero.");
     def_net<Net, CpuIo>(net);
+    m.def("check_optimizer", [](py::dict d) { parse_optimizer(d); }, py::arg("config"),
+          "Raises unless `config` ({'kind', 'learning_rate', ...}, cpp/spec.h) describes an "
+          "optimizer the core runs: the one place its hyper-parameters' ranges are checked.");
 }

@@ -292,17 +292,17 @@ def cmd_predict(args) -> int:
 
 def cmd_info(args) -> int:
     import imdbfast
-    from imdbfast.datasets import imdb
+    from imdbfast.datasets import _sources
 
     found = {}
     for name in ("imdb.npz", "imdb_word_index.json", "aclImdb_v1.tar.gz"):
         try:
-            found[name] = str(imdb._locate(name)) if name in imdb.KNOWN_FILES else _find_plain(name)
+            found[name] = str(_sources.locate(name)) if name in _sources.KNOWN_FILES else _find_plain(name)
         except FileNotFoundError:
             found[name] = None
     info = {"version": __version__, "build": imdbfast.build_info(),
             "threads": imdbfast.get_num_threads(), "cuda_available": imdbfast.cuda_available(),
-            "data": found, "cache": str(imdb._cache_dir())}
+            "data": found, "cache": str(_sources.cache_dir())}
     if args.json:
         print(json.dumps(info))
         return 0

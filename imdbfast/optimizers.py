@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _core
 from ._checks import check_float
 
 
@@ -17,8 +18,9 @@ class Optimizer:
     kind = ""
 
     def __init__(self, learning_rate: float, **hyper: Any):
-        self.learning_rate = check_float("learning_rate", learning_rate, low=0.0)
+        self.learning_rate = check_float("learning_rate", learning_rate)
         self._hyper = hyper
+        _core.check_optimizer(self._spec())  # the ranges: checked once, by the core
 
     def get_config(self) -> dict:
         return {"learning_rate": self.learning_rate, **self._hyper}
@@ -43,9 +45,9 @@ class RMSprop(Optimizer):
 
     def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
                  epsilon: float = 1e-7, centered: bool = False):
-        super().__init__(learning_rate, rho=check_float("rho", rho, 0.0, 1.0, high_open=True),
-                         momentum=check_float("momentum", momentum, 0.0, 1.0),
-                         epsilon=check_float("epsilon", epsilon, 0.0), centered=bool(centered))
+        super().__init__(learning_rate, rho=check_float("rho", rho),
+                         momentum=check_float("momentum", momentum),
+                         epsilon=check_float("epsilon", epsilon), centered=bool(centered))
 
 
 class Adam(Optimizer):
@@ -55,10 +57,9 @@ class Adam(Optimizer):
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7, amsgrad: bool = False):
-        super().__init__(learning_rate,
-                         beta_1=check_float("beta_1", beta_1, 0.0, 1.0, high_open=True),
-                         beta_2=check_float("beta_2", beta_2, 0.0, 1.0, high_open=True),
-                         epsilon=check_float("epsilon", epsilon, 0.0), amsgrad=bool(amsgrad))
+        super().__init__(learning_rate, beta_1=check_float("beta_1", beta_1),
+                         beta_2=check_float("beta_2", beta_2),
+                         epsilon=check_float("epsilon", epsilon), amsgrad=bool(amsgrad))
 
 
 class SGD(Optimizer):
@@ -67,7 +68,7 @@ class SGD(Optimizer):
     kind = "sgd"
 
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False):
-        super().__init__(learning_rate, momentum=check_float("momentum", momentum, 0.0, 1.0),
+        super().__init__(learning_rate, momentum=check_float("momentum", momentum),
                          nesterov=bool(nesterov))
 
 
