@@ -48,6 +48,7 @@ except ImportError as e:  # the source checkout, imported from the repository ro
 
 from ._core import CSR, get_num_threads, set_num_threads  # noqa: E402
 from . import callbacks, datasets, layers, optimizers  # noqa: E402
+from .layers import Input  # noqa: E402
 from ._backend import cuda_available  # noqa: E402
 from ._encoding import multi_hot, multi_hot_dense, to_csr  # noqa: E402
 from .models import Sequential, fit, load_model  # noqa: E402
@@ -68,6 +69,7 @@ def build_info() -> dict:
 
 __all__ = [
     "CSR",
+    "Input",
     "Sequences",
     "Sequential",
     "__version__",

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from .models import Sequential
 
 FORMAT = "imdbfast-model"
-# 2: slot_synced (the lazy rows' steps); 3: unbuilt models, history, threads, device. Versions 1
-# and 2 are read too.
-FORMAT_VERSION = 3
+# 2: slot_synced (the lazy rows' steps); 3: unbuilt models, history, threads, device; 4: the
+# architecture as Keras 3's Sequential config. Versions 1 to 3 are read too.
+FORMAT_VERSION = 4
 
 
 def archive(model: Any) -> dict:
@@ -102,7 +102,7 @@ def _load_model(f: NpzReader, where: str, device: str | None) -> "Sequential":
             raise ValueError("not a JSON object")
     except ValueError as e:
         raise ValueError(f"load_model: {where}: member 'config' is damaged ({e})") from None
-    if config.get("format") != FORMAT or config.get("version") not in (1, 2, FORMAT_VERSION):
+    if config.get("format") != FORMAT or config.get("version") not in (1, 2, 3, FORMAT_VERSION):
         raise ValueError(f"load_model: unsupported format {config.get('format')!r} "
                          f"version {config.get('version')!r} (this imdbfast reads "
                          f"{FORMAT!r} version {FORMAT_VERSION})")
@@ -162,6 +162,7 @@ def _load_model(f: NpzReader, where: str, device: str | None) -> "Sequential":
             raise ValueError(f"load_model: {where}: member 'iterations' is not an integer")
         try:
             net.set_state(weights, slots, arrays.get("slot_synced"), int(iterations))
+            model._optimizer_built = True
         except (TypeError, ValueError) as e:
             raise ValueError(f"load_model: {where}: member 'slot_synced' or 'iterations': {e}") from None
     return model

@@ -18,10 +18,11 @@ import numpy as np
 from . import _backend, _core, _device
 from . import optimizers as _optimizers
 from ._backend import resolve_device
-from . import _checks, _inputs, _loop, _persist
+from . import _checks, _config, _inputs, _loop, _persist, _summary
+from . import layers as _layers
 from ._files import write_atomically
 from ._persist import load_model  # noqa: F401 (imdbfast.models.load_model, as before)
-from .callbacks import Callback, CallbackList, History, ProgbarLogger, format_summary
+from .callbacks import Callback, CallbackList, History, ProgbarLogger
 from .layers import Dense, Input
 
 
@@ -44,16 +45,22 @@ class Sequential:
     used in place; predict on a cupy array returns a cupy array.
     """
 
-    def __init__(self, layers: Sequence[Dense | Input] | None = None, *, name: str | None = None,
-                 seed: int | None = None, threads: int | None = None, device: str = "cpu"):
+    def __init__(self, layers: Sequence[Dense | Input] | None = None, trainable: bool = True,
+                 name: str | None = None, *, seed: int | None = None, threads: int | None = None,
+                 device: str = "cpu"):
+        if trainable is not True:
+            raise ValueError("trainable: freeze layers one by one (layer.trainable = False)")
         self.name = name or "sequential"
         self.layers: list[Dense] = []
         self.seed = _checks.check_seed(seed)
         self.threads = _checks.check_threads(threads)
         self.device = resolve_device(device)
         self._input_dim: int | None = None
+        self._input = Input((1,))  # the InputLayer's name and config once declared
+        self._rng: np.random.Generator | None = None  # draws each layer's initial weights
         self._net = None
         self._compile_config: dict | None = None
+        self._optimizer_built = False  # Keras builds it at the first step (summary counts it)
         self.optimizer = None
         self.loss = None
         self.metrics_names: list[str] = []
@@ -64,7 +71,8 @@ class Sequential:
         self._fit_lock = threading.Lock()  # one fit at a time per model
         self._device_cache: list = []  # [(weakref to a host CSR, its device copy)], newest first
         for layer in layers or []:
-            self.add(layer)
+            self.add(layer, rebuild=False)
+        self._maybe_build()
 
     @property
     def word_index(self) -> dict[str, int] | None:
@@ -81,36 +89,116 @@ class Sequential:
         self._word_index = None if value is None else WordIndex(value)
 
     # ---- structure -------------------------------------------------------------------------
-    def add(self, layer: Any) -> None:
-        if self._net is not None:
-            raise RuntimeError("add: the model is already built; layers cannot be added")
+    def add(self, layer: Any, rebuild: bool = True) -> None:
+        """Append a layer (as Keras): a model whose input dimension is known is built (or
+        rebuilt: the other layers keep their weights; a compiled model's optimizer restarts)."""
         if isinstance(layer, Input):
             if self.layers or self._input_dim is not None:
-                raise ValueError("add: an Input must come first")
-            self._input_dim = layer.shape[0]
+                raise ValueError(f"add: Sequential model '{self.name}' already has its input; "
+                                 "an Input must come first, once")
+            self._input_dim, self._input = layer.shape[0], layer
             return
         if not isinstance(layer, Dense):
             raise TypeError(f"add: expected an imdbfast.layers.Dense or Input, got {layer!r}")
         if layer.input_dim is not None:
             if self.layers:
                 raise ValueError("add: only the first layer may set input_dim / input_shape")
+            if self._input_dim is not None and self._input_dim != layer.input_dim:
+                raise ValueError(f"add: input_dim={layer.input_dim} differs from the Input's "
+                                 f"{self._input_dim}")
             self._input_dim = layer.input_dim
+        _layers.attach(layer, self, len(self.layers), {l.name for l in self.layers})
         self.layers.append(layer)
+        if rebuild:
+            self._maybe_build()
+
+    def pop(self, rebuild: bool = True) -> Dense:
+        """Remove and return the last layer (the others keep their weights)."""
+        if not self.layers:
+            raise TypeError("pop: there are no layers in the model")
+        kept = self.get_weights()[:-2] if self.built else None
+        layer = self.layers.pop()
+        layer._model_ref = None
+        self._net = None
+        if kept is not None and self.layers and rebuild:
+            self._make_net(kept)
+        return layer
+
+    def _maybe_build(self) -> None:
+        """Build (or rebuild after add) when the input dimension is known, as Keras does."""
+        if self._input_dim is None or not self.layers:
+            return
+        if self._net is None:
+            self.build()
+            return
+        have = self._net.get_weights()
+        if len(have) == 2 * len(self.layers):
+            return
+        self._make_net(have + self._draw(self.layers[len(have) // 2:], self._dims()[len(have) // 2]))
+
+    def _draw(self, layers: list, fan_in: int) -> list:
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        weights = []
+        for layer in layers:
+            weights += layer.initial_weights(fan_in, self._rng)
+            fan_in = layer.units
+        return weights
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Dense:
+        """A layer by name or by index (as Keras; the Input is not a layer)."""
+        if index is not None and name is not None:
+            raise ValueError("Provide only a layer name or a layer index. Received: "
+                             f"index={index}, name={name}.")
+        if index is not None:
+            if len(self.layers) <= index:
+                raise ValueError(f"Was asked to retrieve layer at index {index} but model only "
+                                 f"has {len(self.layers)} layers.")
+            return self.layers[index]
+        if name is not None:
+            for layer in self.layers:
+                if layer.name == name:
+                    return layer
+            raise ValueError(f"No such layer: {name}. Existing layers are: "
+                             f"{[l.name for l in self.layers]}.")
+        raise ValueError("Provide either a layer name or layer index at `get_layer`.")
+
+    @property
+    def input_shape(self) -> tuple:
+        if self._input_dim is None:
+            raise AttributeError(f"Sequential model '{self.name}' has no defined input shape yet.")
+        return (None, self._input_dim)
+
+    @property
+    def output_shape(self) -> tuple:
+        if self._input_dim is None or not self.layers:
+            raise AttributeError(f"Sequential model '{self.name}' has no defined output shape yet.")
+        return (None, self.layers[-1].units)
+
+    @property
+    def weights(self) -> list:
+        """Every variable (kernel, bias per layer) as named copies (``layers.Weight``)."""
+        return [w for layer in self.layers for w in layer.weights]
+
+    @property
+    def trainable_weights(self) -> list:
+        return [w for layer in self.layers for w in layer.trainable_weights]
+
+    @property
+    def non_trainable_weights(self) -> list:
+        return [w for layer in self.layers for w in layer.non_trainable_weights]
 
     def get_config(self) -> dict:
-        """The architecture and construction settings (JSON-ready): what ``from_config`` takes."""
-        return {"name": self.name, "input_dim": self._input_dim, "seed": self.seed,
-                "threads": self.threads, "device": self.device,
-                "layers": [layer.get_config() for layer in self.layers]}
+        """Keras 3's Sequential config (JSON-ready; ``keras.Sequential.from_config`` reads it),
+        with imdbfast's seed, threads and device: what ``from_config`` takes."""
+        return _config.model_config(self)
 
     @classmethod
     def from_config(cls, config: dict, device: str | None = None) -> "Sequential":
-        """A new, unbuilt model from ``get_config()`` (``device`` overrides the recorded one)."""
-        dim = config["input_dim"]
-        return cls(([Input((dim,))] if dim is not None else []) +
-                   [Dense(**layer) for layer in config["layers"]],
-                   name=config.get("name"), seed=config.get("seed"),
-                   threads=config.get("threads"),
+        """A new model from ``get_config()`` or a Keras Sequential config of Input and Dense
+        layers (``device`` overrides the recorded one); built when the input is known."""
+        return cls(_config.layers_from_config(config), name=config.get("name"),
+                   seed=config.get("seed"), threads=config.get("threads"),
                    device=device if device is not None else config.get("device") or "cpu")
 
     def get_compile_config(self) -> dict | None:
@@ -125,26 +213,27 @@ class Sequential:
     def built(self) -> bool:
         return self._net is not None
 
-    def build(self, input_dim: int | None = None) -> None:
-        """Create the weights (glorot-uniform kernels, zero biases) for ``input_dim`` inputs."""
+    def build(self, input_shape: Any = None) -> None:
+        """Create the weights (glorot-uniform kernels, zero biases): ``input_shape`` is Keras's
+        (None, features), or the features alone; by default the declared input."""
         if self.built:
+            if input_shape is not None and _input_dim_arg(input_shape) != self._input_dim:
+                raise ValueError(f"build: Sequential model '{self.name}' is built for input "
+                                 f"shape {self.input_shape}; cannot build it with {input_shape!r}")
             return
         if not self.layers:
-            raise ValueError("build: the model has no layers")
-        dim = input_dim if input_dim is not None else self._input_dim
+            raise ValueError(f"Sequential model {self.name} cannot be built because it has no "
+                             "layers. Call `model.add(layer)`.")
+        dim = _input_dim_arg(input_shape) if input_shape is not None else self._input_dim
         if dim is None:
             raise ValueError("build: the input dimension is unknown; give the first layer "
-                             "input_dim=, start with imdbfast.layers.Input(shape=(d,)), or fit on "
+                             "input_dim=, start with imdbfast.Input(shape=(d,)), or fit on "
                              "a matrix")
         if self._input_dim is not None and dim != self._input_dim:
             raise ValueError(f"build: input dimension {dim} differs from the declared {self._input_dim}")
         self._input_dim = int(dim)
-        rng = np.random.default_rng(self.seed)
-        weights, fan_in = [], self._input_dim
-        for layer in self.layers:
-            weights += layer.initial_weights(fan_in, rng)
-            fan_in = layer.units
-        self._make_net(weights)
+        self._rng = None  # (a fresh draw from the seed)
+        self._make_net(self._draw(self.layers, self._input_dim))
 
     def _dims(self) -> list[int]:
         return [self._input_dim] + [l.units for l in self.layers]
@@ -177,17 +266,21 @@ class Sequential:
         self._require_built("count_params")
         return int(sum(w.size for w in self._net.get_weights()))
 
-    def summary(self, print_fn=print) -> None:
-        """Keras-style table of layers, output shapes and parameter counts."""
-        rows = [("Layer (type)", "Output Shape", "Param #")]
-        fan_in = self._input_dim
-        for i, layer in enumerate(self.layers):
-            name = layer.name or ("dense" if i == 0 else f"dense_{i}")
-            params = "?" if fan_in is None else str(fan_in * layer.units + layer.units)
-            rows.append((f"{name} (Dense)", f"(None, {layer.units})", params))
-            fan_in = layer.units
-        total = self.count_params() if self.built else None
-        print_fn(format_summary(self.name, rows, total))
+    def summary(self, line_length: int | None = None, positions: list[float] | None = None,
+                print_fn: Any = None, expand_nested: bool = False, show_trainable: bool = False,
+                layer_range: Any = None) -> None:
+        """Keras 3's summary table, the same text (print_fn receives it in one call)."""
+        if layer_range is not None:
+            raise ValueError("summary: layer_range is not supported (the table lists every layer)")
+        _summary.print_summary(self, line_length, positions, print_fn, show_trainable)
+
+    def _optimizer_param_count(self) -> int | None:
+        """The optimizer's variables, as Keras counts them once built: the slots of the
+        trainable weights, the iteration counter and the learning rate."""
+        if not (self.built and self._compile_config is not None and self._optimizer_built):
+            return None
+        trainable = sum(l.count_params() for l in self.layers if l.trainable)
+        return self._net.n_slots * trainable + 2
 
     # ---- weights -----------------------------------------------------------------------------
     def get_weights(self) -> list[npt.NDArray[np.float32]]:
@@ -225,6 +318,7 @@ class Sequential:
         self._compile_config = {"optimizer": _optimizers.serialize(opt),
                                 "loss": loss_kind, "loss_name": loss,
                                 "metrics": metrics, "bce": bce}
+        self._optimizer_built = False
         if self.built:  # recompiling keeps the weights and resets the optimizer, as Keras
             self._make_net(self._net.get_weights())
 
@@ -289,6 +383,7 @@ class Sequential:
         self.stop_training = False
         if encoding is not None:
             self.text_encoding = dict(encoding, num_words=self._input_dim)
+        self._optimizer_built = True
         _loop.train(self, cb, xs, ys, sw, val, batch_size, range(initial_epoch, epochs), shuffle,
                     shuffle_seed, validation_freq, nthreads)
         return history
@@ -314,9 +409,7 @@ class Sequential:
         logs = self._logs(loss_sum, correct, n)
         if verbose:
             _loop.print_done(-(-n // batch_size), start, logs)
-        if return_dict:
-            return logs
-        return logs["loss"] if not self.metrics_names else [logs["loss"], logs[self.metrics_names[0]]]
+        return self._results(logs, return_dict)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto", *,
                 threads: int | None = None) -> npt.NDArray[np.float32]:
@@ -331,6 +424,44 @@ class Sequential:
         if verbose:
             _loop.print_done(-(-xs.n_rows // batch_size), start, {})
         return out
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        """The outputs for x (as ``predict``, without progress): Keras's ``model(x)``."""
+        if training not in (True, False):
+            raise ValueError(f"training: expected True or False, got {training!r}")
+        return self.predict(x, verbose=0)
+
+    def predict_on_batch(self, x: Any) -> Any:
+        return self.predict(x, verbose=0)
+
+    @_loop.one_fit_at_a_time
+    def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                       class_weight: dict | None = None, return_dict: bool = False, *,
+                       threads: int | None = None) -> float | list[float] | dict[str, float]:
+        """One optimizer step on all of x's rows, in order; returns that batch's loss and
+        metrics as ``evaluate`` does (Keras 3 resets the metrics at each call)."""
+        xs = _inputs.inputs(self, x, "x")
+        n = xs.n_rows
+        ys = _inputs.labels(self, y, n, "y")
+        sw = _checks.sample_weights(sample_weight, class_weight, ys, n)
+        if n == 0:
+            raise ValueError("x: no rows to train on")
+        xs, ys = _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y")
+        sw = _inputs.placed_array(self, sw, "sample_weight")
+        self._optimizer_built = True
+        loss_sum, correct, rows, _, _ = self._net.train_batches(
+            xs, ys, sw, np.arange(n, dtype=np.int64), n, 0, 1, self._threads(threads))
+        return self._results(self._logs(loss_sum, correct, rows), return_dict)
+
+    def test_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                      return_dict: bool = False) -> float | list[float] | dict[str, float]:
+        """The loss and metrics of x as one batch (the same numbers as ``evaluate``)."""
+        return self.evaluate(x, y, sample_weight=sample_weight, verbose=0,
+                             return_dict=return_dict)
+
+    def reset_metrics(self) -> None:
+        """Keras's reset_metrics: imdbfast's metrics hold no state between calls (each fit
+        epoch, evaluate and train_on_batch computes its own), so there is nothing to reset."""
 
     def predict_texts(self, texts: Sequence[str], word_index: dict[str, int] | None = None, *,
                       threads: int | None = None) -> npt.NDArray[np.float32]:
@@ -381,6 +512,14 @@ class Sequential:
             return int(np.random.SeedSequence([self.seed, 1]).generate_state(1, np.uint64)[0])
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
 
+    def _results(self, logs: dict, return_dict: bool) -> Any:
+        """evaluate's return value: the dict, else loss and metrics in compile's order (the
+        loss alone without metrics), as Keras."""
+        if return_dict:
+            return logs
+        values = [logs["loss"]] + [logs[m] for m in self.metrics_names]
+        return values[0] if len(values) == 1 else values
+
     def _logs(self, loss_sum: float, correct: float, n: int) -> dict:
         logs = {"loss": loss_sum / n}
         for m in self.metrics_names:
@@ -389,6 +528,18 @@ class Sequential:
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r})"
+
+
+def _input_dim_arg(shape: Any) -> int:
+    """build's input_shape: (None, features), [None, features], (features,) or features."""
+    if isinstance(shape, (tuple, list)):
+        dims = list(shape)
+        if len(dims) == 2 and (dims[0] is None or isinstance(dims[0], int)):
+            dims = dims[1:]
+        if len(dims) != 1:
+            raise ValueError(f"input_shape: expected (None, features), got {shape!r}")
+        shape = dims[0]
+    return _checks.check_int(shape, "input_shape", 1, 2**31 - 1)
 
 
 def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "relu",

@@ -187,8 +187,10 @@ def rewrite(path, edit):
     (lambda a: a.update(config=np.array("[1, 2]")), "config"),
     (lambda a: a.update(config=np.array(json.dumps(
         {**json.loads(str(a["config"])), "layers": [{"units": "many"}]}))), "config"),
-    (lambda a: a.update(config=np.array(json.dumps(
-        {k: v for k, v in json.loads(str(a["config"])).items() if k != "input_dim"}))),
+    (lambda a: a.update(config=np.array(json.dumps(  # built, but no input dimension
+        {**{k: v for k, v in json.loads(str(a["config"])).items() if k != "build_input_shape"},
+         "layers": [l for l in json.loads(str(a["config"]))["layers"]
+                    if l["class_name"] != "InputLayer"]}))),
      "config"),
     (lambda a: a.update(word_index=np.frombuffer(b"\xff{", np.uint8)), "word_index"),
     (lambda a: a.update(word_index=np.frombuffer(b'{"a": "x"}', np.uint8)), "word_index"),

@@ -116,8 +116,8 @@ def test_the_description_comes_from_the_layers_and_optimizer():
     m.compile(imdbfast.optimizers.Adam(0.01, amsgrad=True), "binary_crossentropy")
     assert m._spec() == {
         "input_dim": 30,
-        "layers": [{"kind": "dense", "units": 4, "activation": "tanh"},
-                   {"kind": "dense", "units": 1, "activation": "sigmoid"}],
+        "layers": [{"kind": "dense", "units": 4, "activation": "tanh", "trainable": True},
+                   {"kind": "dense", "units": 1, "activation": "sigmoid", "trainable": True}],
         "loss": "bce_logits",
         "optimizer": {"kind": "adam", "learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999,
                       "epsilon": 1e-7, "amsgrad": True}}

@@ -94,8 +94,11 @@ def test_model_given_as_a_callable_or_an_instance():
     a = SKLearnClassifier(build, model_kwargs={"units": 4}).fit(x, y)
     assert a.model_.layers[0].units == 4
     template = build(x, y)
+    before = template.get_weights()
     b = SKLearnClassifier(template).fit(x, y)
-    assert b.model_ is not template and not template.built  # cloned, untouched
+    assert b.model_ is not template  # cloned, untouched
+    for w0, w1 in zip(before, template.get_weights()):
+        np.testing.assert_array_equal(w0, w1)
     c = SKLearnClassifier(template).fit(x, y)
     np.testing.assert_array_equal(b.predict_proba(x), c.predict_proba(x))  # fresh each time
     with pytest.raises(TypeError, match="compiled imdbfast.Sequential"):
