@@ -56,12 +56,15 @@ def rows_per_call(model: Sequential, xs, train: bool = False) -> int:
 
 def train(model: Sequential, cb: CallbackList, xs, ys, sw, val, batch_size: int,
           epochs: range, shuffle: bool, shuffle_seed: int, validation_freq: int,
-          threads: int) -> None:
-    """fit's epochs, the arguments checked and placed: chunks of batches per compiled call,
-    callbacks between them, validation after the epochs validation_freq asks for."""
+          threads: int, val_batch_size: int) -> None:
+    """fit's epochs, the arguments checked and placed: chunks of batches per compiled call
+    (one batch per call when a callback has batch hooks), callbacks between them, validation
+    after the epochs validation_freq asks for."""
     n = xs.n_rows
     steps = -(-n // batch_size)
-    per_chunk = max(1, min(ROWS_PER_CHUNK, rows_per_call(model, xs, train=True)) // batch_size)
+    per_batch = cb.wants_batches("train")
+    per_chunk = 1 if per_batch else max(
+        1, min(ROWS_PER_CHUNK, rows_per_call(model, xs, train=True)) // batch_size)
     logs: dict = {}
     cb.on_train_begin()
     for epoch in epochs:
@@ -81,7 +84,7 @@ def train(model: Sequential, cb: CallbackList, xs, ys, sw, val, batch_size: int,
             if model.stop_training:
                 break
         if val is not None and (epoch + 1) % validation_freq == 0:
-            vl, vc, vn = evaluate_sums(model, val[0], val[1], val[2], threads)
+            vl, vc, vn = evaluate_sums(model, val[0], val[1], val[2], threads, cb, val_batch_size)
             logs.update({"val_" + k: v for k, v in model._logs(vl, vc, vn).items()})
         cb.on_epoch_end(epoch, logs)
         if model.stop_training:
@@ -89,32 +92,56 @@ def train(model: Sequential, cb: CallbackList, xs, ys, sw, val, batch_size: int,
     cb.on_train_end(logs)
 
 
-def evaluate_sums(model: Sequential, xs, ys, sw, threads: int):
-    """Loss and accuracy sums in chunks of rows (added in order: the same for any split)."""
+def evaluate_sums(model: Sequential, xs, ys, sw, threads: int, cb: CallbackList | None = None,
+                  batch_size: int = 32):
+    """Loss and accuracy sums in chunks of rows (added in order: the same for any split), with
+    the test hooks of ``cb``: per batch of batch_size rows when a callback has batch hooks."""
     loss_sum = correct = 0.0
-    chunk = rows_per_call(model, xs)
-    for r0 in range(0, xs.n_rows, chunk):
-        l, c, _ = model._net.evaluate(xs, ys, sw, threads, r0, min(xs.n_rows, r0 + chunk))
+    n = xs.n_rows
+    per_batch = cb is not None and cb.wants_batches("test")
+    chunk = batch_size if per_batch else rows_per_call(model, xs)
+    if cb is not None:
+        cb.on_test_begin()
+    for b, r0 in enumerate(range(0, n, chunk)):
+        r1 = min(n, r0 + chunk)
+        if per_batch:
+            cb.on_test_batch_begin(b)
+        l, c, _ = model._net.evaluate(xs, ys, sw, threads, r0, r1)
         loss_sum, correct = loss_sum + l, correct + c
-    return loss_sum, correct, xs.n_rows
+        if per_batch:
+            cb.on_test_batch_end(b, model._logs(loss_sum, correct, r1))
+    if cb is not None:
+        cb.on_test_end(model._logs(loss_sum, correct, n))
+    return loss_sum, correct, n
 
 
-def predict(model: Sequential, xs, to_cupy: bool, threads: int) -> Any:
+def predict(model: Sequential, xs, to_cupy: bool, threads: int, cb: CallbackList | None = None,
+            batch_size: int = 32) -> Any:
     """The outputs for every row of xs: a NumPy array, or a cupy array written in place on the
-    model's GPU (to_cupy: cupy in, cupy out, no host copy)."""
+    model's GPU (to_cupy: cupy in, cupy out, no host copy). With predict hooks in ``cb``: one
+    call per batch of batch_size rows, and ``on_predict_batch_end`` gets {"outputs": ...}."""
     units = model.layers[-1].units
-    chunk = rows_per_call(model, xs)
+    per_batch = cb is not None and cb.wants_batches("predict")
+    chunk = batch_size if per_batch else rows_per_call(model, xs)
+    if cb is not None:
+        cb.on_predict_begin()
     if model.device != "cpu" and to_cupy:
         out = _device.empty_cupy((xs.n_rows, units), _backend.device_index(model.device))
         base = _device.pointer(out.__cuda_array_interface__)
-        for r0 in range(0, xs.n_rows, chunk):
-            r1 = min(xs.n_rows, r0 + chunk)
-            model._net.predict_to(xs, base + 4 * units * r0, r0, r1)
-        return out
-    out = np.empty((xs.n_rows, units), dtype=np.float32)
-    for r0 in range(0, xs.n_rows, chunk):  # Python regains control in between
+    else:
+        out = np.empty((xs.n_rows, units), dtype=np.float32)
+    for b, r0 in enumerate(range(0, xs.n_rows, chunk)):  # Python regains control in between
         r1 = min(xs.n_rows, r0 + chunk)
-        out[r0:r1] = model._net.predict(xs, threads, r0, r1)
+        if per_batch:
+            cb.on_predict_batch_begin(b)
+        if model.device != "cpu" and to_cupy:
+            model._net.predict_to(xs, base + 4 * units * r0, r0, r1)
+        else:
+            out[r0:r1] = model._net.predict(xs, threads, r0, r1)
+        if per_batch:
+            cb.on_predict_batch_end(b, {"outputs": out[r0:r1]})
+    if cb is not None:
+        cb.on_predict_end()
     return out
 
 

@@ -1,9 +1,10 @@
 """Callbacks with Keras 3's names and semantics: History, EarlyStopping, LambdaCallback, and the
 progress bar that ``verbose`` turns on.
 
-Batch hooks are coarser than Keras's: the compiled loop returns to Python after a chunk of
-batches (about 8,192 rows), and ``on_train_batch_begin/end`` run once per chunk with the index
-of its last batch and the running logs.
+Batch hooks run once per batch, as in Keras, with Keras's logs (the running means of the loss
+and metrics since the epoch began): when some callback overrides a batch hook, the compiled loop
+returns to Python after each batch; otherwise it trains chunks of batches (about 8,192 rows) per
+call, which is faster for small batches.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from typing import Any, Callable, Iterable
 
 
 class Callback:
-    """Base class: override the hooks you need. ``self.model`` and ``self.params`` are set."""
+    """Base class: override the hooks you need. ``self.model`` and ``self.params`` are set.
+    As in Keras, ``on_train_batch_begin/end`` call the legacy ``on_batch_begin/end``."""
+
+    # The progress bar draws from whatever batch hooks it gets: it never asks for each batch.
+    _coarse_batches = False
 
     def __init__(self):
         self.model = None
@@ -27,16 +32,49 @@ class Callback:
     def set_params(self, params: dict) -> None:
         self.params = params
 
-    def on_train_begin(self, logs=None): ...
-    def on_train_end(self, logs=None): ...
+    def on_batch_begin(self, batch, logs=None): ...
+    def on_batch_end(self, batch, logs=None): ...
     def on_epoch_begin(self, epoch, logs=None): ...
     def on_epoch_end(self, epoch, logs=None): ...
-    def on_train_batch_begin(self, batch, logs=None): ...
-    def on_train_batch_end(self, batch, logs=None): ...
+    def on_train_batch_begin(self, batch, logs=None): self.on_batch_begin(batch, logs=logs)
+    def on_train_batch_end(self, batch, logs=None): self.on_batch_end(batch, logs=logs)
+    def on_test_batch_begin(self, batch, logs=None): ...
+    def on_test_batch_end(self, batch, logs=None): ...
+    def on_predict_batch_begin(self, batch, logs=None): ...
+    def on_predict_batch_end(self, batch, logs=None): ...
+    def on_train_begin(self, logs=None): ...
+    def on_train_end(self, logs=None): ...
+    def on_test_begin(self, logs=None): ...
+    def on_test_end(self, logs=None): ...
+    def on_predict_begin(self, logs=None): ...
+    def on_predict_end(self, logs=None): ...
+
+
+_BATCH_HOOKS = {
+    "train": ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end"),
+    "test": ("on_test_batch_begin", "on_test_batch_end"),
+    "predict": ("on_predict_batch_begin", "on_predict_batch_end"),
+}
+
+
+def _overrides(c: Callback, hook: str) -> bool:
+    return hook in vars(c) or getattr(type(c), hook) is not getattr(Callback, hook)
+
+
+def _pythonify(logs) -> dict:
+    """Keras's pythonify_logs: sorted keys, values as Python floats where they convert."""
+    out = {}
+    for k, v in sorted((logs or {}).items()):
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            out[k] = v
+    return out
 
 
 class CallbackList:
-    """Calls every callback in order; epoch-end logs become sorted Python floats (Keras 3)."""
+    """Calls every callback in order, with logs as Keras 3 passes them (a dict of Python floats
+    with sorted keys, ``{}`` where there are none)."""
 
     def __init__(self, callbacks: Iterable[Callback], model, params: dict):
         self.callbacks = list(callbacks)
@@ -46,18 +84,32 @@ class CallbackList:
             c.set_model(model)
             c.set_params(params)
 
+    def wants_batches(self, kind: str) -> bool:
+        """Whether some callback overrides a batch hook of ``kind`` ('train', 'test',
+        'predict'): then the loops return to Python after each batch."""
+        return any(not c._coarse_batches and _overrides(c, h)
+                   for c in self.callbacks for h in _BATCH_HOOKS[kind])
+
     def _call(self, hook: str, *args) -> None:
+        *index, logs = args
+        logs = logs if hook == "on_predict_batch_end" else _pythonify(logs)
         for c in self.callbacks:
-            getattr(c, hook)(*args)
+            getattr(c, hook)(*index, logs)
 
-    def on_train_begin(self, logs=None): self._call("on_train_begin", logs)
-    def on_train_end(self, logs=None): self._call("on_train_end", logs)
-    def on_epoch_begin(self, epoch, logs=None): self._call("on_epoch_begin", epoch, logs)
-    def on_train_batch_begin(self, batch, logs=None): self._call("on_train_batch_begin", batch, logs)
-    def on_train_batch_end(self, batch, logs=None): self._call("on_train_batch_end", batch, logs)
 
-    def on_epoch_end(self, epoch, logs=None):
-        self._call("on_epoch_end", epoch, {k: float(logs[k]) for k in sorted(logs or {})})
+def _hook(name: str, indexed: bool) -> Callable:
+    if indexed:
+        def call(self: CallbackList, index: int, logs: Any = None) -> None:
+            self._call(name, index, logs)
+    else:
+        def call(self: CallbackList, logs: Any = None) -> None:  # type: ignore[misc]
+            self._call(name, logs)
+    call.__name__ = name
+    return call
+
+
+for _name in [n for n in vars(Callback) if n.startswith("on_")]:
+    setattr(CallbackList, _name, _hook(_name, "batch" in _name or "epoch" in _name))
 
 
 class History(Callback):
@@ -170,15 +222,24 @@ class EarlyStopping(Callback):
 
 class LambdaCallback(Callback):
     """A callback from plain functions: on_epoch_begin(epoch, logs), on_epoch_end(epoch, logs),
-    on_train_begin(logs), on_train_end(logs), on_train_batch_begin/end(batch, logs)."""
+    on_train_begin(logs), on_train_end(logs), on_train_batch_begin/end(batch, logs), and, as
+    keywords, any other hook (on_batch_end=..., on_test_end=...)."""
 
     def __init__(self, on_epoch_begin: Callable | None = None, on_epoch_end: Callable | None = None,
                  on_train_begin: Callable | None = None, on_train_end: Callable | None = None,
                  on_train_batch_begin: Callable | None = None,
-                 on_train_batch_end: Callable | None = None):
+                 on_train_batch_end: Callable | None = None, **hooks: Callable):
         super().__init__()
-        for name, fn in list(locals().items()):
-            if name.startswith("on_") and fn is not None:
+        given = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end,
+                     on_train_begin=on_train_begin, on_train_end=on_train_end,
+                     on_train_batch_begin=on_train_batch_begin,
+                     on_train_batch_end=on_train_batch_end, **hooks)
+        for name, fn in given.items():
+            if not (name.startswith("on_") and hasattr(Callback, name)):
+                raise TypeError(f"LambdaCallback: unknown hook {name!r}")
+            if fn is not None:
+                if not callable(fn):
+                    raise TypeError(f"{name}: expected a function, got {fn!r}")
                 setattr(self, name, fn)
 
 
@@ -200,6 +261,8 @@ class ProgbarLogger(Callback):
     """Keras 3's progress display. verbose=1: a bar per epoch, rewritten in place on a terminal
     (one finished line otherwise); verbose=2: one line per epoch. The values shown are the logs
     that History records."""
+
+    _coarse_batches = True
 
     def __init__(self, verbose: int = 1, stream: Any = None):
         super().__init__()
@@ -246,16 +309,3 @@ class ProgbarLogger(Callback):
         prefix = "\r" if self.verbose == 1 and getattr(out, "isatty", lambda: False)() else ""
         out.write(prefix + self._line(self.params["steps"], logs or {}, final=True) + "\n")
         out.flush()
-
-
-def format_summary(name: str, rows: list, total: int | None) -> str:
-    """Keras's model summary table: a header row, then one row per layer, then the total."""
-    widths = [max(len(r[c]) for r in rows) + 2 for c in range(3)]
-    lines = [f'Model: "{name}"', "-" * sum(widths)]
-    for j, r in enumerate(rows):
-        lines.append("".join(r[c].ljust(widths[c]) for c in range(3)))
-        if j == 0:
-            lines.append("=" * sum(widths))
-    lines.append("=" * sum(widths))
-    lines.append(f"Total params: {total if total is not None else 'unknown (not built)'}")
-    return "\n".join(lines)

@@ -342,8 +342,10 @@ class Sequential:
         # As Keras: epochs is the index of the last epoch; initial_epoch >= epochs runs none.
         initial_epoch = _checks.check_nonneg_int(initial_epoch, "initial_epoch")
         validation_freq = _checks.check_positive_int(validation_freq, "validation_freq")
-        # (checked as Keras does; evaluation is chunked by work, so the size changes nothing)
-        _checks.check_batch_size(validation_batch_size or batch_size, "validation_batch_size")
+        # (evaluation is chunked by work unless callbacks ask for each batch: the size changes
+        # the batches test hooks see, never the numbers)
+        val_batch_size = _checks.check_batch_size(validation_batch_size or batch_size,
+                                                  "validation_batch_size")
         if shuffle not in (True, False):
             raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
         verbose = _checks.check_verbose(verbose)
@@ -385,11 +387,12 @@ class Sequential:
             self.text_encoding = dict(encoding, num_words=self._input_dim)
         self._optimizer_built = True
         _loop.train(self, cb, xs, ys, sw, val, batch_size, range(initial_epoch, epochs), shuffle,
-                    shuffle_seed, validation_freq, nthreads)
+                    shuffle_seed, validation_freq, nthreads, val_batch_size)
         return history
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
-                 verbose: Any = "auto", sample_weight: Any = None, return_dict: bool = False, *,
+                 verbose: Any = "auto", sample_weight: Any = None, steps: None = None,
+                 callbacks: Sequence[Callback] | None = None, return_dict: bool = False, *,
                  threads: int | None = None) -> float | list[float] | dict[str, float]:
         """[loss, accuracy] (or the loss alone without metrics, or a dict), over all rows."""
         self._require_compiled("evaluate")
@@ -401,26 +404,31 @@ class Sequential:
         sw = _checks.sample_weights(sample_weight, None, ys, xs.n_rows)
         if xs.n_rows == 0:
             raise ValueError("x: no rows to evaluate")
+        _no_steps(steps)
+        cb = _callback_list(self, callbacks, verbose, -(-xs.n_rows // batch_size))
         start = time.perf_counter()
-        loss_sum, correct, n = _loop.evaluate_sums(self, 
-            _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y"),
-            _inputs.placed_array(self, sw, "sample_weight"),
-            self._threads(threads))
+        loss_sum, correct, n = _loop.evaluate_sums(
+            self, _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y"),
+            _inputs.placed_array(self, sw, "sample_weight"), self._threads(threads), cb,
+            batch_size)
         logs = self._logs(loss_sum, correct, n)
         if verbose:
             _loop.print_done(-(-n // batch_size), start, logs)
         return self._results(logs, return_dict)
 
-    def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto", *,
+    def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto",
+                steps: None = None, callbacks: Sequence[Callback] | None = None, *,
                 threads: int | None = None) -> npt.NDArray[np.float32]:
         """The last layer's outputs as a float32 array (N, units): probabilities for the book."""
         batch_size = _checks.check_batch_size(
             32 if batch_size is None else batch_size, "batch_size")
         verbose = _checks.check_verbose(verbose)
+        _no_steps(steps)
         xs = _inputs.placed(self, _inputs.inputs(self, x, "x"))
+        cb = _callback_list(self, callbacks, verbose, -(-xs.n_rows // batch_size))
         start = time.perf_counter()
         nthreads = self._threads(threads)
-        out = _loop.predict(self, xs, _device.is_cupy(x), nthreads)
+        out = _loop.predict(self, xs, _device.is_cupy(x), nthreads, cb, batch_size)
         if verbose:
             _loop.print_done(-(-xs.n_rows // batch_size), start, {})
         return out
@@ -528,6 +536,21 @@ class Sequential:
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r})"
+
+
+def _no_steps(steps: Any) -> None:
+    if steps is not None:
+        raise ValueError("steps: imdbfast takes arrays, not generators: every row is used "
+                         "(slice x to use fewer)")
+
+
+def _callback_list(model: Sequential, callbacks: Any, verbose: int, steps: int) -> Any:
+    """evaluate's and predict's callbacks (None without any)."""
+    if callbacks is None:
+        return None
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError("callbacks: expected a list of Callback objects")
+    return CallbackList(callbacks, model, {"verbose": verbose, "epochs": 1, "steps": steps})
 
 
 def _input_dim_arg(shape: Any) -> int:
