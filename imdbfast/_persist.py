@@ -64,10 +64,33 @@ def archive(model: Any) -> dict:
     return arrays
 
 
-def load_model(path: str | os.PathLike, *, device: str = "cpu") -> "Sequential":
-    """A model written by ``Sequential.save``: same weights, optimizer state and settings, on
-    ``device``. Files of another format or version, damaged or altered files are refused
-    (ValueError naming the file and the member)."""
+def file_kind(path: Any, what: str, overwrite: bool = True) -> str:
+    """'keras' for a .keras name, else 'npz'; legacy Keras H5 names are refused."""
+    p = os.fspath(path)
+    if not isinstance(p, str):
+        raise TypeError(f"{what}: expected a path, got {path!r}")
+    if (p.endswith(".h5") or p.endswith(".hdf5")) and not p.endswith(".weights.h5"):
+        raise ValueError(f"{what}: {p!r}: legacy Keras H5 model files are not supported; use a "
+                         "`.keras` file (Keras 3's format) or imdbfast's own `.npz`")
+    if not overwrite and os.path.exists(p):
+        raise FileExistsError(f"{what}: {p!r} exists (overwrite=False)")
+    return "keras" if p.endswith(".keras") else "npz"
+
+
+def load_model(path: str | os.PathLike, custom_objects: None = None, compile: bool = True,
+               safe_mode: bool = True, *, device: str = "cpu") -> "Sequential":
+    """A saved model on ``device``. A ``.keras`` file (Keras 3's, for Sequential stacks of
+    Dense layers; needs h5py): its config, weights and, with ``compile``, compile settings and
+    optimizer state. Any other file: imdbfast's format (``Sequential.save``), exactly: same
+    weights, optimizer state and settings. Files of another format or version, damaged or
+    altered files are refused (ValueError naming the file and the member)."""
+    if custom_objects:
+        raise ValueError("load_model: custom_objects are not supported (imdbfast models hold "
+                         "Input and Dense layers)")
+    if file_kind(path, "load_model") == "keras":
+        from . import _keras_files
+
+        return _keras_files.load_keras(path, resolve_device(device), compile=bool(compile))
     return _from_archive(path, repr(os.fspath(path)), resolve_device(device))
 
 

@@ -485,12 +485,42 @@ class Sequential:
         return self.predict(x, verbose=0, threads=threads)
 
     # ---- saving and pickling ----------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Write architecture, weights, optimizer state, compile settings and history to one
-        ``.npz`` (no pickles; see docs/FORMAT.md), atomically: a temporary file renamed into
-        place."""
+    def save(self, path: str | os.PathLike, overwrite: bool = True) -> None:
+        """Write the model atomically (a temporary file renamed into place). ``.keras``: Keras
+        3's format (``keras.models.load_model`` reads it; needs h5py). Any other name:
+        imdbfast's ``.npz`` (no pickles; docs/FORMAT.md) with the history and text encoding
+        too. Legacy ``.h5`` files are refused."""
+        kind = _persist.file_kind(path, "save", overwrite)
+        if kind == "keras":
+            from . import _keras_files
+
+            _keras_files.save_keras(self, path)
+            return
         arrays = _persist.archive(self)
         write_atomically(path, lambda f: np.savez(f, **arrays), "save")
+
+    def save_weights(self, filepath: str | os.PathLike, overwrite: bool = True) -> None:
+        """The weights (and a compiled model's optimizer state) as Keras 3's ``.weights.h5``."""
+        if not os.fspath(filepath).endswith(".weights.h5"):
+            raise ValueError("save_weights: the filename must end in `.weights.h5`. Received: "
+                             f"filepath={os.fspath(filepath)}")
+        _persist.file_kind(filepath, "save_weights", overwrite)
+        from . import _keras_files
+
+        _keras_files.save_weights(self, filepath)
+
+    def load_weights(self, filepath: str | os.PathLike, skip_mismatch: bool = False) -> None:
+        """Weights from a ``.weights.h5`` or ``.keras`` file (Keras's or imdbfast's), with the
+        optimizer state when the file has it and the model is compiled; all or nothing."""
+        if skip_mismatch:
+            raise ValueError("load_weights: skip_mismatch=True is not supported")
+        p = os.fspath(filepath)
+        if not (p.endswith(".weights.h5") or p.endswith(".keras")):
+            raise ValueError("load_weights: expected a `.weights.h5` or `.keras` file, got "
+                             f"{p!r}")
+        from . import _keras_files
+
+        _keras_files.load_weights(self, filepath)
 
     def __reduce__(self):
         # A pickle (and copy.deepcopy) holds the bytes of the saved file: one format, exact.

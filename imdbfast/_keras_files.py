@@ -1,0 +1,280 @@
+"""Keras 3's files: ``.keras`` models (a zip of metadata.json, config.json and model.weights.h5)
+and ``.weights.h5`` weights, read and written as keras/src/saving/saving_lib.py does, for
+Sequential stacks of Dense layers. Needs h5py (the ``keras-io`` extra), imported only here.
+
+In the weights file each Dense layer's variables are ``layers/<key>/vars/0`` (kernel) and
+``/1`` (bias), where the keys are Keras's per-class counters (dense, dense_1, ...) in layer
+order, whatever the layers' names; the optimizer's are ``optimizer/vars/<i>``: the iteration
+count, the learning rate, then its slots in Keras's order (below).
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from ._files import open_regular, write_atomically
+
+KERAS_VERSION = "3.15.1"  # the Keras whose layout this writes (metadata.json)
+
+# The order in which Keras 3 creates each optimizer's slot variables: groups of slots, each
+# group for every trainable variable in turn (Adam makes momentum and velocity together).
+_SLOT_GROUPS = {"adam": [["momentum", "velocity"], ["velocity_hat"]],
+                "rmsprop": [["velocity"], ["momentum"], ["average_gradient"]],
+                "sgd": [["momentum"]]}
+_KERAS_OPTIMIZER_NAME = {"adam": "adam", "rmsprop": "rm_sprop", "sgd": "sgd"}
+# Keras optimizer arguments imdbfast does not implement, with the values that mean "off".
+_OFF = {"name": None, "weight_decay": None, "clipnorm": None, "global_clipnorm": None,
+        "clipvalue": None, "use_ema": False, "ema_momentum": None,
+        "ema_overwrite_frequency": None, "loss_scale_factor": None,
+        "gradient_accumulation_steps": None}
+_LOSS_CLASSES = {"BinaryCrossentropy": "binary_crossentropy", "MeanSquaredError": "mse"}
+
+
+def h5py_module(what: str) -> Any:
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError(f"{what}: Keras's .keras and .weights.h5 files need h5py: "
+                          "pip install 'imdbfast[keras-io]'") from None
+    return h5py
+
+
+def layer_keys(n: int) -> list[str]:
+    return ["dense" if i == 0 else f"dense_{i}" for i in range(n)]
+
+
+# ---- writing ---------------------------------------------------------------------------------
+def _keras_slots(model: Any) -> list[np.ndarray]:
+    """The optimizer's slot arrays in Keras's variable order, shaped as their weights."""
+    kind = model.optimizer.kind
+    names = model._net.slot_names
+    slots = model._net.get_slots()  # brought up to date (the lazy rows caught up)
+    shapes = [w.shape for w in model.get_weights()]
+    out = []
+    for group in _SLOT_GROUPS[kind]:
+        present = [names.index(s) for s in group if s in names]
+        for p, shape in enumerate(shapes):
+            out += [slots[p][s].reshape(shape) for s in present]
+    return out
+
+
+def _write_weights(model: Any, f: Any) -> None:
+    h5py = h5py_module("save")
+    with h5py.File(f, "w") as h5:
+        weights = model.get_weights()
+        layers = h5.create_group("layers")
+        for i, key in enumerate(layer_keys(len(model.layers))):
+            g = layers.create_group(key).create_group("vars")
+            g.attrs["name"] = model.layers[i].name
+            g.create_dataset("0", data=weights[2 * i])
+            g.create_dataset("1", data=weights[2 * i + 1])
+        if model._compile_config is not None and model._optimizer_built:
+            g = h5.create_group("optimizer").create_group("vars")
+            g.attrs["name"] = _KERAS_OPTIMIZER_NAME[model.optimizer.kind]
+            g.create_dataset("0", data=np.array(model._net.iterations, dtype=np.int64))
+            g.create_dataset("1", data=np.array(model.optimizer.learning_rate, dtype=np.float32))
+            for j, a in enumerate(_keras_slots(model), start=2):
+                g.create_dataset(str(j), data=a)
+        h5.create_group("vars").attrs["name"] = model.name
+
+
+def compile_config(model: Any) -> dict | None:
+    c = model._compile_config
+    if c is None:
+        return None
+    opt = c["optimizer"]
+    return {"optimizer": {"module": "keras.optimizers", "class_name": opt["class_name"],
+                          "config": dict(opt["config"], name=_KERAS_OPTIMIZER_NAME[
+                              model.optimizer.kind]), "registered_name": None},
+            "loss": c["loss_name"], "loss_weights": None, "metrics": list(c["metrics"]),
+            "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
+            "jit_compile": False}
+
+
+def save_keras(model: Any, path: str | os.PathLike) -> None:
+    model._require_built("save")
+    h5py_module("save")
+    weights = io.BytesIO()
+    _write_weights(model, weights)
+    config = {"module": "keras", "class_name": "Sequential", "config": model.get_config(),
+              "registered_name": None, "build_config": {"input_shape": list(model.input_shape)}}
+    cc = compile_config(model)
+    if cc is not None:
+        config["compile_config"] = cc
+    metadata = {"keras_version": KERAS_VERSION,
+                "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
+
+    def write(f: Any) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+            z.writestr("metadata.json", json.dumps(metadata))
+            z.writestr("config.json", json.dumps(config))
+            z.writestr("model.weights.h5", weights.getvalue())
+
+    write_atomically(path, write, "save")
+
+
+def save_weights(model: Any, path: str | os.PathLike) -> None:
+    model._require_built("save_weights")
+    h5py_module("save_weights")
+    write_atomically(path, lambda f: _write_weights(model, f), "save_weights")
+
+
+# ---- reading ---------------------------------------------------------------------------------
+def _read_zip(path: Any, what: str) -> tuple[dict, bytes]:
+    try:
+        with open_regular(path, what) as f, zipfile.ZipFile(f) as z:
+            names = set(z.namelist())
+            if "config.json" not in names or "model.weights.h5" not in names:
+                raise ValueError(f"{what}: {os.fspath(path)!r} is not a Keras 3 .keras file "
+                                 "(config.json or model.weights.h5 is missing)")
+            return json.loads(z.read("config.json")), z.read("model.weights.h5")
+    except FileNotFoundError:
+        raise ValueError(f"{what}: file not found: {os.fspath(path)!r}") from None
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what}: {os.fspath(path)!r} is not a readable .keras file ({e})") from None
+
+
+def _optimizer_from_keras(cfg: Any) -> Any:
+    from . import optimizers
+
+    if isinstance(cfg, str):
+        return optimizers.get(cfg)
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("config"), dict):
+        raise ValueError(f"optimizer: unreadable config {cfg!r}")
+    args = dict(cfg["config"])
+    for key, off in _OFF.items():
+        v = args.pop(key, off)
+        if key not in ("name", "ema_momentum") and v != off:
+            raise ValueError(f"optimizer: {cfg.get('class_name')} with {key}={v!r} is not "
+                             "supported by imdbfast")
+    if isinstance(args.get("learning_rate"), dict):
+        raise ValueError("optimizer: learning-rate schedules are not supported by imdbfast")
+    return optimizers.get({"class_name": cfg.get("class_name", ""), "config": args})
+
+
+def _loss_from_keras(loss: Any) -> str:
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, dict) and loss.get("class_name") in _LOSS_CLASSES:
+        c = loss.get("config") or {}
+        if c.get("from_logits") or c.get("label_smoothing"):
+            raise ValueError(f"loss: {loss['class_name']} with from_logits or label_smoothing "
+                             "is not supported by imdbfast")
+        return _LOSS_CLASSES[loss["class_name"]]
+    raise ValueError(f"loss: {loss!r} is not supported by imdbfast")
+
+
+def _metric_from_keras(m: Any) -> str:
+    if isinstance(m, str):
+        return m
+    if isinstance(m, dict) and m.get("class_name") in ("BinaryAccuracy", "Accuracy"):
+        return "accuracy"
+    raise ValueError(f"metrics: {m!r} is not supported by imdbfast")
+
+
+def _read_weights(model: Any, h5: Any, where: str, with_optimizer: bool) -> None:
+    if "layers" not in h5:
+        raise ValueError(f"{where}: no 'layers' group: not a Keras weights file")
+    shapes = [w.shape for w in model.get_weights()]
+    weights = []
+    for i, key in enumerate(layer_keys(len(model.layers))):
+        path = f"layers/{key}/vars"
+        if path not in h5:
+            raise ValueError(f"{where}: {path!r} is missing (the file holds fewer layers)")
+        g = h5[path]
+        for j in range(2):
+            if str(j) not in g:
+                raise ValueError(f"{where}: {path}/{j} is missing")
+            a = np.asarray(g[str(j)])
+            if a.shape != shapes[2 * i + j]:
+                raise ValueError(f"{where}: {path}/{j} has shape {a.shape}, the model's layer "
+                                 f"{model.layers[i].name!r} expects {shapes[2 * i + j]}")
+            weights.append(a.astype(np.float32))
+    if len(h5["layers"]) > len(model.layers):
+        raise ValueError(f"{where}: the file holds {len(h5['layers'])} layers, the model "
+                         f"{len(model.layers)}")
+    state = _read_optimizer(model, h5, where, shapes) if with_optimizer else None
+    # Everything read and checked: now the model changes, all at once.
+    if state is None:
+        model.set_weights(weights)
+    else:
+        model._net.set_state(weights, state[0], None, state[1])  # every row current
+        model._optimizer_built = True
+
+
+def _read_optimizer(model: Any, h5: Any, where: str, shapes: list) -> tuple | None:
+    """(slots per parameter, iterations) from optimizer/vars, or None when there is nothing
+    to restore (not compiled, or Keras's optimizer was not built yet)."""
+    if model._compile_config is None or "optimizer/vars" not in h5:
+        return None
+    g = h5["optimizer/vars"]
+    if len(g) == 2:  # only the iteration count and the learning rate: never stepped
+        return None
+    names, n_params = model._net.slot_names, len(shapes)
+    expected = 2 + len(names) * n_params
+    if len(g) != expected:
+        raise ValueError(f"{where}: optimizer/vars holds {len(g)} variables; "
+                         f"{type(model.optimizer).__name__} with these settings has {expected}")
+    order = [(p, names.index(s)) for group in _SLOT_GROUPS[model.optimizer.kind]
+             for p in range(n_params) for s in group if s in names]
+    slots: list[list[Any]] = [[None] * len(names) for _ in range(n_params)]
+    for j, (p, s) in enumerate(order, start=2):
+        a = np.asarray(g[str(j)])
+        if a.shape != shapes[p]:
+            raise ValueError(f"{where}: optimizer/vars/{j} has shape {a.shape}, expected {shapes[p]}")
+        slots[p][s] = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    it = np.asarray(g["0"])
+    if it.shape != () or it.dtype.kind not in "iu" or int(it) < 0:
+        raise ValueError(f"{where}: optimizer/vars/0 (the iteration count) is not an integer >= 0")
+    return slots, int(it)
+
+
+def load_keras(path: str | os.PathLike, device: str, compile: bool = True) -> Any:
+    from .models import Sequential
+
+    where = f"load_model: {os.fspath(path)!r}"
+    config, weights = _read_zip(path, "load_model")
+    if config.get("class_name") != "Sequential":
+        raise ValueError(f"{where}: a Keras {config.get('class_name')!r} model; imdbfast reads "
+                         "Sequential models of Dense layers")
+    model = Sequential.from_config(config.get("config") or {}, device=device)
+    if not model.built:
+        shape = (config.get("build_config") or {}).get("input_shape")
+        if shape is None:
+            raise ValueError(f"{where}: the model was saved unbuilt (no input shape)")
+        model.build(shape)
+    cc = config.get("compile_config")
+    if compile and cc:
+        model.compile(_optimizer_from_keras(cc.get("optimizer")), _loss_from_keras(cc.get("loss")),
+                      [_metric_from_keras(m) for m in cc.get("metrics") or []])
+    h5py = h5py_module("load_model")
+    with h5py.File(io.BytesIO(weights), "r") as h5:
+        _read_weights(model, h5, where, with_optimizer=compile)
+    return model
+
+
+def load_weights(model: Any, path: str | os.PathLike) -> None:
+    """Weights (and, when compiled, optimizer state) from a .weights.h5 or .keras file."""
+    model._require_built("load_weights")
+    where = f"load_weights: {os.fspath(path)!r}"
+    p = os.fspath(path)
+    h5py = h5py_module("load_weights")
+    if p.endswith(".keras"):
+        _, data = _read_zip(path, "load_weights")
+        source: Any = io.BytesIO(data)
+    else:
+        with open_regular(path, "load_weights") as f:
+            source = io.BytesIO(f.read())
+    try:
+        h5 = h5py.File(source, "r")
+    except OSError as e:
+        raise ValueError(f"{where}: not an HDF5 file ({e})") from None
+    with h5:
+        _read_weights(model, h5, where, with_optimizer=True)
