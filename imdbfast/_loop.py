@@ -94,8 +94,9 @@ def train(model: Sequential, cb: CallbackList, xs, ys, sw, val, batch_size: int,
 
 def evaluate_sums(model: Sequential, xs, ys, sw, threads: int, cb: CallbackList | None = None,
                   batch_size: int = 32):
-    """Loss and accuracy sums in chunks of rows (added in order: the same for any split), with
-    the test hooks of ``cb``: per batch of batch_size rows when a callback has batch hooks."""
+    """Loss and accuracy sums in chunks of rows, added in order (the same for any thread
+    count), with the test hooks of ``cb``: per batch of batch_size rows when a callback has
+    batch hooks (then grouped by batch: equal to double rounding)."""
     loss_sum = correct = 0.0
     n = xs.n_rows
     per_batch = cb is not None and cb.wants_batches("test")

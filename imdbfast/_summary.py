@@ -48,14 +48,32 @@ def _column_widths(line_length: int, positions: list[float], n: int) -> list[int
     return cells
 
 
+def _wrap(text: str, inner: int) -> list[str]:
+    """rich's cell text: words wrapped greedily at spaces, a word too long cut with an
+    ellipsis (overflow="ellipsis")."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if len(word) > inner:
+            word = word[:inner - 1] + "…"
+        if lines and len(lines[-1]) + 1 + len(word) <= inner:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def _row(cells: list[str], widths: list[int], align: list[str], sep: str) -> str:
+    wrapped = [_wrap(text, w - 2) for text, w in zip(cells, widths)]
     out = []
-    for text, w, a in zip(cells, widths, align):
-        inner = w - 2
-        body = (text.rjust(inner) if a == "right" else text.center(inner) if a == "center"
-                else text.ljust(inner))
-        out.append(" " + body + " ")
-    return sep + sep.join(out) + sep
+    for k in range(max(len(c) for c in wrapped)):
+        parts = []
+        for lines, w, a in zip(wrapped, widths, align):
+            text, inner = (lines[k] if k < len(lines) else ""), w - 2
+            body = (text.rjust(inner) if a == "right" else text.center(inner)
+                    if a == "center" else text.ljust(inner))
+            parts.append(" " + body + " ")
+        out.append(sep + sep.join(parts) + sep)
+    return "\n".join(out)
 
 
 def summary_text(model: Any, line_length: int | None = None,

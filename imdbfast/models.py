@@ -553,8 +553,8 @@ class Sequential:
     def _results(self, logs: dict, return_dict: bool) -> Any:
         """evaluate's return value: the dict, else loss and metrics in compile's order (the
         loss alone without metrics), as Keras."""
-        if return_dict:
-            return logs
+        if return_dict:  # (Keras 3's keys are sorted)
+            return {k: logs[k] for k in sorted(logs)}
         values = [logs["loss"]] + [logs[m] for m in self.metrics_names]
         return values[0] if len(values) == 1 else values
 

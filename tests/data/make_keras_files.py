@@ -1,0 +1,116 @@
+"""Makes the Keras-written files that tests/test_keras_port.py reads, with real Keras 3.
+
+    KERAS_BACKEND=jax python tests/data/make_keras_files.py      # (keras, jax, h5py installed)
+
+Writes, beside this script:
+  keras_small.keras         Input(50) -> Dense(8, relu) -> Dense(1, sigmoid), RMSprop, fitted
+  keras_small.weights.h5    the same model's save_weights
+  keras_dropout.keras       a model with a Dropout layer (imdbfast must refuse it by name)
+  keras_expected.npz        the probe rows and what Keras computed on them (see below)
+  keras_summary.json        Keras's summary() texts for several models and widths
+The data and the initial weights come from fixed NumPy seeds, so imdbfast's tests rebuild the
+same model and compare.
+"""
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ["COLUMNS"] = "200"  # summary()'s default width then is Keras's 88
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def data():
+    rng = np.random.default_rng(7)
+    x = (rng.random((96, 50)) < 0.15).astype(np.float32)
+    y = (rng.random(96) < 0.5).astype(np.float32)
+    return x, y
+
+
+def initial_weights():
+    rng = np.random.default_rng(11)
+    return [rng.uniform(-0.3, 0.3, (50, 8)).astype(np.float32), np.zeros(8, np.float32),
+            rng.uniform(-0.3, 0.3, (8, 1)).astype(np.float32), np.zeros(1, np.float32)]
+
+
+def small_model():
+    m = keras.Sequential([keras.Input(shape=(50,)), layers.Dense(8, activation="relu"),
+                          layers.Dense(1, activation="sigmoid")])
+    m.set_weights(initial_weights())
+    m.compile(optimizer=keras.optimizers.RMSprop(momentum=0.5), loss="binary_crossentropy",
+              metrics=["accuracy"])
+    return m
+
+
+class BatchLogs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.train, self.test = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.train.append([batch, logs["loss"], logs["accuracy"]])
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.test.append([batch, logs["loss"], logs["accuracy"]])
+
+
+def summaries():
+    out = {}
+    book = keras.Sequential([keras.Input(shape=(10000,)), layers.Dense(16, activation="relu"),
+                             layers.Dense(16, activation="relu"),
+                             layers.Dense(1, activation="sigmoid")])
+    text = []
+    book.summary(print_fn=text.append)
+    out["book"] = text[0]
+    text = []
+    book.summary(print_fn=text.append, line_length=70)
+    out["book_70"] = text[0]
+    text = []
+    book.summary(print_fn=text.append, show_trainable=True)
+    out["book_trainable"] = text[0]
+    unbuilt = keras.Sequential([layers.Dense(16, name="hidden"), layers.Dense(1, name="out")],
+                               name="small")
+    text = []
+    unbuilt.summary(print_fn=text.append, line_length=50)
+    out["unbuilt_50"] = text[0]
+    book.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
+    x = (np.random.default_rng(0).random((8, 10000)) < 0.01).astype(np.float32)
+    book.fit(x, np.ones(8), epochs=1, batch_size=4, verbose=0)
+    text = []
+    book.summary(print_fn=text.append)
+    out["book_fitted"] = text[0]
+    return out
+
+
+def main():
+    # First, so that the layers get Keras's first names (dense, dense_1, ...; Keras counts per
+    # process).
+    (HERE / "keras_summary.json").write_text(json.dumps(summaries(), indent=1,
+                                                        ensure_ascii=False) + "\n")
+    x, y = data()
+    m = small_model()
+    logs = BatchLogs()
+    h = m.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0, callbacks=[logs],
+              validation_data=(x[:40], y[:40]), validation_batch_size=16)
+    m.save(HERE / "keras_small.keras")
+    m.save_weights(HERE / "keras_small.weights.h5")
+    ev = m.evaluate(x, y, verbose=0, return_dict=True)
+    np.savez(HERE / "keras_expected.npz", x=x, y=y, predictions=m.predict(x, verbose=0),
+             train_batch_logs=np.array(logs.train), test_batch_logs=np.array(logs.test),
+             history=json.dumps(h.history), evaluate_keys=json.dumps(list(ev)),
+             iterations=int(m.optimizer.iterations))
+
+    d = keras.Sequential([keras.Input(shape=(50,)), layers.Dense(8, activation="relu"),
+                          layers.Dropout(0.5), layers.Dense(1, activation="sigmoid")])
+    d.save(HERE / "keras_dropout.keras")
+    print("keras", keras.__version__, "backend", keras.backend.backend(), "->", HERE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""Keras idioms ported unchanged, one per test: construction and introspection, layer objects,
+per-batch callbacks, Keras 3's files. Keras's own behaviour comes from files Keras wrote
+(tests/data, made by tests/data/make_keras_files.py) and, where Keras is installed, from Keras
+itself run in a subprocess (its backend's threads stay out of this process, which forks)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import imdbfast
+from imdbfast import callbacks, layers
+
+DATA = Path(__file__).resolve().parent / "data"
+HAVE_H5PY = importlib.util.find_spec("h5py") is not None
+needs_h5py = pytest.mark.skipif(not HAVE_H5PY, reason="h5py not installed (the keras-io extra)")
+HAVE_KERAS = (importlib.util.find_spec("keras") is not None and
+              any(importlib.util.find_spec(b) is not None for b in ("jax", "tensorflow", "torch")))
+needs_keras = pytest.mark.skipif(not HAVE_KERAS,
+                                 reason="Keras 3 with a backend (jax, tensorflow or torch) not "
+                                        "installed")
+# Keras's numbers are float32 computed in another order: 1e-6 absolute on probabilities
+# (float32's resolution near 0.5 is 6e-8; a few steps of training accumulate a few ulps).
+KERAS_ATOL = 1e-6
+
+
+def expected():
+    return np.load(DATA / "keras_expected.npz")
+
+
+def small(seed: int | None = 3, compile: bool = True) -> imdbfast.Sequential:
+    """The model of tests/data/make_keras_files.py, with Keras's initial weights."""
+    m = imdbfast.Sequential([imdbfast.Input(shape=(50,)), layers.Dense(8, activation="relu"),
+                             layers.Dense(1, activation="sigmoid")], seed=seed)
+    rng = np.random.default_rng(11)
+    m.set_weights([rng.uniform(-0.3, 0.3, (50, 8)).astype(np.float32), np.zeros(8, np.float32),
+                   rng.uniform(-0.3, 0.3, (8, 1)).astype(np.float32), np.zeros(1, np.float32)])
+    if compile:
+        m.compile(imdbfast.optimizers.RMSprop(momentum=0.5), "binary_crossentropy", ["accuracy"])
+    return m
+
+
+def book(**kw) -> imdbfast.Sequential:
+    return imdbfast.Sequential([imdbfast.Input(shape=(10000,)),
+                                layers.Dense(16, activation="relu"),
+                                layers.Dense(16, activation="relu"),
+                                layers.Dense(1, activation="sigmoid")], **kw)
+
+
+# ---- construction and introspection ---------------------------------------------------------
+def test_input_at_the_top_level_builds_the_model_at_construction():
+    m = book(seed=1)
+    assert m.built and m.count_params() == 160305
+    w = m.get_weights()
+    assert [a.shape for a in w] == [(10000, 16), (16,), (16, 16), (16,), (16, 1), (1,)]
+    m.set_weights([np.zeros_like(a) for a in w])
+    assert all(not a.any() for a in m.get_weights())
+
+
+def test_input_dim_or_input_shape_on_the_first_layer_also_builds():
+    for first in (layers.Dense(4, input_dim=30), layers.Dense(4, input_shape=(30,))):
+        m = imdbfast.Sequential([first, layers.Dense(1)])
+        assert m.built and m.input_shape == (None, 30) and m.output_shape == (None, 1)
+
+
+def test_add_builds_and_keeps_the_earlier_weights():
+    m = imdbfast.Sequential([imdbfast.Input((30,))], seed=4)
+    assert not m.built
+    m.add(layers.Dense(4, "relu"))
+    first = m.get_weights()
+    m.add(layers.Dense(1, "sigmoid"))
+    np.testing.assert_array_equal(m.get_weights()[0], first[0])
+    # the same draws as the model built in one go
+    whole = imdbfast.Sequential([imdbfast.Input((30,)), layers.Dense(4, "relu"),
+                                 layers.Dense(1, "sigmoid")], seed=4)
+    for a, b in zip(m.get_weights(), whole.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    popped = m.pop()
+    assert popped.units == 1 and len(m.get_weights()) == 2
+    np.testing.assert_array_equal(m.get_weights()[0], first[0])
+
+
+@pytest.mark.parametrize("shape", [(None, 30), [None, 30], (30,), 30])
+def test_build_takes_keras_input_shapes(shape):
+    m = imdbfast.Sequential([layers.Dense(4), layers.Dense(1)])
+    assert not m.built
+    with pytest.raises(RuntimeError, match="not built"):
+        m.get_weights()
+    m.build(input_shape=shape)
+    assert m.built and m.input_shape == (None, 30)
+    with pytest.raises(ValueError, match="built for input shape"):
+        m.build((None, 31))
+
+
+def test_build_refuses_bad_shapes():
+    m = imdbfast.Sequential([layers.Dense(4)])
+    for bad in ((None, 3, 4), (None, 0), "30", (None, -1)):
+        with pytest.raises((ValueError, TypeError)):
+            m.build(bad)
+    assert not m.built
+
+
+def test_summary_is_keras_3s_text(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # Keras's default width (88) in the files too
+    keras_text = json.loads((DATA / "keras_summary.json").read_text())
+    m = book(seed=0)
+    got = []
+    m.summary(print_fn=got.append)
+    assert got == [keras_text["book"]]
+    got = []
+    m.summary(print_fn=got.append, line_length=70)
+    assert got == [keras_text["book_70"]]
+    got = []
+    m.summary(print_fn=got.append, show_trainable=True)
+    assert got == [keras_text["book_trainable"]]
+    m.compile("rmsprop", "binary_crossentropy", ["accuracy"])
+    m.fit(np.eye(8, 10000, dtype=np.float32), np.ones(8), batch_size=4, verbose=0)
+    got = []
+    m.summary(print_fn=got.append)
+    assert got == [keras_text["book_fitted"]]  # with the optimizer's variables
+
+
+def test_summary_of_an_unbuilt_model_wraps_as_keras(capsys):
+    keras_text = json.loads((DATA / "keras_summary.json").read_text())
+    m = imdbfast.Sequential([layers.Dense(16, name="hidden"), layers.Dense(1, name="out")],
+                            name="small")
+    m.summary(line_length=50)  # no print_fn: printed
+    assert capsys.readouterr().out == keras_text["unbuilt_50"]
+
+
+def test_layers_are_named_as_keras_names_them():
+    m = imdbfast.Sequential([layers.Dense(4, name="hidden"), layers.Dense(4), layers.Dense(1)])
+    assert [l.name for l in m.layers] == ["hidden", "dense", "dense_1"]
+    assert m.get_layer("dense_1") is m.layers[2] and m.get_layer(index=0).name == "hidden"
+    with pytest.raises(ValueError, match="No such layer: nope"):
+        m.get_layer("nope")
+    with pytest.raises(ValueError, match="unique names"):
+        m.add(layers.Dense(2, name="hidden"))
+    with pytest.raises(ValueError, match="already belongs"):
+        imdbfast.Sequential([m.layers[0]])
+    for bad in ("", "a/b", 3):
+        with pytest.raises(ValueError, match="name"):
+            layers.Dense(2, name=bad)
+
+
+def test_layer_objects_hold_their_weights_in_the_model():
+    m = small()
+    d = m.layers[0]
+    assert (d.units, d.activation, d.trainable, d.count_params()) == (8, "relu", True, 408)
+    k, b = d.get_weights()
+    np.testing.assert_array_equal(d.kernel, k)
+    np.testing.assert_array_equal(d.kernel.numpy(), k)
+    assert d.kernel.path == "dense/kernel" and d.bias.name == "bias"
+    d.kernel[:] = 0  # a copy: the model is unchanged
+    np.testing.assert_array_equal(m.get_weights()[0], k)
+    d.set_weights([k * 2, b + 1])
+    np.testing.assert_array_equal(m.get_weights()[0], k * 2)
+    np.testing.assert_array_equal(m.get_weights()[1], b + 1)
+    with pytest.raises(ValueError, match="shape"):
+        d.set_weights([k.T, b])
+    np.testing.assert_array_equal(m.get_weights()[0], k * 2)  # unchanged by the refusal
+    assert [w.path for w in m.weights] == ["dense/kernel", "dense/bias", "dense_1/kernel",
+                                           "dense_1/bias"]
+    assert len(m.trainable_weights) == 4 and m.non_trainable_weights == []
+    assert d.input_shape == (None, 50) and m.layers[1].input_shape == (None, 8)
+    with pytest.raises(RuntimeError, match="not built"):
+        layers.Dense(3).kernel
+
+
+def test_configs_are_keras_3s():
+    m = small()
+    cfg = m.get_config()
+    assert [l["class_name"] for l in cfg["layers"]] == ["InputLayer", "Dense", "Dense"]
+    assert cfg["build_input_shape"] == [None, 50]
+    dense = cfg["layers"][1]["config"]
+    assert dense["units"] == 8 and dense["activation"] == "relu" and dense["use_bias"] is True
+    assert dense["kernel_initializer"]["class_name"] == "GlorotUniform"
+    c = imdbfast.Sequential.from_config(cfg)
+    assert c.get_config() == cfg and c.built
+    # a config Keras wrote (a .keras file's config.json)
+    with zipfile.ZipFile(DATA / "keras_small.keras") as z:
+        keras_cfg = json.loads(z.read("config.json"))["config"]
+    k = imdbfast.Sequential.from_config(keras_cfg)
+    assert [l.units for l in k.layers] == [8, 1] and k.input_shape == (None, 50)
+    with zipfile.ZipFile(DATA / "keras_dropout.keras") as z:
+        dropout_cfg = json.loads(z.read("config.json"))["config"]
+    with pytest.raises(ValueError, match="Dropout"):
+        imdbfast.Sequential.from_config(dropout_cfg)
+    with pytest.raises(ValueError, match="use_bias"):
+        layers.Dense(3, use_bias=False)
+    with pytest.raises(ValueError, match="kernel_regularizer"):
+        layers.Dense(3, kernel_regularizer="l2")
+
+
+def test_calling_the_model_and_the_on_batch_methods():
+    e = expected()
+    x, y = e["x"], e["y"]
+    m = small()
+    np.testing.assert_array_equal(m(x), m.predict(x, verbose=0))
+    np.testing.assert_array_equal(m.predict_on_batch(x), m.predict(x, verbose=0))
+    assert m.test_on_batch(x, y) == m.evaluate(x, y, verbose=0)
+    assert list(m.test_on_batch(x, y, return_dict=True)) == ["accuracy", "loss"]
+    # train_on_batch: one step on all rows = fit with one batch, no shuffle (bitwise)
+    twin = small()
+    loss, acc = m.train_on_batch(x, y)
+    h = twin.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    assert (loss, acc) == (h.history["loss"][0], h.history["accuracy"][0])
+    for a, b in zip(m.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="compile"):
+        small(compile=False).train_on_batch(x, y)
+
+
+def test_evaluate_keys_and_zero_epochs_as_keras():
+    e = expected()
+    m = small()
+    assert list(m.evaluate(e["x"], e["y"], verbose=0, return_dict=True)) == \
+        json.loads(str(e["evaluate_keys"]))
+    before = m.get_weights()
+    h = m.fit(e["x"], e["y"], epochs=0, verbose=0)
+    assert h.history == {} and h.epoch == []
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---- callbacks per batch ----------------------------------------------------------------------
+class Recorder(callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.events: list = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.events.append(("train_begin", batch, logs))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.events.append(("train", batch, dict(logs)))
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.events.append(("test", batch, dict(logs)))
+
+    def on_test_begin(self, logs=None):
+        self.events.append(("test_begin", None, logs))
+
+
+def test_batch_hooks_run_per_batch_with_keras_logs():
+    """Against the logs Keras passed (keras_expected.npz): the same batches, the running mean
+    of the loss and accuracy since the epoch began."""
+    e = expected()
+    x, y = e["x"], e["y"]
+    m = small()
+    rec = Recorder()
+    h = m.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0, callbacks=[rec],
+              validation_data=(x[:40], y[:40]), validation_batch_size=16)
+    train = np.array([[b, l["loss"], l["accuracy"]] for k, b, l in rec.events if k == "train"])
+    test = np.array([[b, l["loss"], l["accuracy"]] for k, b, l in rec.events if k == "test"])
+    np.testing.assert_array_equal(train[:, 0], e["train_batch_logs"][:, 0])
+    np.testing.assert_allclose(train[:, 1:], e["train_batch_logs"][:, 1:], rtol=1e-5, atol=0)
+    np.testing.assert_array_equal(test[:, 0], e["test_batch_logs"][:, 0])
+    np.testing.assert_allclose(test[:, 1:], e["test_batch_logs"][:, 1:], rtol=1e-5, atol=0)
+    assert [k for k, _, _ in rec.events].count("train_begin") == 12
+    assert all(l == {} for k, _, l in rec.events if k in ("train_begin", "test_begin"))
+    # the last batch's running logs are the epoch's
+    assert train[5, 1] == h.history["loss"][0] and train[11, 1] == h.history["loss"][1]
+    keras_history = json.loads(str(e["history"]))
+    for k, v in keras_history.items():
+        np.testing.assert_allclose(h.history[k], v, rtol=1e-5, err_msg=k)
+
+
+def test_returning_per_batch_changes_no_bit():
+    e = expected()
+    a, b = small(), small()
+    a.fit(e["x"], e["y"], epochs=3, batch_size=8, verbose=0, seed=5)
+    b.fit(e["x"], e["y"], epochs=3, batch_size=8, verbose=0, seed=5, callbacks=[Recorder()])
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert a.history.history == b.history.history
+
+
+def test_legacy_batch_hooks_and_lambda_callbacks():
+    e = expected()
+    seen = []
+
+    class Legacy(callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            seen.append(("legacy", batch))
+
+    lam = callbacks.LambdaCallback(on_batch_begin=lambda b, logs: seen.append(("lambda", b)))
+    small().fit(e["x"], e["y"], epochs=1, batch_size=32, verbose=0, callbacks=[Legacy(), lam])
+    assert seen == [("lambda", 0), ("legacy", 0), ("lambda", 1), ("legacy", 1), ("lambda", 2),
+                    ("legacy", 2)]
+    with pytest.raises(TypeError, match="unknown hook"):
+        callbacks.LambdaCallback(on_batch_finish=print)
+
+
+def test_evaluate_and_predict_take_callbacks():
+    e = expected()
+    m = small()
+    rec = Recorder()
+    whole = m.evaluate(e["x"], e["y"], verbose=0)
+    # per batch: the sums grouped differently, equal to double rounding
+    assert m.evaluate(e["x"], e["y"], batch_size=40, verbose=0, callbacks=[rec]) == \
+        pytest.approx(whole, rel=1e-12)
+    tests = [b for k, b, _ in rec.events if k == "test"]
+    assert tests == [0, 1, 2] and rec.events[0][0] == "test_begin"
+    outputs = []
+    p = m.predict(e["x"], batch_size=40, verbose=0, callbacks=[callbacks.LambdaCallback(
+        on_predict_batch_end=lambda b, logs: outputs.append((b, logs["outputs"].copy())))])
+    assert [b for b, _ in outputs] == [0, 1, 2]
+    np.testing.assert_array_equal(np.concatenate([o for _, o in outputs]), p)
+
+
+# ---- Keras 3's files --------------------------------------------------------------------------
+@needs_h5py
+def test_keras_files_written_by_keras_load():
+    e = expected()
+    m = imdbfast.load_model(DATA / "keras_small.keras")
+    with zipfile.ZipFile(DATA / "keras_small.keras") as z:
+        names = [l["config"]["name"] for l in json.loads(z.read("config.json"))["config"]["layers"]
+                 if l["class_name"] == "Dense"]
+    assert [l.name for l in m.layers] == names  # Keras's names kept
+    assert type(m.optimizer).__name__ == "RMSprop" and m.optimizer.get_config()["momentum"] == 0.5
+    assert m._net.iterations == int(e["iterations"])
+    np.testing.assert_allclose(m.predict(e["x"], verbose=0), e["predictions"], atol=KERAS_ATOL,
+                               rtol=0)
+    w = small()
+    w.load_weights(DATA / "keras_small.weights.h5")
+    np.testing.assert_allclose(w.predict(e["x"], verbose=0), e["predictions"], atol=KERAS_ATOL,
+                               rtol=0)
+    with pytest.raises(ValueError, match="Dropout"):
+        imdbfast.load_model(DATA / "keras_dropout.keras")
+
+
+@needs_h5py
+def test_keras_file_round_trip(tmp_path):
+    e = expected()
+    m = small()
+    m.fit(e["x"], e["y"], epochs=2, batch_size=16, verbose=0, seed=1)
+    m.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        assert sorted(z.namelist()) == ["config.json", "metadata.json", "model.weights.h5"]
+        config = json.loads(z.read("config.json"))
+    assert config["class_name"] == "Sequential" and config["compile_config"]["loss"] == \
+        "binary_crossentropy"
+    c = imdbfast.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(c.predict(e["x"], verbose=0), m.predict(e["x"], verbose=0))
+    assert c._net.iterations == m._net.iterations
+    # continued training: the slots came back (caught up, so equal to float rounding)
+    m.fit(e["x"], e["y"], epochs=1, batch_size=16, verbose=0, seed=2)
+    c.fit(e["x"], e["y"], epochs=1, batch_size=16, verbose=0, seed=2)
+    for a, b in zip(m.get_weights(), c.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    m.save_weights(tmp_path / "m.weights.h5")
+    fresh = small()
+    fresh.load_weights(tmp_path / "m.weights.h5")
+    np.testing.assert_array_equal(fresh.get_weights()[0], m.get_weights()[0])
+
+
+@needs_h5py
+def test_keras_files_refuse_bad_input_and_change_nothing(tmp_path):
+    m = small()
+    with pytest.raises(ValueError, match="legacy Keras H5"):
+        m.save(tmp_path / "m.h5")
+    with pytest.raises(ValueError, match="legacy Keras H5"):
+        imdbfast.load_model(tmp_path / "m.h5")
+    with pytest.raises(ValueError, match=r"must end in `\.weights\.h5`"):
+        m.save_weights(tmp_path / "m.h5")
+    (tmp_path / "bad.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable .keras file"):
+        imdbfast.load_model(tmp_path / "bad.keras")
+    with pytest.raises(ValueError, match="file not found"):
+        imdbfast.load_model(tmp_path / "missing.keras")
+    other = imdbfast.Sequential([imdbfast.Input((50,)), layers.Dense(7), layers.Dense(1)])
+    other.save_weights(tmp_path / "o.weights.h5")
+    before = m.get_weights()
+    with pytest.raises(ValueError, match="expects"):
+        m.load_weights(tmp_path / "o.weights.h5")
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    m.save(tmp_path / "o.keras")
+    with pytest.raises(FileExistsError):
+        m.save(tmp_path / "o.keras", overwrite=False)
+
+
+def test_keras_files_without_h5py_name_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    m = small()
+    with pytest.raises(ImportError, match=r"imdbfast\[keras-io\]"):
+        m.save(tmp_path / "m.keras")
+    with pytest.raises(ImportError, match=r"imdbfast\[keras-io\]"):
+        imdbfast.load_model(DATA / "keras_small.keras")
+    assert not (tmp_path / "m.keras").exists()
+    m.save(tmp_path / "m.npz")  # imdbfast's own format needs nothing
+
+
+_KERAS_SIDE = r"""
+import importlib.util, os, sys
+os.environ.setdefault("KERAS_BACKEND", next(b for b in ("jax", "tensorflow", "torch")
+                                            if importlib.util.find_spec(b)))
+import numpy as np, keras
+folder = sys.argv[1]
+x = np.load(os.path.join(folder, "x.npy"))
+ours = keras.models.load_model(os.path.join(folder, "ours.keras"))
+mine = keras.Sequential([keras.Input(shape=(50,)), keras.layers.Dense(8, activation="relu"),
+                         keras.layers.Dense(1, activation="sigmoid")])
+mine.load_weights(os.path.join(folder, "ours.weights.h5"))
+np.savez(os.path.join(folder, "keras_out.npz"), model=ours.predict(x, verbose=0),
+         weights=mine.predict(x, verbose=0), iterations=int(ours.optimizer.iterations))
+"""
+
+
+@needs_h5py
+@needs_keras
+def test_keras_reads_what_imdbfast_writes(tmp_path):
+    e = expected()
+    m = small()
+    m.fit(e["x"], e["y"], epochs=2, batch_size=16, verbose=0, seed=1)
+    m.save(tmp_path / "ours.keras")
+    m.save_weights(tmp_path / "ours.weights.h5")
+    np.save(tmp_path / "x.npy", e["x"])
+    r = subprocess.run([sys.executable, "-c", _KERAS_SIDE, str(tmp_path)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = np.load(tmp_path / "keras_out.npz")
+    ours = m.predict(e["x"], verbose=0)
+    np.testing.assert_allclose(out["model"], ours, atol=KERAS_ATOL, rtol=0)
+    np.testing.assert_allclose(out["weights"], ours, atol=KERAS_ATOL, rtol=0)
+    assert int(out["iterations"]) == m._net.iterations
