@@ -60,6 +60,15 @@ void def_net(py::class_<N, std::shared_ptr<N>>& c) {
             Write lock(n.mutex());
             n.set_iterations(it);
         })
+        .def_property("learning_rate", [](const N& n) { return n.spec().optimizer.learning_rate; },
+                      [](N& n, py::object v) {
+            const double lr = float_arg(v, "learning_rate");
+            if (!std::isfinite(lr) || lr < 0)
+                throw std::invalid_argument("learning_rate: must be finite and >= 0, got " +
+                                            std::string(py::repr(v)));
+            Write lock(n.mutex());
+            n.set_learning_rate(lr);
+        }, "The optimizer's learning rate for the next steps.")
         .def("get_weights", [weights](const N& n) {
             Read lock(n.mutex());
             return weights(n);

@@ -61,6 +61,12 @@ class Net {
     int n_slots() const { return slots_layout_.count; }
     const cpu::OptimizerSlots& slot_layout() const { return slots_layout_; }
     int64_t iterations() const { return iterations_.load(std::memory_order_relaxed); }
+    // The learning rate of the next steps (callbacks and schedules change it between training
+    // calls; the lazy rows' catch-up does not depend on it). The caller holds the lock.
+    void set_learning_rate(double lr) {
+        spec_.optimizer.learning_rate = lr;
+        opt_.learning_rate = lr;
+    }
     // Sets the step counter, W1's lazy rows brought up to date first.
     void set_iterations(int64_t it);
     void get_param(int p, float* out) const;

@@ -55,6 +55,12 @@ class DeviceNet {
     int n_slots() const { return slots_layout_.count; }
     const cpu::OptimizerSlots& slot_layout() const { return slots_layout_; }
     int64_t iterations() const { return iterations_.load(std::memory_order_relaxed); }
+    // The learning rate of the next steps (callbacks and schedules change it between training
+    // calls; the lazy rows' catch-up does not depend on it). The caller holds the lock.
+    void set_learning_rate(double lr) {
+        spec_.optimizer.learning_rate = lr;
+        opt_.learning_rate = lr;
+    }
     void set_iterations(int64_t it) { iterations_ = it; }
     void get_param(int p, float* out) const;
     void set_param(int p, const float* in);

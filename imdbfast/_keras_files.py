@@ -86,7 +86,7 @@ def _write_weights(model: Any, f: Any) -> None:
 
 
 def compile_config(model: Any) -> dict | None:
-    c = model._compile_config
+    c = model.get_compile_config()
     if c is None:
         return None
     opt = c["optimizer"]

@@ -76,6 +76,7 @@ def train(model: Sequential, cb: CallbackList, xs, ys, sw, val, batch_size: int,
         for b0 in range(0, steps, per_chunk):
             b1 = min(steps, b0 + per_chunk)
             cb.on_train_batch_begin(b0)
+            model._push_learning_rate()
             ls, cs, r, _, _ = model._net.train_batches(xs, ys, sw, order, batch_size, b0, b1,
                                                        threads)
             loss_sum, correct, rows = loss_sum + ls, correct + cs, rows + r

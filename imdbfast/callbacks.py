@@ -309,3 +309,11 @@ class ProgbarLogger(Callback):
         prefix = "\r" if self.verbose == 1 and getattr(out, "isatty", lambda: False)() else ""
         out.write(prefix + self._line(self.params["steps"], logs or {}, final=True) + "\n")
         out.flush()
+
+
+from ._monitors import (CSVLogger, LearningRateScheduler, ModelCheckpoint,  # noqa: E402
+                        ReduceLROnPlateau, TerminateOnNaN)
+
+__all__ = ["CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History", "LambdaCallback",
+           "LearningRateScheduler", "ModelCheckpoint", "ProgbarLogger", "ReduceLROnPlateau",
+           "TerminateOnNaN"]

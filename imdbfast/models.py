@@ -203,7 +203,9 @@ class Sequential:
 
     def get_compile_config(self) -> dict | None:
         """compile's settings (None before compile): what ``compile_from_config`` takes."""
-        return None if self._compile_config is None else dict(self._compile_config)
+        if self._compile_config is None:
+            return None  # (the optimizer as it is now: its learning rate may have changed)
+        return dict(self._compile_config, optimizer=_optimizers.serialize(self.optimizer))
 
     def compile_from_config(self, config: dict) -> None:
         self.compile(_optimizers.get(config["optimizer"]), config["loss_name"], config["metrics"],
@@ -377,7 +379,9 @@ class Sequential:
 
         steps = -(-n // batch_size)
         history = History()
-        cbs = [history] + ([ProgbarLogger(verbose)] if verbose else []) + list(callbacks or [])
+        # As Keras: History and the progress bar last, so they see what callbacks add to the
+        # logs (ReduceLROnPlateau's learning_rate).
+        cbs = list(callbacks or []) + [history] + ([ProgbarLogger(verbose)] if verbose else [])
         params = {"verbose": verbose, "epochs": epochs, "steps": steps}
         cb = CallbackList(cbs, self, params)
         history.params = params
@@ -457,6 +461,7 @@ class Sequential:
         xs, ys = _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y")
         sw = _inputs.placed_array(self, sw, "sample_weight")
         self._optimizer_built = True
+        self._push_learning_rate()
         loss_sum, correct, rows, _, _ = self._net.train_batches(
             xs, ys, sw, np.arange(n, dtype=np.int64), n, 0, 1, self._threads(threads))
         return self._results(self._logs(loss_sum, correct, rows), return_dict)
@@ -549,6 +554,12 @@ class Sequential:
         if self.seed is not None:
             return int(np.random.SeedSequence([self.seed, 1]).generate_state(1, np.uint64)[0])
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+
+    def _push_learning_rate(self) -> None:
+        """The optimizer's learning rate, as callbacks may have set it, into the Net."""
+        lr = self.optimizer.learning_rate
+        if lr != self._net.learning_rate:
+            self._net.learning_rate = lr
 
     def _results(self, logs: dict, return_dict: bool) -> Any:
         """evaluate's return value: the dict, else loss and metrics in compile's order (the

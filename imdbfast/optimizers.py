@@ -18,9 +18,21 @@ class Optimizer:
     kind = ""
 
     def __init__(self, learning_rate: float, **hyper: Any):
-        self.learning_rate = check_float("learning_rate", learning_rate)
+        self._learning_rate = check_float("learning_rate", learning_rate)
         self._hyper = hyper
         _core.check_optimizer(self._spec())  # the ranges: checked once, by the core
+
+    @property
+    def learning_rate(self) -> float:
+        """The step size. Assigning it (as Keras's ``optimizer.learning_rate = ...``, what
+        ReduceLROnPlateau and LearningRateScheduler do) takes effect from the next step."""
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        lr = check_float("learning_rate", value)
+        _core.check_optimizer({**self._spec(), "learning_rate": lr})
+        self._learning_rate = lr
 
     def get_config(self) -> dict:
         return {"learning_rate": self.learning_rate, **self._hyper}

@@ -432,3 +432,101 @@ def test_keras_reads_what_imdbfast_writes(tmp_path):
     np.testing.assert_allclose(out["model"], ours, atol=KERAS_ATOL, rtol=0)
     np.testing.assert_allclose(out["weights"], ours, atol=KERAS_ATOL, rtol=0)
     assert int(out["iterations"]) == m._net.iterations
+
+
+# ---- Keras's callbacks ------------------------------------------------------------------------
+def keras_callback_runs():
+    return json.loads(str(expected()["callbacks"]))
+
+
+def test_reduce_lr_on_plateau_and_csv_logger_as_keras(tmp_path):
+    e, k = expected(), keras_callback_runs()
+    m = small()
+    h = m.fit(e["x"], e["y"], epochs=6, batch_size=16, shuffle=False, verbose=0,
+              validation_data=(e["x"][:40], e["y"][:40]),
+              callbacks=[callbacks.ReduceLROnPlateau(monitor="loss", patience=1, factor=0.5,
+                                                     min_delta=0.01),
+                         callbacks.CSVLogger(tmp_path / "log.csv")])
+    # the learning rates are decisions (float32 values, as Keras reads its variable): exact
+    assert h.history["learning_rate"] == k["plateau_history"]["learning_rate"]
+    for key, v in k["plateau_history"].items():
+        np.testing.assert_allclose(h.history[key], v, rtol=1e-5, err_msg=key)
+    ours = list(csv_rows(tmp_path / "log.csv"))
+    theirs = list(csv_rows(k["csv"]))
+    assert ours[0] == theirs[0]  # the header
+    np.testing.assert_allclose(np.array(ours[1:], float), np.array(theirs[1:], float), rtol=1e-5)
+
+
+def csv_rows(source):
+    import csv
+    import io
+
+    text = Path(source).read_text() if isinstance(source, Path) else source
+    return csv.reader(io.StringIO(text))
+
+
+def test_learning_rate_scheduler_as_keras():
+    e, k = expected(), keras_callback_runs()
+    m = small()
+    h = m.fit(e["x"], e["y"], epochs=3, batch_size=16, shuffle=False, verbose=0, callbacks=[
+        callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5 if epoch else 0.01)])
+    np.testing.assert_allclose(h.history["learning_rate"],
+                               k["scheduler_history"]["learning_rate"], rtol=1e-7)
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(h.history[key], k["scheduler_history"][key], rtol=1e-5)
+    assert m.optimizer.learning_rate == pytest.approx(0.0025)
+    with pytest.raises(ValueError, match="should be a float"):
+        m.fit(e["x"], e["y"], verbose=0,
+              callbacks=[callbacks.LearningRateScheduler(lambda epoch: "fast")])
+    with pytest.raises(ValueError, match="learning_rate"):
+        m.optimizer.learning_rate = -1.0
+
+
+@needs_h5py
+def test_model_checkpoint_formats_paths_and_keeps_the_best(tmp_path):
+    e = expected()
+    m = small()
+    pattern = str(tmp_path / "ck" / "m-{epoch:02d}-{val_loss:.3f}.keras")
+    best = callbacks.ModelCheckpoint(pattern, save_best_only=True, monitor="val_accuracy")
+    every = callbacks.ModelCheckpoint(str(tmp_path / "w-{epoch}.weights.h5"),
+                                      save_weights_only=True)
+    batches = callbacks.ModelCheckpoint(str(tmp_path / "b-{epoch}-{batch}.keras"), save_freq=4)
+    h = m.fit(e["x"], e["y"], epochs=3, batch_size=16, verbose=0, seed=3,
+              validation_data=(e["x"][:40], e["y"][:40]), callbacks=[best, every, batches])
+    saved = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    accs = h.history["val_accuracy"]
+    improved = [i for i in range(3) if accs[i] > max(accs[:i], default=-1)]
+    assert saved == sorted(f"m-{i + 1:02d}-{h.history['val_loss'][i]:.3f}.keras" for i in improved)
+    assert sorted(p.name for p in tmp_path.glob("w-*")) == ["w-1.weights.h5", "w-2.weights.h5",
+                                                          "w-3.weights.h5"]
+    # 6 batches per epoch, a save every 4: after batches 4 and 8 and 12 and 16
+    assert sorted(p.name for p in tmp_path.glob("b-*")) == ["b-1-4.keras", "b-2-2.keras",
+                                                          "b-2-6.keras", "b-3-4.keras"]
+    last = imdbfast.load_model(tmp_path / "b-3-4.keras")
+    assert last.count_params() == m.count_params()
+    with pytest.raises(ValueError, match="must end in `.keras`"):
+        callbacks.ModelCheckpoint(str(tmp_path / "m.npz"))
+    with pytest.raises(ValueError, match="save_freq"):
+        callbacks.ModelCheckpoint(str(tmp_path / "m.keras"), save_freq="sometimes")
+    with pytest.raises(KeyError, match="Failed to format"):
+        small().fit(e["x"], e["y"], verbose=0, callbacks=[
+            callbacks.ModelCheckpoint(str(tmp_path / "{nope}.keras"))])
+
+
+def test_terminate_on_nan_stops_at_the_batch():
+    e = expected()
+
+    def overflowing():  # a linear output whose float32 products overflow: an infinite loss
+        m = imdbfast.Sequential([imdbfast.Input((50,)), layers.Dense(8, "relu"), layers.Dense(1)])
+        m.compile("sgd", "mse")
+        m.set_weights([np.full(w.shape, 1e20, np.float32) for w in m.get_weights()])
+        return m
+
+    seen = []
+    h = overflowing().fit(e["x"], e["y"], epochs=3, batch_size=16, verbose=0, callbacks=[
+        callbacks.TerminateOnNaN(),
+        callbacks.LambdaCallback(on_batch_end=lambda b, logs: seen.append(b))])
+    assert seen == [0] and len(h.epoch) == 1 and not np.isfinite(h.history["loss"][0])
+    with pytest.raises(RuntimeError, match="NaN or Inf loss"):
+        overflowing().fit(e["x"], e["y"], verbose=0,
+                          callbacks=[callbacks.TerminateOnNaN(raise_error=True)])

@@ -88,6 +88,23 @@ def summaries():
     return out
 
 
+def learning_rate_runs(x, y):
+    """The learning-rate callbacks and the CSV log, each on a fresh copy of the model."""
+    s = small_model()
+    csv_path = HERE / "_log.csv"
+    hs = s.fit(x, y, epochs=6, batch_size=16, shuffle=False, verbose=0,
+               validation_data=(x[:40], y[:40]),
+               callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=1,
+                                                            factor=0.5, min_delta=0.01),
+                          keras.callbacks.CSVLogger(csv_path)])
+    csv_text = csv_path.read_text()
+    csv_path.unlink()
+    t = small_model()
+    ht = t.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0, callbacks=[
+        keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5 if epoch else 0.01)])
+    return {"plateau_history": hs.history, "csv": csv_text, "scheduler_history": ht.history}
+
+
 def main():
     # First, so that the layers get Keras's first names (dense, dense_1, ...; Keras counts per
     # process).
@@ -104,7 +121,8 @@ def main():
     np.savez(HERE / "keras_expected.npz", x=x, y=y, predictions=m.predict(x, verbose=0),
              train_batch_logs=np.array(logs.train), test_batch_logs=np.array(logs.test),
              history=json.dumps(h.history), evaluate_keys=json.dumps(list(ev)),
-             iterations=int(m.optimizer.iterations))
+             iterations=int(m.optimizer.iterations),
+             callbacks=json.dumps(learning_rate_runs(x, y)))
 
     d = keras.Sequential([keras.Input(shape=(50,)), layers.Dense(8, activation="relu"),
                           layers.Dropout(0.5), layers.Dense(1, activation="sigmoid")])
