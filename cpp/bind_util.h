@@ -323,8 +323,7 @@ inline NetSpec parse_spec(const py::dict& d) {
         for (const char* k : {"kernel_l1", "kernel_l2"})
             if (l.contains(k) && float_arg(l[k], k) != 0.0)
                 throw std::invalid_argument(at + ": " + k + " is not implemented yet");
-        if (l.contains("trainable") && !bool_arg(l["trainable"], "trainable"))
-            throw std::invalid_argument(at + ": frozen layers (trainable=False) are not implemented yet");
+        if (l.contains("trainable")) ls.trainable = bool_arg(l["trainable"], "trainable");
         s.layers.push_back(ls);
     }
     s.loss = parse_loss(py::str(d["loss"]));

@@ -271,12 +271,17 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
     // a 1-wide one).
     struct Task { int p; int64_t row0, row1; };
     std::vector<Task> tasks;
+    // A frozen layer (trainable=False) has no tasks: no gradient, no update, as Keras leaves
+    // non-trainable variables out of the optimizer.
     for (int l = 1; l < L; ++l) {
+        if (!spec_.layers[l].trainable) continue;
         const int64_t step = dims_[l + 1] == 1 ? dims_[l] : 4;
         for (int64_t i = 0; i < dims_[l]; i += step)
             tasks.push_back({NetSpec::kernel(l), i, std::min(dims_[l], i + step)});
     }
-    for (int l = 0; l < L; ++l) tasks.push_back({NetSpec::bias(l), 0, 1});
+    for (int l = 0; l < L; ++l)
+        if (spec_.layers[l].trainable) tasks.push_back({NetSpec::bias(l), 0, 1});
+    const bool train_first = spec_.layers[0].trainable;
     std::vector<int64_t> task_cost(tasks.size() + 1, 0);  // prefix sums
     for (size_t k = 0; k < tasks.size(); ++k)
         task_cost[k + 1] = task_cost[k] +
@@ -371,11 +376,12 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                     total.add_batch(loss_row.data(), correct_row.data(), Bb,
                                     batch_loss ? batch_loss + s : nullptr,
                                     batch_acc ? batch_acc + s : nullptr);
-                if (k0 < k1)
+                if (k0 < k1 && train_first)
                     cpu::sparse_backward_scatter(G, flag, xv, pos, K, rows, Bb, dz[0].data(), H0,
                                                  k0, k1);
                 const int64_t n_touched = cpu::collect_flagged(touched, flag, cb[tid], cb[tid + 1]);
-                if (lazy) {  // the touched rows only; the others catch up when next touched
+                if (!train_first) {  // frozen: W1 and its slots stay as they are
+                } else if (lazy) {  // the touched rows only; the others catch up when next touched
                     cpu::optimizer_update_touched(opt_, it, params_[0].data(), G, sp[0].data(), H0,
                                                   touched, n_touched, synced_.data());
                 } else {  // every row moves: a dense update of this thread's rows

@@ -18,8 +18,9 @@ namespace imdbfast {
 enum LayerKind : int { LAYER_DENSE = 0 };
 
 // One layer. The fields after `activation` say what Keras's layers may also say; parse_spec
-// refuses any value the kernels do not implement yet (a Dropout rate, a kernel penalty, a
-// frozen layer), so a new feature starts by accepting its field there.
+// refuses any value the kernels do not implement yet (a Dropout rate, a kernel penalty), so a
+// new feature starts by accepting its field there. A frozen layer (trainable false) keeps its
+// weights and slots in training.
 struct LayerSpec {
     int kind = LAYER_DENSE;
     int64_t units = 0;  // outputs

@@ -28,6 +28,15 @@ DeviceNet::DeviceNet(int device, NetSpec spec)
     offset_.assign(1, 0);
     for (int p = 0; p < n_params(); ++p) offset_.push_back(offset_.back() + spec_.param_size(p));
     const int64_t P = offset_.back();
+    // The flat ranges the optimizer updates: runs of trainable parameters (a frozen layer's
+    // weights and slots stay as they are).
+    for (int p = 0; p < n_params(); ++p) {
+        if (!spec_.layers[NetSpec::layer_of(p)].trainable) continue;
+        if (!train_runs_.empty() && train_runs_.back().second == offset_[p])
+            train_runs_.back().second = offset_[p + 1];
+        else
+            train_runs_.push_back({offset_[p], offset_[p + 1]});
+    }
     params_.resize(P);
     grads_.resize(P);
     fill_zero(params_.data(), P);
@@ -169,8 +178,13 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
         float* G = grads_.data();
         small_grads(G, offset_dev_.data(), dims_dev_.data(), dz_ptrs_.data(), a_ptrs_.data(), L,
                     offset_[1], offset_.back(), Bb);
-        sparse_backward_weight(G, index_, batch, dz_[0].data(), D, dims_[1]);
-        optimizer_update(opt_, iterations() + s, params_.data(), G, slots.data(), offset_.back());
+        if (spec_.layers[0].trainable)
+            sparse_backward_weight(G, index_, batch, dz_[0].data(), D, dims_[1]);
+        for (const auto& run : train_runs_) {
+            for (size_t k = 0; k < slots.size(); ++k) slots[k] = slots_[k].data() + run.first;
+            optimizer_update(opt_, iterations() + s, params_.data() + run.first, G + run.first,
+                             slots.data(), run.second - run.first);
+        }
     }
     iterations_ += steps;
 

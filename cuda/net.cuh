@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "kernels.cuh"
@@ -108,6 +109,7 @@ class DeviceNet {
     int loss_;
     cpu::OptimizerConfig opt_;
     std::vector<int64_t> offset_;  // (n_params + 1) of each parameter in the flat buffers
+    std::vector<std::pair<int64_t, int64_t>> train_runs_;  // trainable [begin, end) of them
     Buffer<float> params_, grads_;
     std::vector<Buffer<float>> slots_;
     // Atomic: Python may read it (progress, Ctrl-C) while a trainer runs without the lock.

@@ -58,10 +58,10 @@ def _keras_slots(model: Any) -> list[np.ndarray]:
     slots = model._net.get_slots()  # brought up to date (the lazy rows caught up)
     shapes = [w.shape for w in model.get_weights()]
     out = []
-    for group in _SLOT_GROUPS[kind]:
+    for group in _SLOT_GROUPS[kind]:  # (Keras has slots for the trainable weights only)
         present = [names.index(s) for s in group if s in names]
-        for p, shape in enumerate(shapes):
-            out += [slots[p][s].reshape(shape) for s in present]
+        for p in model._trained_params:
+            out += [slots[p][s].reshape(shapes[p]) for s in present]
     return out
 
 
@@ -217,14 +217,17 @@ def _read_optimizer(model: Any, h5: Any, where: str, shapes: list) -> tuple | No
     g = h5["optimizer/vars"]
     if len(g) == 2:  # only the iteration count and the learning rate: never stepped
         return None
-    names, n_params = model._net.slot_names, len(shapes)
-    expected = 2 + len(names) * n_params
+    names, trained = model._net.slot_names, model._trained_params
+    expected = 2 + len(names) * len(trained)
     if len(g) != expected:
         raise ValueError(f"{where}: optimizer/vars holds {len(g)} variables; "
-                         f"{type(model.optimizer).__name__} with these settings has {expected}")
+                         f"{type(model.optimizer).__name__} with these settings and trainable "
+                         f"layers has {expected}")
     order = [(p, names.index(s)) for group in _SLOT_GROUPS[model.optimizer.kind]
-             for p in range(n_params) for s in group if s in names]
-    slots: list[list[Any]] = [[None] * len(names) for _ in range(n_params)]
+             for p in trained for s in group if s in names]
+    # (a frozen weight's slots: zeros, never used while it is frozen)
+    slots: list[list[Any]] = [[np.zeros(int(np.prod(shape)), np.float32)] * len(names)
+                              for shape in shapes]
     for j, (p, s) in enumerate(order, start=2):
         a = np.asarray(g[str(j)])
         if a.shape != shapes[p]:

@@ -262,6 +262,9 @@ class Sequential:
                                              device=_backend.device_index(self.device))
         net.set_weights(weights)
         self._net = net
+        # the parameters the optimizer updates, as the Net was made (compile fixes them)
+        self._trained_params = [q for i, l in enumerate(self.layers) if l.trainable
+                                for q in (2 * i, 2 * i + 1)]
         self._device_cache = []
 
     def count_params(self) -> int:
@@ -281,8 +284,9 @@ class Sequential:
         trainable weights, the iteration counter and the learning rate."""
         if not (self.built and self._compile_config is not None and self._optimizer_built):
             return None
-        trainable = sum(l.count_params() for l in self.layers if l.trainable)
-        return self._net.n_slots * trainable + 2
+        shapes = [w.shape for w in self._net.get_weights()]
+        trained = sum(int(np.prod(shapes[p])) for p in self._trained_params)
+        return self._net.n_slots * trained + 2
 
     # ---- weights -----------------------------------------------------------------------------
     def get_weights(self) -> list[npt.NDArray[np.float32]]:

@@ -530,3 +530,112 @@ def test_terminate_on_nan_stops_at_the_batch():
     with pytest.raises(RuntimeError, match="NaN or Inf loss"):
         overflowing().fit(e["x"], e["y"], verbose=0,
                           callbacks=[callbacks.TerminateOnNaN(raise_error=True)])
+
+
+# ---- frozen layers ----------------------------------------------------------------------------
+def frozen_small(backend: str = "cpu") -> imdbfast.Sequential:
+    m = small(compile=False)
+    if backend != "cpu":
+        m = imdbfast.Sequential.from_config(m.get_config(), device=backend)
+        m.set_weights(small(compile=False).get_weights())
+    m.layers[0].trainable = False
+    m.compile(imdbfast.optimizers.Adam(), "binary_crossentropy", ["accuracy"])
+    return m
+
+
+def test_a_frozen_layer_keeps_its_weights_and_the_rest_trains_as_keras():
+    e, k = expected(), keras_callback_runs()
+    m = frozen_small()
+    before = m.get_weights()
+    h = m.fit(e["x"], e["y"], epochs=3, batch_size=16, shuffle=False, verbose=0)
+    after = m.get_weights()
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+    assert not np.array_equal(after[2], before[2])
+    for key, v in k["frozen_history"].items():
+        np.testing.assert_allclose(h.history[key], v, rtol=1e-5, err_msg=key)
+    np.testing.assert_allclose(m.predict(e["x"], verbose=0), k["frozen_predictions"],
+                               atol=KERAS_ATOL, rtol=0)
+    assert [w.path for w in m.trainable_weights] == ["dense_1/kernel", "dense_1/bias"]
+    assert [w.path for w in m.non_trainable_weights] == ["dense/kernel", "dense/bias"]
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "sgd", "adam",
+                                       imdbfast.optimizers.SGD(momentum=0.9)])
+@pytest.mark.parametrize("frozen", [0, 1])
+def test_freezing_works_for_every_optimizer_and_layer(optimizer, frozen):
+    e = expected()
+    m = small(compile=False)
+    m.layers[frozen].trainable = False
+    m.compile(optimizer, "binary_crossentropy")
+    before = m.get_weights()
+    m.fit(e["x"], e["y"], epochs=2, batch_size=16, verbose=0, seed=0)
+    after = m.get_weights()
+    for p in range(4):
+        assert np.array_equal(after[p], before[p]) == (p // 2 == frozen), p
+
+
+def test_trainable_takes_effect_at_compile_as_keras():
+    e = expected()
+    m = small()
+    m.layers[0].trainable = False  # after compile: not yet
+    before = m.get_weights()[0]
+    m.fit(e["x"], e["y"], verbose=0)
+    assert not np.array_equal(m.get_weights()[0], before)
+    m.compile("rmsprop", "binary_crossentropy")
+    frozen = m.get_weights()[0]
+    m.fit(e["x"], e["y"], verbose=0)
+    np.testing.assert_array_equal(m.get_weights()[0], frozen)
+    with pytest.raises(ValueError, match="trainable"):
+        m.layers[0].trainable = "no"
+
+
+def test_frozen_summary_and_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    keras_text = json.loads((DATA / "keras_summary.json").read_text())
+    f = imdbfast.Sequential([layers.Dense(16, name="hidden"), layers.Dense(1, name="out")],
+                            name="frozen")
+    f.layers[0].trainable = False
+    f.build((None, 7))
+    got = []
+    f.summary(print_fn=got.append, show_trainable=True)
+    assert got == [keras_text["frozen"]]
+    assert f.get_config()["layers"][1]["config"]["trainable"] is False
+    assert imdbfast.Sequential.from_config(f.get_config()).layers[0].trainable is False
+
+
+@needs_h5py
+def test_frozen_keras_file_loads_with_its_optimizer_state():
+    e, k = expected(), keras_callback_runs()
+    m = imdbfast.load_model(DATA / "keras_frozen.keras")
+    assert [l.trainable for l in m.layers] == [False, True]
+    np.testing.assert_allclose(m.predict(e["x"], verbose=0), k["frozen_predictions"],
+                               atol=KERAS_ATOL, rtol=0)
+    assert m._net.iterations == 18
+    before = m.get_weights()[0]
+    m.fit(e["x"], e["y"], verbose=0)
+    np.testing.assert_array_equal(m.get_weights()[0], before)
+
+
+@pytest.mark.parametrize("kind", [pytest.param("sim", id="cuda-sim"),
+                                  pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)])
+def test_frozen_layers_on_the_gpu(kind):
+    from conftest import _gpu_module
+    from imdbfast import _backend
+
+    module = _gpu_module(kind)
+    e = expected()
+    previous = _backend.use_cuda_module(module)
+    try:
+        gpu = frozen_small("cuda")
+        before = gpu.get_weights()
+        hg = gpu.fit(e["x"], e["y"], epochs=2, batch_size=16, shuffle=False, verbose=0)
+        after = gpu.get_weights()
+    finally:
+        _backend.use_cuda_module(previous)
+    hc = frozen_small().fit(e["x"], e["y"], epochs=2, batch_size=16, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+    assert not np.array_equal(after[2], before[2])
+    # the GPU's sums run in another order: float32 rounding apart
+    np.testing.assert_allclose(hg.history["loss"], hc.history["loss"], rtol=1e-5)

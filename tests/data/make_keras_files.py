@@ -6,6 +6,7 @@ Writes, beside this script:
   keras_small.keras         Input(50) -> Dense(8, relu) -> Dense(1, sigmoid), RMSprop, fitted
   keras_small.weights.h5    the same model's save_weights
   keras_dropout.keras       a model with a Dropout layer (imdbfast must refuse it by name)
+  keras_frozen.keras        the small model with its first layer frozen, Adam, fitted
   keras_expected.npz        the probe rows and what Keras computed on them (see below)
   keras_summary.json        Keras's summary() texts for several models and widths
 The data and the initial weights come from fixed NumPy seeds, so imdbfast's tests rebuild the
@@ -79,6 +80,13 @@ def summaries():
     text = []
     unbuilt.summary(print_fn=text.append, line_length=50)
     out["unbuilt_50"] = text[0]
+    frozen = keras.Sequential([layers.Dense(16, name="hidden"), layers.Dense(1, name="out")],
+                              name="frozen")
+    frozen.layers[0].trainable = False
+    frozen.build((None, 7))
+    text = []
+    frozen.summary(print_fn=text.append, show_trainable=True)
+    out["frozen"] = text[0]
     book.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
     x = (np.random.default_rng(0).random((8, 10000)) < 0.01).astype(np.float32)
     book.fit(x, np.ones(8), epochs=1, batch_size=4, verbose=0)
@@ -102,7 +110,14 @@ def learning_rate_runs(x, y):
     t = small_model()
     ht = t.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0, callbacks=[
         keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5 if epoch else 0.01)])
-    return {"plateau_history": hs.history, "csv": csv_text, "scheduler_history": ht.history}
+    f = small_model()
+    f.layers[0].trainable = False
+    f.compile(optimizer=keras.optimizers.Adam(), loss="binary_crossentropy",
+              metrics=["accuracy"])
+    hf = f.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    f.save(HERE / "keras_frozen.keras")
+    return {"plateau_history": hs.history, "csv": csv_text, "scheduler_history": ht.history,
+            "frozen_history": hf.history, "frozen_predictions": f.predict(x, verbose=0).tolist()}
 
 
 def main():
