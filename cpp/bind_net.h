@@ -119,7 +119,8 @@ void def_net(py::class_<N, std::shared_ptr<N>>& c) {
         })
         .def("train_batches", [](N& n, py::object x, py::object y, py::object sw,
                                  py::array order, py::object batch_size, py::object batch_begin,
-                                 py::object batch_end, py::object threads, bool per_batch) {
+                                 py::object batch_end, py::object threads, bool per_batch,
+                                 py::object outputs) {
             const typename Io::Data d = Io::data(n, x);
             const typename Io::Labels lab = Io::labels(n, d, y, sw);
             const int64_t N_rows = Io::rows(d);
@@ -132,18 +133,25 @@ void def_net(py::class_<N, std::shared_ptr<N>>& c) {
             py::array_t<double> bl(per_batch ? steps : 0), ba(per_batch ? steps : 0);
             double* blp = per_batch ? bl.mutable_data() : nullptr;
             double* bap = per_batch ? ba.mutable_data() : nullptr;
+            float* outp = nullptr;
+            if (!outputs.is_none()) {  // the call's rows, in epoch order
+                const int64_t rows = std::min(N_rows, b1 * bs) - std::min(N_rows, b0 * bs);
+                outp = check<float>(ndarray_arg(outputs, "outputs"), "outputs",
+                                    {rows, n.spec().outputs()}, true);
+            }
             Stats st;
             {
                 py::gil_scoped_release nogil;
-                st = n.train_batches(*d, lab.y, lab.sw, op, N_rows, bs, b0, b1, nt, blp, bap);
+                st = n.train_batches(*d, lab.y, lab.sw, op, N_rows, bs, b0, b1, nt, blp, bap, outp);
             }
             return py::make_tuple(st.loss_sum, st.correct_sum, st.rows, bl, ba);
         }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("order"),
            py::arg("batch_size"), py::arg("batch_begin"), py::arg("batch_end"),
-           py::arg("threads") = 0, py::arg("per_batch") = false,
+           py::arg("threads") = 0, py::arg("per_batch") = false, py::arg("outputs") = py::none(),
            "Train on batches [batch_begin, batch_end) of the epoch ordered by `order`. Returns "
            "(sum of weighted losses, sum of accuracies, rows, per-batch mean losses, per-batch "
-           "accuracies); the per-batch arrays are empty unless per_batch.")
+           "accuracies); the per-batch arrays are empty unless per_batch. `outputs` (float32, "
+           "(rows of the call, O)) receives each row's outputs before its step.")
         .def("predict", [](N& n, py::object x, py::object threads, int64_t first,
                            int64_t last) {
             const typename Io::Data d = Io::data(n, x);

@@ -14,6 +14,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "bind_kernels.h"
 #include "bind_net.h"
@@ -444,6 +445,67 @@ PYBIND11_MODULE(_core, m) {
         return out;
     }, py::arg("n"), py::arg("seed"), py::arg("epoch"),
        "The permutation of range(n) used for epoch `epoch` of a fit seeded with `seed`.");
+
+    // ---- metrics.cpp ---------------------------------------------------------------------------
+    auto metric_kind = [](const std::string& k) {
+        static const std::pair<const char*, int> kinds[] = {
+            {"binary_accuracy", cpu::METRIC_BINARY_ACCURACY}, {"mse", cpu::METRIC_MSE},
+            {"mae", cpu::METRIC_MAE}, {"bce", cpu::METRIC_BCE}, {"auc", cpu::METRIC_AUC},
+            {"precision", cpu::METRIC_PRECISION}, {"recall", cpu::METRIC_RECALL}};
+        for (const auto& kv : kinds)
+            if (k == kv.first) return kv.second;
+        throw std::invalid_argument("metric: unknown kind '" + k + "'; valid: 'binary_accuracy', "
+                                    "'mse', 'mae', 'bce', 'auc', 'precision', 'recall'");
+    };
+    auto thresholds_arg = [](py::object v) {
+        return int_arg(v, "num_thresholds", 2, 1 << 24);
+    };
+    m.def("metric_state_size", [=](const std::string& kind, py::object num_thresholds) {
+        return cpu::metric_state_size(metric_kind(kind), thresholds_arg(num_thresholds));
+    }, py::arg("kind"), py::arg("num_thresholds") = 200);
+    m.def("metric_update", [=](const std::string& kind, py::object state, py::object out,
+                               py::object y, py::object sw, py::object rows,
+                               py::object threshold, py::object num_thresholds) {
+        const int k = metric_kind(kind);
+        const int64_t T = thresholds_arg(num_thresholds);
+        const py::array o = ndarray_arg(out, "outputs"), ya = ndarray_arg(y, "y");
+        if (o.ndim() != 2 || ya.ndim() != 2)
+            throw std::invalid_argument("outputs and y: expected 2-D arrays (rows, outputs)");
+        const int64_t n = o.shape(0), O = o.shape(1), N = ya.shape(0);
+        const float* op = check<float>(o, "outputs", {n, O});
+        const float* yp = check<float>(ya, "y", {N, O});
+        double* st = check<double>(ndarray_arg(state, "state"), "state",
+                                   {cpu::metric_state_size(k, T)}, true);
+        const float* wp = sw.is_none() ? nullptr : check<float>(ndarray_arg(sw, "sample_weight"),
+                                                                "sample_weight", {N});
+        const int64_t* rp = nullptr;
+        if (rows.is_none()) {
+            if (n > N) throw std::invalid_argument("outputs: more rows than y");
+        } else {
+            rp = check<int64_t>(ndarray_arg(rows, "rows"), "rows", {n});
+            for (int64_t i = 0; i < n; ++i)
+                if (rp[i] < 0 || rp[i] >= N)
+                    throw std::invalid_argument("rows: index " + std::to_string(rp[i]) +
+                                                " out of range for " + std::to_string(N) + " rows");
+        }
+        const double t = float_arg(threshold, "threshold");
+        if (!std::isfinite(t)) throw std::invalid_argument("threshold: must be finite");
+        py::gil_scoped_release nogil;
+        cpu::metric_update(k, st, op, yp, wp, rp, n, O, static_cast<float>(t), T);
+    }, py::arg("kind"), py::arg("state"), py::arg("outputs"), py::arg("y"),
+       py::arg("sample_weight") = py::none(), py::arg("rows") = py::none(),
+       py::arg("threshold") = 0.5, py::arg("num_thresholds") = 200,
+       "Adds rows to a metric's state (float64, metric_state_size): outputs (n, O), labels y "
+       "(N, O) and weights (N) of data rows `rows` (n; default 0..n-1).");
+    m.def("metric_result", [=](const std::string& kind, py::object state,
+                               py::object num_thresholds) {
+        const int k = metric_kind(kind);
+        const int64_t T = thresholds_arg(num_thresholds);
+        const double* st = check<double>(ndarray_arg(state, "state"), "state",
+                                         {cpu::metric_state_size(k, T)});
+        return cpu::metric_result(k, st, T);
+    }, py::arg("kind"), py::arg("state"), py::arg("num_thresholds") = 200,
+       "Keras's value of a metric from its state.");
 
     // ---- Net: bind_net.h, as the CUDA modules' ----------------------------------------------
     py::class_<Net, std::shared_ptr<Net>> net(m, "Net", "A network and its optimizer state (cpp/net.h).");

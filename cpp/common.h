@@ -157,10 +157,12 @@ IMDBFAST_HD inline double mse_loss(float p, float y) {
 }
 IMDBFAST_HD inline float mse_grad(float p, float y, float scale) { return 2.0f * (p - y) * scale; }
 
-// Keras's binary accuracy: strict p > 0.5, compared for equality with the label.
-IMDBFAST_HD inline float binary_correct(float p, float y) {
-    return ((p > 0.5f) ? 1.0f : 0.0f) == y ? 1.0f : 0.0f;
+// Keras's binary accuracy: strict p > threshold, compared for equality with the label.
+IMDBFAST_HD inline float binary_correct(float p, float y, float threshold = 0.5f) {
+    return ((p > threshold) ? 1.0f : 0.0f) == y ? 1.0f : 0.0f;
 }
+
+IMDBFAST_HD inline double mae_loss(float p, float y) { return fabs((double)p - (double)y); }
 
 // The per-row loss step, fused: for row b of a batch (data row r, weight w, O outputs), the
 // per-sample loss w * mean_o l(z, a, y) in double, its binary accuracy, and (kGrad) the

@@ -245,6 +245,26 @@ void loss_forward(double* loss_row, double* correct_row, const float* z, const f
                   const float* y, const float* sw, const int64_t* rows, int last_act, int loss,
                   int64_t O, int64_t b0, int64_t b1);
 
+// ---- metrics.cpp: Keras's compile metrics, as sums over rows ----------------------------------
+// A metric's state is a few doubles (sums and counts; AUC: per-bucket positives and negatives)
+// that metric_update adds rows to and metric_result turns into Keras's value. Keras's
+// definitions: binary accuracy (p > threshold equals y), mean squared / absolute error and
+// binary cross-entropy (clipped probabilities) per sample averaged over outputs, then over
+// samples; precision and recall at a threshold (p > t; a label counts as positive when != 0);
+// ROC AUC from num_thresholds evenly spaced thresholds, bucketed as Keras's optimized path does,
+// trapezoidal. Weights (optional) multiply each row's contribution.
+enum MetricKind : int {
+    METRIC_BINARY_ACCURACY = 0, METRIC_MSE = 1, METRIC_MAE = 2, METRIC_BCE = 3,
+    METRIC_AUC = 4, METRIC_PRECISION = 5, METRIC_RECALL = 6,
+};
+int64_t metric_state_size(int kind, int64_t num_thresholds);
+// Rows i in [0, n): outputs out[i * O ...], labels y[r * O ...] and weight sw[r] of data row
+// r = rows ? rows[i] : i.
+void metric_update(int kind, double* state, const float* out, const float* y, const float* sw,
+                   const int64_t* rows, int64_t n, int64_t O, float threshold,
+                   int64_t num_thresholds);
+double metric_result(int kind, const double* state, int64_t num_thresholds);
+
 // ---- optimizers.cpp -------------------------------------------------------------------------
 // The step constants of one update, in float32 as Keras computes them (shared with the GPU).
 RMSpropStep rmsprop_step(const OptimizerConfig& c);

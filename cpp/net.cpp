@@ -188,7 +188,7 @@ void Net::forward_after_first(std::vector<std::vector<float>>& z,
 
 Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const int64_t* order,
                          int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
-                         int threads, double* batch_loss, double* batch_acc) {
+                         int threads, double* batch_loss, double* batch_acc, float* out) {
     std::unique_lock<std::mutex> trainer(trainer_mutex_, std::try_to_lock);
     if (!trainer.owns_lock())
         throw std::runtime_error("this model is being trained by another thread");
@@ -208,7 +208,8 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
         const int64_t k = b - batch_begin;
         int64_t done = 0;
         bool contended = false;
-        if (!train_team(nt, x, y, sw, order, N, batch_size, b, batch_end, threads,
+        float* team_out = out ? out + k * batch_size * dims_.back() : nullptr;
+        if (!train_team(nt, x, y, sw, order, team_out, N, batch_size, b, batch_end, threads,
                         batch_loss ? batch_loss + k : nullptr, batch_acc ? batch_acc + k : nullptr,
                         total, &done, &contended)) {
             nt = 1;  // a short team: nothing was done
@@ -222,7 +223,7 @@ Stats Net::train_batches(const CSR& x, const float* y, const float* sw, const in
 }
 
 bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, const int64_t* order,
-                     int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
+                     float* out, int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
                      int threads, double* batch_loss, double* batch_acc, Stats& total,
                      int64_t* steps_done, bool* contended) {
     const int L = n_layers();
@@ -357,6 +358,8 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                 cpu::loss_forward_backward(dz[L - 1].data(), loss_row.data(), correct_row.data(),
                                            z[L - 1].data(), a[L - 1].data(), y, sw, rows,
                                            acts_[L - 1], loss_, O, Bb, b0, b1);
+                if (out)
+                    std::copy_n(a[L - 1].data() + b0 * O, (b1 - b0) * O, out + (s * B + b0) * O);
                 for (int l = L - 1; l >= 1; --l) {
                     const int64_t I = dims_[l], H = dims_[l + 1];
                     cpu::dense_backward_input(da[l].data(), dz[l].data(), param(NetSpec::kernel(l)), I, H, b0,

@@ -89,10 +89,12 @@ class Net {
 
     // Trains on batches [batch_begin, batch_end) of the epoch whose row order is `order` (N rows,
     // batches of batch_size, the last one partial). x: CSR (N, D); y (N, O); sw (N) or null.
-    // Optional per-batch outputs (batch_end - batch_begin each): mean loss and mean accuracy.
+    // Optional per-batch outputs (batch_end - batch_begin each): mean loss and mean accuracy;
+    // optional `out`: the last layer's outputs of each trained row before its step (the rows
+    // of the call in epoch order, O each), for the compile metrics.
     Stats train_batches(const CSR& x, const float* y, const float* sw, const int64_t* order,
                         int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
-                        int threads, double* batch_loss, double* batch_acc);
+                        int threads, double* batch_loss, double* batch_acc, float* out);
     // Outputs of the last layer for rows [r0, r1) of x: out (r1 - r0, O).
     void predict(float* out, const CSR& x, int64_t r0, int64_t r1, int threads) const;
     // Loss and accuracy over rows [r0, r1) of x (no update), reduced in a fixed order.
@@ -106,6 +108,7 @@ class Net {
     // (contended) when a thread waited for a descheduled partner; steps_done says how far it
     // got. False, with nothing done, when OpenMP gave fewer threads than nt.
     bool train_team(int nt, const CSR& x, const float* y, const float* sw, const int64_t* order,
+                    float* out,
                     int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
                     int threads, double* batch_loss, double* batch_acc, Stats& total,
                     int64_t* steps_done, bool* contended);

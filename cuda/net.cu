@@ -138,7 +138,7 @@ void DeviceNet::forward(const DeviceCSR& x, const int64_t* rows, int64_t first, 
 Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* sw,
                                const int64_t* order, int64_t N, int64_t batch_size,
                                int64_t batch_begin, int64_t batch_end, int /*threads*/,
-                               double* batch_loss, double* batch_acc) {
+                               double* batch_loss, double* batch_acc, float* out) {
     std::unique_lock<std::mutex> trainer(trainer_mutex_, std::try_to_lock);
     if (!trainer.owns_lock())
         throw std::runtime_error("this model is being trained by another thread");
@@ -164,6 +164,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
         index_uid_ = x.uid;
     }
 
+    if (out) out_row_.resize(N * O);  // (grow-only)
     std::vector<float*> slots;
     for (auto& s : slots_) slots.push_back(s.data());
     for (int64_t s = 0; s < steps; ++s) {
@@ -172,6 +173,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
         forward(x, rows, 0, Bb);
         loss_forward_backward(dz_[L - 1].data(), loss_row_.data() + p0, correct_row_.data() + p0,
                   z_[L - 1].data(), a_[L - 1].data(), y, sw, rows, 0, acts_[L - 1], loss_, O, Bb);
+        if (out) copy_on_device(out_row_.data() + p0 * O, a_[L - 1].data(), Bb * O);
         for (int l = L - 1; l >= 1; --l)
             dense_backward_input(dz_[l - 1].data(), dz_[l].data(), param(NetSpec::kernel(l)), z_[l - 1].data(),
                            a_[l - 1].data(), acts_[l - 1], dims_[l], dims_[l + 1], Bb);
@@ -193,6 +195,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
     std::vector<double> lr(static_cast<size_t>(r1 - r0)), cr(lr.size());
     copy_to_host(lr.data(), loss_row_.data() + r0, r1 - r0);
     copy_to_host(cr.data(), correct_row_.data() + r0, r1 - r0);
+    if (out) copy_to_host(out, out_row_.data() + r0 * O, (r1 - r0) * O);
     for (int64_t s = 0; s < steps; ++s) {
         const int64_t p0 = (batch_begin + s) * B, Bb = std::min(B, N - p0);
         total.add_batch(lr.data() + (p0 - r0), cr.data() + (p0 - r0), Bb,

@@ -81,7 +81,7 @@ class DeviceNet {
     // trainer at a time (another is refused), readers wait for the call.
     Stats train_batches(const DeviceCSR& x, const float* y, const float* sw, const int64_t* order,
                         int64_t N, int64_t batch_size, int64_t batch_begin, int64_t batch_end,
-                        int threads, double* batch_loss, double* batch_acc);
+                        int threads, double* batch_loss, double* batch_acc, float* out);
     // Outputs for rows [first, last) into host memory out ((last - first, O)).
     void predict(float* out, const DeviceCSR& x, int64_t first, int64_t last, int threads);
     // The same into device memory.
@@ -121,6 +121,7 @@ class DeviceNet {
     Buffer<float*> a_ptrs_, dz_ptrs_;          // device copies of the a_ and dz_ pointers
     Buffer<int64_t> offset_dev_, dims_dev_;    // device copies of offset_ and dims_
     Buffer<double> loss_row_, correct_row_;    // per epoch position (training)
+    Buffer<float> out_row_;                    // (N, O) outputs per epoch position, when asked
     Buffer<double> eval_loss_, eval_correct_;  // per row (evaluate)
     // The epoch index, kept while the data, order and batch size stay the same.
     EpochIndex index_;

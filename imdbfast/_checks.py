@@ -126,19 +126,12 @@ def check_float(name: str, value: Any, low: float | None = None, high: float | N
 
 
 LOSSES = {"binary_crossentropy": "bce", "bce": "bce", "mse": "mse", "mean_squared_error": "mse"}
-METRICS = ("accuracy", "acc", "binary_accuracy")
 
 
-def check_compile(loss: Any, metrics: Any, bce: Any) -> tuple[str, list[str]]:
-    """compile's loss (as its kind, 'bce' or 'mse'), metrics (a list) and bce mode, checked."""
+def check_compile(loss: Any, bce: Any) -> str:
+    """compile's loss (as its kind, 'bce' or 'mse') and bce mode, checked."""
     if not isinstance(loss, str) or loss.lower() not in LOSSES:
         raise ValueError(f"loss: unknown {loss!r}; valid: {sorted(LOSSES)}")
-    metrics = list(metrics or [])
-    for m in metrics:
-        if m not in METRICS:
-            raise ValueError(f"metrics: unknown {m!r}; valid: {list(METRICS)}")
-    if len(metrics) > 1:
-        raise ValueError("metrics: give accuracy once")
     if bce not in ("logits", "clip"):
         raise ValueError(f"bce: expected 'logits' or 'clip', got {bce!r}")
-    return LOSSES[loss.lower()], metrics
+    return LOSSES[loss.lower()]

@@ -171,12 +171,13 @@ def _loss_from_keras(loss: Any) -> str:
     raise ValueError(f"loss: {loss!r} is not supported by imdbfast")
 
 
-def _metric_from_keras(m: Any) -> str:
-    if isinstance(m, str):
-        return m
-    if isinstance(m, dict) and m.get("class_name") in ("BinaryAccuracy", "Accuracy"):
-        return "accuracy"
-    raise ValueError(f"metrics: {m!r} is not supported by imdbfast")
+def _metric_from_keras(m: Any) -> Any:
+    """A compile metric of a Keras config: a string, or a serialized metric that
+    imdbfast.metrics.get reads (refusing, by name, what imdbfast does not compute)."""
+    from . import metrics
+
+    metrics.get(m)  # (checked here, so that the message names the file)
+    return m
 
 
 def _read_weights(model: Any, h5: Any, where: str, with_optimizer: bool) -> None:

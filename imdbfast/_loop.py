@@ -54,12 +54,44 @@ def rows_per_call(model: Sequential, xs, train: bool = False) -> int:
     return int(max(1, min(INFERENCE_CHUNK, WORK_PER_CALL / max(per_row, 1.0))))
 
 
+class Tracker:
+    """One phase's sums (a training epoch, an evaluation): the loss, and each compile metric,
+    from the core's accuracy sums (binary accuracy at 0.5 only) or from the rows' outputs."""
+
+    def __init__(self, model: Sequential):
+        self.metrics = model._metrics
+        self.outputs = any(not m._from_loss_kernel() for _, m in self.metrics)
+        self.states = [m._new_state() for _, m in self.metrics] if self.outputs else []
+        self.units = model.layers[-1].units
+        self.loss_sum = self.correct = 0.0
+        self.rows = 0
+
+    def buffer(self, rows: int) -> np.ndarray | None:
+        """Where a training call writes its rows' outputs, when the metrics need them."""
+        return np.empty((rows, self.units), np.float32) if self.outputs else None
+
+    def add(self, loss_sum: float, correct: float, rows: int, outputs=None, y=None,
+            index=None) -> None:
+        self.loss_sum += loss_sum
+        self.correct += correct
+        self.rows += rows
+        if self.outputs:
+            for (_, m), st in zip(self.metrics, self.states):
+                m._add(st, outputs, y, index)
+
+    def logs(self) -> dict:
+        logs = {"loss": self.loss_sum / self.rows}
+        for i, (name, m) in enumerate(self.metrics):
+            logs[name] = m._value(self.states[i]) if self.outputs else self.correct / self.rows
+        return logs
+
+
 def train(model: Sequential, cb: CallbackList, xs, ys, sw, val, batch_size: int,
           epochs: range, shuffle: bool, shuffle_seed: int, validation_freq: int,
-          threads: int, val_batch_size: int) -> None:
+          threads: int, val_batch_size: int, y_host: np.ndarray) -> None:
     """fit's epochs, the arguments checked and placed: chunks of batches per compiled call
     (one batch per call when a callback has batch hooks), callbacks between them, validation
-    after the epochs validation_freq asks for."""
+    after the epochs validation_freq asks for. y_host: the labels on the host (the metrics')."""
     n = xs.n_rows
     steps = -(-n // batch_size)
     per_batch = cb.wants_batches("train")
@@ -71,34 +103,37 @@ def train(model: Sequential, cb: CallbackList, xs, ys, sw, val, batch_size: int,
         cb.on_epoch_begin(epoch)
         order = (_core.shuffle_order(n, shuffle_seed, epoch) if shuffle
                  else np.arange(n, dtype=np.int64))
-        loss_sum = correct = 0.0
-        rows = 0
+        tracker = Tracker(model)
         for b0 in range(0, steps, per_chunk):
             b1 = min(steps, b0 + per_chunk)
+            r0, r1 = b0 * batch_size, min(n, b1 * batch_size)
             cb.on_train_batch_begin(b0)
             model._push_learning_rate()
+            out = tracker.buffer(r1 - r0)
             ls, cs, r, _, _ = model._net.train_batches(xs, ys, sw, order, batch_size, b0, b1,
-                                                       threads)
-            loss_sum, correct, rows = loss_sum + ls, correct + cs, rows + r
-            logs = model._logs(loss_sum, correct, rows)
+                                                       threads, outputs=out)
+            tracker.add(ls, cs, r, out, y_host, order[r0:r1])
+            logs = tracker.logs()
             cb.on_train_batch_end(b1 - 1, logs)
             if model.stop_training:
                 break
         if val is not None and (epoch + 1) % validation_freq == 0:
-            vl, vc, vn = evaluate_sums(model, val[0], val[1], val[2], threads, cb, val_batch_size)
-            logs.update({"val_" + k: v for k, v in model._logs(vl, vc, vn).items()})
+            val_logs = evaluate_logs(model, val[0], val[1], val[2], threads, val[3], cb,
+                                     val_batch_size)
+            logs.update({"val_" + k: v for k, v in val_logs.items()})
         cb.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     cb.on_train_end(logs)
 
 
-def evaluate_sums(model: Sequential, xs, ys, sw, threads: int, cb: CallbackList | None = None,
-                  batch_size: int = 32):
-    """Loss and accuracy sums in chunks of rows, added in order (the same for any thread
-    count), with the test hooks of ``cb``: per batch of batch_size rows when a callback has
-    batch hooks (then grouped by batch: equal to double rounding)."""
-    loss_sum = correct = 0.0
+def evaluate_logs(model: Sequential, xs, ys, sw, threads: int, y_host: np.ndarray,
+                  cb: CallbackList | None = None, batch_size: int = 32) -> dict:
+    """The loss and metrics over every row of xs, in chunks of rows added in order (the same
+    for any thread count), with the test hooks of ``cb``: per batch of batch_size rows when a
+    callback has batch hooks (then grouped by batch: equal to double rounding). Metrics other
+    than the core's accuracy take each chunk's outputs (a second forward pass)."""
+    tracker = Tracker(model)
     n = xs.n_rows
     per_batch = cb is not None and cb.wants_batches("test")
     chunk = batch_size if per_batch else rows_per_call(model, xs)
@@ -109,12 +144,14 @@ def evaluate_sums(model: Sequential, xs, ys, sw, threads: int, cb: CallbackList 
         if per_batch:
             cb.on_test_batch_begin(b)
         l, c, _ = model._net.evaluate(xs, ys, sw, threads, r0, r1)
-        loss_sum, correct = loss_sum + l, correct + c
+        out = model._net.predict(xs, threads, r0, r1) if tracker.outputs else None
+        tracker.add(l, c, r1 - r0, out, y_host[r0:r1] if tracker.outputs else None)
         if per_batch:
-            cb.on_test_batch_end(b, model._logs(loss_sum, correct, r1))
+            cb.on_test_batch_end(b, tracker.logs())
+    logs = tracker.logs()
     if cb is not None:
-        cb.on_test_end(model._logs(loss_sum, correct, n))
-    return loss_sum, correct, n
+        cb.on_test_end(logs)
+    return logs
 
 
 def predict(model: Sequential, xs, to_cupy: bool, threads: int, cb: CallbackList | None = None,

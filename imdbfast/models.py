@@ -20,6 +20,7 @@ from . import optimizers as _optimizers
 from ._backend import resolve_device
 from . import _checks, _config, _inputs, _loop, _persist, _summary
 from . import layers as _layers
+from . import metrics as _metrics
 from ._files import write_atomically
 from ._persist import load_model  # noqa: F401 (imdbfast.models.load_model, as before)
 from .callbacks import Callback, CallbackList, History, ProgbarLogger
@@ -64,6 +65,7 @@ class Sequential:
         self.optimizer = None
         self.loss = None
         self.metrics_names: list[str] = []
+        self._metrics: list = []  # [(name, imdbfast.metrics.Metric)], compile's
         self.stop_training = False
         self.history: History | None = None
         self.text_encoding: dict | None = None  # how words became ids (see predict_texts)
@@ -315,15 +317,19 @@ class Sequential:
         sigmoid's logit as TF-Keras does; ``bce='clip'`` uses clipped probabilities as the
         JAX/torch backends do (they differ only at saturation)."""
         opt = _optimizers.get(optimizer)
-        loss_kind, metrics = _checks.check_compile(loss, metrics, bce)
+        loss_kind = _checks.check_compile(loss, bce)
+        named = _metrics.compile_metrics(metrics)
         if not self.layers:
             raise ValueError("compile: the model has no layers")
         self.optimizer = opt
         self.loss = loss
-        self.metrics_names = metrics
+        self._metrics = named
+        self.metrics_names = [name for name, _ in named]
         self._compile_config = {"optimizer": _optimizers.serialize(opt),
                                 "loss": loss_kind, "loss_name": loss,
-                                "metrics": metrics, "bce": bce}
+                                "metrics": [_metrics.serialize(m, given)
+                                            for (_, m), given in zip(named, metrics or [])],
+                                "bce": bce}
         self._optimizer_built = False
         if self.built:  # recompiling keeps the weights and resets the optimizer, as Keras
             self._make_net(self._net.get_weights())
@@ -374,12 +380,14 @@ class Sequential:
             raise TypeError("callbacks: expected a list of Callback objects")
         shuffle_seed = self._shuffle_seed(seed)
         # On a GPU: the training set, labels and weights go up once, for the whole fit.
+        y_host = self._metric_labels(ys)
         xs, ys = _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y")
         sw = _inputs.placed_array(self, sw, "sample_weight")
         if val is not None:
             val = (_inputs.placed(self, val[0]),
                    _inputs.placed_array(self, val[1], "validation_data[1]"),
-                   _inputs.placed_array(self, val[2], "validation_data[2]"))
+                   _inputs.placed_array(self, val[2], "validation_data[2]"),
+                   self._metric_labels(val[1]))
 
         steps = -(-n // batch_size)
         history = History()
@@ -395,7 +403,7 @@ class Sequential:
             self.text_encoding = dict(encoding, num_words=self._input_dim)
         self._optimizer_built = True
         _loop.train(self, cb, xs, ys, sw, val, batch_size, range(initial_epoch, epochs), shuffle,
-                    shuffle_seed, validation_freq, nthreads, val_batch_size)
+                    shuffle_seed, validation_freq, nthreads, val_batch_size, y_host)
         return history
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
@@ -415,11 +423,11 @@ class Sequential:
         _no_steps(steps)
         cb = _callback_list(self, callbacks, verbose, -(-xs.n_rows // batch_size))
         start = time.perf_counter()
-        loss_sum, correct, n = _loop.evaluate_sums(
+        logs = _loop.evaluate_logs(
             self, _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y"),
-            _inputs.placed_array(self, sw, "sample_weight"), self._threads(threads), cb,
-            batch_size)
-        logs = self._logs(loss_sum, correct, n)
+            _inputs.placed_array(self, sw, "sample_weight"), self._threads(threads),
+            self._metric_labels(ys), cb, batch_size)
+        n = xs.n_rows
         if verbose:
             _loop.print_done(-(-n // batch_size), start, logs)
         return self._results(logs, return_dict)
@@ -462,13 +470,18 @@ class Sequential:
         sw = _checks.sample_weights(sample_weight, class_weight, ys, n)
         if n == 0:
             raise ValueError("x: no rows to train on")
+        y_host = self._metric_labels(ys)
         xs, ys = _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y")
         sw = _inputs.placed_array(self, sw, "sample_weight")
         self._optimizer_built = True
         self._push_learning_rate()
+        tracker = _loop.Tracker(self)
+        out = tracker.buffer(n)
         loss_sum, correct, rows, _, _ = self._net.train_batches(
-            xs, ys, sw, np.arange(n, dtype=np.int64), n, 0, 1, self._threads(threads))
-        return self._results(self._logs(loss_sum, correct, rows), return_dict)
+            xs, ys, sw, np.arange(n, dtype=np.int64), n, 0, 1, self._threads(threads),
+            outputs=out)
+        tracker.add(loss_sum, correct, rows, out, y_host)
+        return self._results(tracker.logs(), return_dict)
 
     def test_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
                       return_dict: bool = False) -> float | list[float] | dict[str, float]:
@@ -573,11 +586,12 @@ class Sequential:
         values = [logs["loss"]] + [logs[m] for m in self.metrics_names]
         return values[0] if len(values) == 1 else values
 
-    def _logs(self, loss_sum: float, correct: float, n: int) -> dict:
-        logs = {"loss": loss_sum / n}
-        for m in self.metrics_names:
-            logs[m] = correct / n
-        return logs
+    def _metric_labels(self, y: Any) -> np.ndarray | None:
+        """The labels on the host, when a compile metric needs the outputs (else None)."""
+        if not any(not m._from_loss_kernel() for _, m in self._metrics):
+            return None
+        return np.ascontiguousarray(_device.to_host(y) if _device.is_device_array(y) else y,
+                                    dtype=np.float32)
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r})"
