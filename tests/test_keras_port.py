@@ -639,3 +639,120 @@ def test_frozen_layers_on_the_gpu(kind):
     assert not np.array_equal(after[2], before[2])
     # the GPU's sums run in another order: float32 rounding apart
     np.testing.assert_allclose(hg.history["loss"], hc.history["loss"], rtol=1e-5)
+
+
+# ---- metrics ----------------------------------------------------------------------------------
+def test_compile_metrics_by_string_and_object_as_keras():
+    e, k = expected(), keras_callback_runs()
+    m = small(compile=False)
+    m.compile(imdbfast.optimizers.RMSprop(momentum=0.5), "binary_crossentropy",
+              metrics=["acc", "mse", "mae", "binary_crossentropy", "AUC", "precision", "recall",
+                       imdbfast.metrics.BinaryAccuracy(threshold=0.3), imdbfast.metrics.AUC(),
+                       imdbfast.metrics.Precision(thresholds=0.4), imdbfast.metrics.Recall()])
+    h = m.fit(e["x"], e["y"], epochs=2, batch_size=16, shuffle=False, verbose=0,
+              validation_data=(e["x"][:40], e["y"][:40]))
+    assert sorted(h.history) == sorted(k["metrics_history"])  # Keras's names, _1 for repeats
+    for key, v in k["metrics_history"].items():
+        # float32 sums in Keras: 1e-5 relative (AUC and the counts' ratios are exact in double)
+        np.testing.assert_allclose(h.history[key], v, rtol=1e-5, atol=1e-7, err_msg=key)
+    ev = m.evaluate(e["x"], e["y"], verbose=0, return_dict=True)
+    assert list(ev) == sorted(ev) and set(ev) == {k for k in h.history if not k.startswith("val_")}
+    values = m.evaluate(e["x"], e["y"], verbose=0)
+    assert values[0] == ev["loss"] and values[1:] == [ev[n] for n in m.metrics_names]
+
+
+def test_metrics_standalone_as_keras():
+    k = keras_callback_runs()
+    probe = k["metric_probe"]
+    p, t, w = (np.array(probe[n], np.float32) for n in ("p", "t", "w"))
+    made = {"auc": imdbfast.metrics.AUC(), "auc_7": imdbfast.metrics.AUC(num_thresholds=7),
+            "precision": imdbfast.metrics.Precision(),
+            "recall": imdbfast.metrics.Recall(thresholds=0.3),
+            "binary_accuracy": imdbfast.metrics.BinaryAccuracy(),
+            "mse": imdbfast.metrics.MeanSquaredError(),
+            "mae": imdbfast.metrics.MeanAbsoluteError(),
+            "bce": imdbfast.metrics.BinaryCrossentropy()}
+    for name, metric in made.items():
+        metric.update_state(t, p)
+        plain = metric.result()
+        metric.reset_state()
+        metric.update_state(t[:100], p[:100], sample_weight=w[:100])  # in two parts: sums
+        metric.update_state(t[100:], p[100:], sample_weight=w[100:])
+        np.testing.assert_allclose([plain, metric.result()], k["standalone"][name], rtol=2e-6,
+                                   err_msg=name)
+
+
+def test_metrics_refuse_what_they_do_not_compute():
+    with pytest.raises(ValueError, match="curve"):
+        imdbfast.metrics.AUC(curve="PR")
+    with pytest.raises(ValueError, match="top_k"):
+        imdbfast.metrics.Precision(top_k=2)
+    with pytest.raises(ValueError, match="num_thresholds"):
+        imdbfast.metrics.AUC(num_thresholds=1)
+    with pytest.raises(TypeError, match="metrics: expected a list"):
+        small(compile=False).compile("rmsprop", metrics="accuracy")
+    m = imdbfast.metrics.AUC()
+    with pytest.raises(ValueError, match="shapes"):
+        m.update_state(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="sample_weight"):
+        m.update_state(np.ones(3), np.ones(3), sample_weight=[1, -1, 1])
+    from imdbfast import _core
+    state = np.zeros(_core.metric_state_size("auc"))
+    with pytest.raises(ValueError, match="rows: index 5 out of range"):
+        _core.metric_update("auc", state, np.ones((1, 1), np.float32), np.ones((2, 1), np.float32),
+                            None, np.array([5]))
+    assert not state.any()
+
+
+def test_the_training_outputs_are_the_rows_predictions_before_their_step():
+    """What the metrics see: each trained row's output before the step that uses it."""
+    e = expected()
+    m = small()
+    x = e["x"][:16]
+    before = m.predict(x, verbose=0)
+    out = np.empty((16, 1), np.float32)
+    m._net.train_batches(imdbfast.to_csr(x), e["y"][:16, None].copy(), None,
+                         np.arange(16, dtype=np.int64), 16, 0, 1, 1, outputs=out)
+    np.testing.assert_allclose(out, before, rtol=1e-6, atol=0)  # (train and predict sum apart)
+    with pytest.raises(ValueError, match="outputs"):
+        m._net.train_batches(imdbfast.to_csr(x), e["y"][:16, None].copy(), None,
+                             np.arange(16, dtype=np.int64), 16, 0, 1, 1,
+                             outputs=np.empty((15, 1), np.float32))
+
+
+@needs_h5py
+def test_metric_objects_survive_the_files(tmp_path):
+    m = small(compile=False)
+    m.compile("rmsprop", "binary_crossentropy", ["accuracy", imdbfast.metrics.AUC(name="roc")])
+    m.save(tmp_path / "m.keras")
+    m.save(tmp_path / "m.npz")
+    for p in ("m.keras", "m.npz"):
+        assert imdbfast.load_model(tmp_path / p).metrics_names == ["accuracy", "roc"]
+
+
+@pytest.mark.parametrize("kind", [pytest.param("sim", id="cuda-sim"),
+                                  pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)])
+def test_metrics_on_the_gpu(kind):
+    from conftest import _gpu_module
+    from imdbfast import _backend
+
+    module = _gpu_module(kind)
+    e = expected()
+    metrics = ["accuracy", "AUC", "precision", "mae"]
+
+    def run(device):
+        m = imdbfast.Sequential.from_config(small(compile=False).get_config(), device=device)
+        m.set_weights(small(compile=False).get_weights())
+        m.compile("adam", "binary_crossentropy", metrics)
+        return m.fit(e["x"], e["y"], epochs=2, batch_size=16, shuffle=False, verbose=0,
+                     validation_data=(e["x"][:40], e["y"][:40])).history
+
+    previous = _backend.use_cuda_module(module)
+    try:
+        gpu = run("cuda")
+    finally:
+        _backend.use_cuda_module(previous)
+    cpu = run("cpu")
+    assert sorted(gpu) == sorted(cpu)
+    for key in cpu:  # the GPU's sums run in another order: float32 rounding apart
+        np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-5, atol=1e-6, err_msg=key)

@@ -116,7 +116,37 @@ def learning_rate_runs(x, y):
               metrics=["accuracy"])
     hf = f.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
     f.save(HERE / "keras_frozen.keras")
-    return {"plateau_history": hs.history, "csv": csv_text, "scheduler_history": ht.history,
+    g = small_model()
+    g.compile(optimizer=keras.optimizers.RMSprop(momentum=0.5), loss="binary_crossentropy",
+              metrics=["acc", "mse", "mae", "binary_crossentropy", "AUC", "precision", "recall",
+                       keras.metrics.BinaryAccuracy(threshold=0.3), keras.metrics.AUC(),
+                       keras.metrics.Precision(thresholds=0.4), keras.metrics.Recall()])
+    hg = g.fit(x, y[:, None], epochs=2, batch_size=16, shuffle=False, verbose=0,
+               validation_data=(x[:40], y[:40, None]))
+    rng = np.random.default_rng(5)
+    p = rng.random((300, 1)).astype(np.float32)
+    p[:20] = 0.0
+    p[20:40] = 1.0
+    p[40:60] = np.round(p[40:60] * 199) / 199  # on the thresholds
+    t = (rng.random((300, 1)) < p).astype(np.float32)
+    w = rng.random(300).astype(np.float32)
+    standalone = {}
+    for name, metric in [("auc", keras.metrics.AUC()), ("auc_7", keras.metrics.AUC(num_thresholds=7)),
+                         ("precision", keras.metrics.Precision()),
+                         ("recall", keras.metrics.Recall(thresholds=0.3)),
+                         ("binary_accuracy", keras.metrics.BinaryAccuracy()),
+                         ("mse", keras.metrics.MeanSquaredError()),
+                         ("mae", keras.metrics.MeanAbsoluteError()),
+                         ("bce", keras.metrics.BinaryCrossentropy())]:
+        metric.update_state(t, p)
+        plain = float(metric.result())
+        metric.reset_state()
+        metric.update_state(t, p, sample_weight=w)
+        standalone[name] = [plain, float(metric.result())]
+    return {"metrics_history": hg.history, "metric_probe": {"p": p.tolist(), "t": t.tolist(),
+                                                            "w": w.tolist()},
+            "standalone": standalone,
+            "plateau_history": hs.history, "csv": csv_text, "scheduler_history": ht.history,
             "frozen_history": hf.history, "frozen_predictions": f.predict(x, verbose=0).tolist()}
 
 
