@@ -198,7 +198,9 @@ inline int parse_loss(const std::string& s) {
     if (s == "bce_logits") return LOSS_BCE_LOGITS;
     if (s == "bce_probs") return LOSS_BCE_PROBS;
     if (s == "mse") return LOSS_MSE;
-    throw std::invalid_argument("loss: unknown '" + s + "'; valid: 'bce_logits', 'bce_probs', 'mse'");
+    if (s == "bce_from_logits") return LOSS_BCE_FROM_LOGITS;
+    throw std::invalid_argument("loss: unknown '" + s + "'; valid: 'bce_logits', 'bce_probs', "
+                                "'bce_from_logits', 'mse'");
 }
 
 inline cpu::OptimizerConfig parse_optimizer(const std::string& kind, double learning_rate, double rho,

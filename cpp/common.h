@@ -123,6 +123,7 @@ enum Loss : int {
     LOSS_BCE_LOGITS = 0,  // binary cross-entropy on a sigmoid output, computed from the logit z
     LOSS_BCE_PROBS = 1,   // binary cross-entropy on probabilities clipped to [1e-7, 1 - 1e-7]
     LOSS_MSE = 2,         // mean squared error on the layer output
+    LOSS_BCE_FROM_LOGITS = 3,  // binary cross-entropy whose output is the logit (from_logits)
 };
 
 // Keras's backend epsilon; 1 - 1e-7 rounds to 0.9999999f in float32.
@@ -183,6 +184,11 @@ IMDBFAST_HD inline void row_loss(float* dz, double* loss_out, double* correct_ou
             case LOSS_BCE_LOGITS:  // the output layer is a sigmoid: gradient straight to z
                 l += bce_logits_loss(z[o], t);
                 if (kGrad) dz[o] = bce_logits_grad(p, t, scale);
+                break;
+            case LOSS_BCE_FROM_LOGITS:  // Keras's from_logits=True: the output a is the logit
+                l += bce_logits_loss(p, t);
+                if (kGrad)
+                    dz[o] = activate_grad(last_act, bce_logits_grad(sigmoid(p), t, scale), z[o], p);
                 break;
             case LOSS_BCE_PROBS:
                 l += bce_probs_loss(p, t);

@@ -47,7 +47,7 @@ except ImportError as e:  # the source checkout, imported from the repository ro
     del _installed
 
 from ._core import CSR, get_num_threads, set_num_threads  # noqa: E402
-from . import callbacks, datasets, layers, optimizers  # noqa: E402
+from . import callbacks, datasets, layers, losses, metrics, optimizers  # noqa: E402
 from .layers import Input  # noqa: E402
 from ._backend import cuda_available  # noqa: E402
 from ._encoding import multi_hot, multi_hot_dense, to_csr  # noqa: E402
@@ -81,6 +81,8 @@ __all__ = [
     "get_num_threads",
     "layers",
     "load_model",
+    "losses",
+    "metrics",
     "multi_hot",
     "multi_hot_dense",
     "optimizers",

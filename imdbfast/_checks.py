@@ -123,15 +123,3 @@ def check_float(name: str, value: Any, low: float | None = None, high: float | N
     if high is not None and (v >= high if high_open else v > high):
         raise ValueError(f"{name}: must be {'<' if high_open else '<='} {high}, got {value!r}")
     return v
-
-
-LOSSES = {"binary_crossentropy": "bce", "bce": "bce", "mse": "mse", "mean_squared_error": "mse"}
-
-
-def check_compile(loss: Any, bce: Any) -> str:
-    """compile's loss (as its kind, 'bce' or 'mse') and bce mode, checked."""
-    if not isinstance(loss, str) or loss.lower() not in LOSSES:
-        raise ValueError(f"loss: unknown {loss!r}; valid: {sorted(LOSSES)}")
-    if bce not in ("logits", "clip"):
-        raise ValueError(f"bce: expected 'logits' or 'clip', got {bce!r}")
-    return LOSSES[loss.lower()]

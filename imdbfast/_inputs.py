@@ -87,8 +87,7 @@ def labels(model: Sequential, y: Any, n: int, name: str):
                                  dtype=np.float32)
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name}: labels hold NaN or infinity")
-    cfg = model._compile_config
-    if cfg and cfg["loss"] == "bce" and n:
+    if model._loss is not None and model._loss.kind == "bce" and n:
         lo, hi = np.float32(float(a.min())), np.float32(float(a.max()))  # (host or GPU)
         if lo < 0 or hi > 1:
             raise ValueError(f"{name}: binary cross-entropy needs labels in [0, 1], found "

@@ -60,7 +60,7 @@ class Tracker:
 
     def __init__(self, model: Sequential):
         self.metrics = model._metrics
-        self.outputs = any(not m._from_loss_kernel() for _, m in self.metrics)
+        self.outputs = model._metrics_from_outputs()
         self.states = [m._new_state() for _, m in self.metrics] if self.outputs else []
         self.units = model.layers[-1].units
         self.loss_sum = self.correct = 0.0

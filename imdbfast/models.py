@@ -20,6 +20,7 @@ from . import optimizers as _optimizers
 from ._backend import resolve_device
 from . import _checks, _config, _inputs, _loop, _persist, _summary
 from . import layers as _layers
+from . import losses as _losses
 from . import metrics as _metrics
 from ._files import write_atomically
 from ._persist import load_model  # noqa: F401 (imdbfast.models.load_model, as before)
@@ -66,6 +67,7 @@ class Sequential:
         self.loss = None
         self.metrics_names: list[str] = []
         self._metrics: list = []  # [(name, imdbfast.metrics.Metric)], compile's
+        self._loss: Any = None  # compile's imdbfast.losses.Loss
         self.stop_training = False
         self.history: History | None = None
         self.text_encoding: dict | None = None  # how words became ids (see predict_texts)
@@ -245,8 +247,10 @@ class Sequential:
     def _core_loss(self) -> str:
         if self._compile_config is None:
             return "mse"  # inference only until compiled
-        if self._compile_config["loss"] == "mse":
+        if self._loss.kind == "mse":
             return "mse"
+        if self._loss.from_logits:
+            return "bce_from_logits"
         last_sigmoid = self.layers[-1].activation == "sigmoid"
         return "bce_logits" if last_sigmoid and self._compile_config["bce"] == "logits" else "bce_probs"
 
@@ -317,16 +321,20 @@ class Sequential:
         sigmoid's logit as TF-Keras does; ``bce='clip'`` uses clipped probabilities as the
         JAX/torch backends do (they differ only at saturation)."""
         opt = _optimizers.get(optimizer)
-        loss_kind = _checks.check_compile(loss, bce)
+        loss_obj = _losses.get(loss)
+        if bce not in ("logits", "clip"):
+            raise ValueError(f"bce: expected 'logits' or 'clip', got {bce!r}")
         named = _metrics.compile_metrics(metrics)
         if not self.layers:
             raise ValueError("compile: the model has no layers")
         self.optimizer = opt
         self.loss = loss
+        self._loss = loss_obj
         self._metrics = named
         self.metrics_names = [name for name, _ in named]
         self._compile_config = {"optimizer": _optimizers.serialize(opt),
-                                "loss": loss_kind, "loss_name": loss,
+                                "loss": loss_obj.kind,
+                                "loss_name": _losses.serialize(loss_obj, loss),
                                 "metrics": [_metrics.serialize(m, given)
                                             for (_, m), given in zip(named, metrics or [])],
                                 "bce": bce}
@@ -381,11 +389,11 @@ class Sequential:
         shuffle_seed = self._shuffle_seed(seed)
         # On a GPU: the training set, labels and weights go up once, for the whole fit.
         y_host = self._metric_labels(ys)
-        xs, ys = _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y")
+        xs, ys = _inputs.placed(self, xs), self._loss_labels(ys, "y")
         sw = _inputs.placed_array(self, sw, "sample_weight")
         if val is not None:
             val = (_inputs.placed(self, val[0]),
-                   _inputs.placed_array(self, val[1], "validation_data[1]"),
+                   self._loss_labels(val[1], "validation_data[1]"),
                    _inputs.placed_array(self, val[2], "validation_data[2]"),
                    self._metric_labels(val[1]))
 
@@ -424,7 +432,7 @@ class Sequential:
         cb = _callback_list(self, callbacks, verbose, -(-xs.n_rows // batch_size))
         start = time.perf_counter()
         logs = _loop.evaluate_logs(
-            self, _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y"),
+            self, _inputs.placed(self, xs), self._loss_labels(ys, "y"),
             _inputs.placed_array(self, sw, "sample_weight"), self._threads(threads),
             self._metric_labels(ys), cb, batch_size)
         n = xs.n_rows
@@ -471,7 +479,7 @@ class Sequential:
         if n == 0:
             raise ValueError("x: no rows to train on")
         y_host = self._metric_labels(ys)
-        xs, ys = _inputs.placed(self, xs), _inputs.placed_array(self, ys, "y")
+        xs, ys = _inputs.placed(self, xs), self._loss_labels(ys, "y")
         sw = _inputs.placed_array(self, sw, "sample_weight")
         self._optimizer_built = True
         self._push_learning_rate()
@@ -586,9 +594,21 @@ class Sequential:
         values = [logs["loss"]] + [logs[m] for m in self.metrics_names]
         return values[0] if len(values) == 1 else values
 
+    def _metrics_from_outputs(self) -> bool:
+        """Whether the compile metrics need the rows' outputs: some metric is not the loss
+        kernel's accuracy, or the loss sees smoothed labels (the metrics the given ones)."""
+        return bool(self._metrics) and (self._loss.label_smoothing > 0 or any(
+            not m._from_loss_kernel() for _, m in self._metrics))
+
+    def _loss_labels(self, y: Any, name: str) -> Any:
+        """The labels as the loss sees them (smoothed), placed."""
+        if self._loss.label_smoothing:
+            y = self._loss.smoothed(_device.to_host(y) if _device.is_device_array(y) else y)
+        return _inputs.placed_array(self, y, name)
+
     def _metric_labels(self, y: Any) -> np.ndarray | None:
         """The labels on the host, when a compile metric needs the outputs (else None)."""
-        if not any(not m._from_loss_kernel() for _, m in self._metrics):
+        if not self._metrics_from_outputs():
             return None
         return np.ascontiguousarray(_device.to_host(y) if _device.is_device_array(y) else y,
                                     dtype=np.float32)

@@ -756,3 +756,37 @@ def test_metrics_on_the_gpu(kind):
     assert sorted(gpu) == sorted(cpu)
     for key in cpu:  # the GPU's sums run in another order: float32 rounding apart
         np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+# ---- losses -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", ["from_logits", "smoothing", "mse"])
+def test_loss_objects_as_keras(key):
+    e, k = expected(), keras_callback_runs()
+    loss, last = {"from_logits": (imdbfast.losses.BinaryCrossentropy(from_logits=True), None),
+                  "smoothing": (imdbfast.losses.BinaryCrossentropy(label_smoothing=0.2),
+                                "sigmoid"),
+                  "mse": (imdbfast.losses.MeanSquaredError(), "sigmoid")}[key]
+    m = imdbfast.Sequential([imdbfast.Input((50,)), layers.Dense(8, "relu"),
+                             layers.Dense(1, last)])
+    m.set_weights(small(compile=False).get_weights())
+    m.compile("rmsprop", loss, ["accuracy", "AUC"])
+    h = m.fit(e["x"], e["y"], epochs=2, batch_size=16, shuffle=False, verbose=0,
+              validation_data=(e["x"][:40], e["y"][:40]))
+    assert sorted(h.history) == sorted(k["losses"][key])
+    for name, v in k["losses"][key].items():
+        np.testing.assert_allclose(h.history[name], v, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_losses_refuse_bad_arguments():
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            imdbfast.losses.BinaryCrossentropy(label_smoothing=bad)
+    with pytest.raises(ValueError, match="reduction"):
+        imdbfast.losses.MeanSquaredError(reduction="sum")
+    with pytest.raises(ValueError, match="loss: unknown 'hinge'"):
+        small(compile=False).compile("rmsprop", "hinge")
+    m = small(compile=False)
+    m.compile("rmsprop", imdbfast.losses.BinaryCrossentropy(label_smoothing=0.1))
+    c = imdbfast.Sequential.from_config(m.get_config())
+    c.compile_from_config(m.get_compile_config())
+    assert c._loss.label_smoothing == 0.1

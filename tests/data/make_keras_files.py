@@ -143,7 +143,19 @@ def learning_rate_runs(x, y):
         metric.reset_state()
         metric.update_state(t, p, sample_weight=w)
         standalone[name] = [plain, float(metric.result())]
-    return {"metrics_history": hg.history, "metric_probe": {"p": p.tolist(), "t": t.tolist(),
+    losses = {}
+    for key, loss, last in [
+            ("from_logits", keras.losses.BinaryCrossentropy(from_logits=True), None),
+            ("smoothing", keras.losses.BinaryCrossentropy(label_smoothing=0.2), "sigmoid"),
+            ("mse", keras.losses.MeanSquaredError(), "sigmoid")]:
+        q = keras.Sequential([keras.Input(shape=(50,)), layers.Dense(8, activation="relu"),
+                              layers.Dense(1, activation=last)])
+        q.set_weights(initial_weights())
+        q.compile(optimizer="rmsprop", loss=loss, metrics=["accuracy", "AUC"])
+        hq = q.fit(x, y[:, None], epochs=2, batch_size=16, shuffle=False, verbose=0,
+                   validation_data=(x[:40], y[:40, None]))
+        losses[key] = hq.history
+    return {"losses": losses, "metrics_history": hg.history, "metric_probe": {"p": p.tolist(), "t": t.tolist(),
                                                             "w": w.tolist()},
             "standalone": standalone,
             "plateau_history": hs.history, "csv": csv_text, "scheduler_history": ht.history,
