@@ -1,9 +1,12 @@
 """``Sequences``: ragged token sequences kept flat (int32 tokens + int64 offsets).
 
 It is what ``imdbfast.datasets.imdb.load_data`` returns and behaves like Keras's object arrays
-of lists for the book's code (``len``, ``x[i]`` -> list of ints, iteration, slicing,
-``np.asarray(x, dtype=object)``, equality), while the compiled core reads the flat arrays
-directly: no Python lists are built unless someone asks for them.
+of lists (``len``, ``x[i]`` -> list of ints, iteration, slicing, integer and boolean indexing,
+``shape``/``dtype``/``ndim``/``size``, ``tolist``, ``copy``, elementwise ``==``,
+``np.asarray(x)``), while the compiled core reads the flat arrays directly: no Python lists are
+built unless someone asks for them. What only an object array can do (item assignment, in-place
+shuffles, the other ndarray methods) fails with a message saying how to get one:
+``np.asarray(x, dtype=object)``. README's table lists each operation.
 """
 
 from __future__ import annotations
@@ -51,10 +54,40 @@ class Sequences:
     def shape(self) -> tuple[int]:
         return (len(self),)
 
+    # As Keras's object array: a 1-D array of Python lists.
+    dtype = np.dtype(object)
+    ndim = 1
+
+    @property
+    def size(self) -> int:
+        return len(self)
+
+    def tolist(self) -> list[list[int]]:
+        return list(self)
+
+    def copy(self) -> "Sequences":
+        return Sequences(self.tokens.copy(), self.offsets.copy(), self.num_words,
+                         None if self.encoding is None else dict(self.encoding))
+
+    def astype(self, dtype: Any) -> npt.NDArray[Any]:
+        return self.__array__(dtype)
+
+    def equals(self, other: Any) -> bool:
+        """Whether other holds the same rows (one bool, unlike the elementwise ``==``)."""
+        if isinstance(other, Sequences):
+            return bool(np.array_equal(self.offsets, other.offsets) and
+                        np.array_equal(self.tokens, other.tokens))
+        try:
+            return len(other) == len(self) and bool(np.all(self == other))
+        except (TypeError, ValueError):
+            return False
+
     def lengths(self) -> npt.NDArray[np.int64]:
         return np.diff(self.offsets)
 
     def __getitem__(self, key: Any):
+        if key is Ellipsis:
+            return self
         if isinstance(key, (int, np.integer)):
             n = len(self)
             i = int(key) + n if key < 0 else int(key)
@@ -95,16 +128,43 @@ class Sequences:
         out[:] = list(self)
         return out
 
-    def __eq__(self, other: object):
-        if isinstance(other, Sequences):
-            return bool(np.array_equal(self.offsets, other.offsets) and
-                        np.array_equal(self.tokens, other.tokens))
-        try:
-            return len(other) == len(self) and all(list(a) == b for a, b in zip(other, self))
-        except TypeError:
-            return NotImplemented
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError("Sequences do not support item assignment (the rows are stored flat for "
+                        "the compiled core): for a shuffled copy use x[np.random.permutation(len("
+                        "x))]; for Keras's mutable object array, np.asarray(x, dtype=object)")
 
-    __hash__ = None
+    def __eq__(self, other: Any):  # type: ignore[override]
+        """Row by row, as an object array compares: a bool array (use ``equals`` for one
+        bool)."""
+        if isinstance(other, Sequences):
+            if len(other) != len(self):
+                raise ValueError(f"operands could not be broadcast together with shapes "
+                                 f"({len(self)},) ({len(other)},)")
+            same = self.lengths() == other.lengths()
+            for i in np.flatnonzero(same):
+                same[i] = np.array_equal(self.tokens[self.offsets[i]:self.offsets[i + 1]],
+                                         other.tokens[other.offsets[i]:other.offsets[i + 1]])
+            return same
+        if isinstance(other, (list, tuple, np.ndarray)):
+            if len(other) != len(self):
+                raise ValueError(f"operands could not be broadcast together with shapes "
+                                 f"({len(self)},) ({len(other)},)")
+            return np.array([list(a) == b if hasattr(a, "__len__") else False
+                             for a, b in zip(other, self)], dtype=bool)
+        return NotImplemented
+
+    def __ne__(self, other: Any):  # type: ignore[override]
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else ~eq
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getattr__(self, name: str) -> Any:
+        if hasattr(np.ndarray, name) and not name.startswith("__"):
+            raise AttributeError(f"Sequences has no {name!r} (it keeps the rows flat for the "
+                                 "compiled core): np.asarray(x, dtype=object) gives Keras's "
+                                 f"object array, which has it")
+        raise AttributeError(f"'Sequences' object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         head = ", ".join(str(self[i][:5])[:-1] + ", ...]" for i in range(min(2, len(self))))

@@ -790,3 +790,76 @@ def test_losses_refuse_bad_arguments():
     c = imdbfast.Sequential.from_config(m.get_config())
     c.compile_from_config(m.get_compile_config())
     assert c._loss.label_smoothing == 0.1
+
+
+# ---- data the way Keras returns it --------------------------------------------------------------
+def _object_array(rows):
+    """What keras.datasets.imdb.load_data returns: a 1-D object array of lists."""
+    a = np.empty(len(rows), dtype=object)
+    a[:] = [list(r) for r in rows]
+    return a
+
+
+def _plain(v):
+    """A result in comparable form: object arrays and Sequences as lists of lists."""
+    if isinstance(v, (imdbfast.Sequences, np.ndarray)) and getattr(v, "dtype", None) == object:
+        return [list(r) for r in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+ROWS = [[1, 14, 22], [1, 5], [], [1, 7, 7, 9], [1, 2, 3, 4, 5]]
+# (operation, works on Sequences: same result as Keras's object array / fails saying how)
+SAME = {
+    "len": lambda x: len(x),
+    "index": lambda x: x[1],
+    "negative index": lambda x: x[-1],
+    "numpy int index": lambda x: x[np.int64(3)],
+    "slice": lambda x: x[1:4],
+    "strided slice": lambda x: x[::2],
+    "int list": lambda x: x[[4, 0]],
+    "int array": lambda x: x[np.array([3, 3, 1])],
+    "boolean mask": lambda x: x[np.array([len(r) > 2 for r in x])],
+    "ellipsis": lambda x: x[...],
+    "iterate": lambda x: [len(r) for r in x],
+    "shape": lambda x: x.shape,
+    "dtype": lambda x: x.dtype,
+    "ndim": lambda x: x.ndim,
+    "size": lambda x: x.size,
+    "tolist": lambda x: x.tolist(),
+    "copy": lambda x: x.copy(),
+    "astype(object)": lambda x: x.astype(object),
+    "np.asarray": lambda x: np.asarray(x),
+    "np.asarray(object)": lambda x: np.asarray(x, dtype=object),
+    "elementwise ==": lambda x: x[:2] == x[:2],
+    "elementwise != ": lambda x: x[:3] != x[[0, 0, 2]],
+    "np.array_equal": lambda x: np.array_equal(x, x),
+    "max id": lambda x: max(max(r) for r in x if r),
+    "permutation index": lambda x: x[np.random.default_rng(0).permutation(len(x))],
+    "np.concatenate": lambda x: np.concatenate([x, x[:1]]),
+    "decode": lambda x: " ".join(str(i - 3) for i in x[0]),
+}
+FAILS = {
+    "item assignment": lambda x: x.__setitem__(0, [1, 2]),
+    "np.random.shuffle": lambda x: np.random.default_rng(0).shuffle(x),
+    "legacy np.random.shuffle": lambda x: np.random.shuffle(x),
+    "ndarray method": lambda x: x.argsort(),
+    "reshape": lambda x: x.reshape(-1, 1),
+}
+
+
+@pytest.mark.parametrize("op", sorted(SAME))
+def test_sequences_work_as_keras_object_arrays(op):
+    keras_x, ours = _object_array(ROWS), imdbfast.Sequences.from_lists(ROWS)
+    assert _plain(SAME[op](ours)) == _plain(SAME[op](keras_x))
+
+
+@pytest.mark.parametrize("op", sorted(FAILS))
+@pytest.mark.filterwarnings("ignore:you are shuffling")  # (NumPy's, for any non-ndarray)
+def test_sequences_say_how_to_get_the_object_array(op):
+    FAILS[op](_object_array(ROWS))  # Keras's object array can
+    ours = imdbfast.Sequences.from_lists(ROWS)
+    with pytest.raises((TypeError, AttributeError), match=r"np\.asarray\(x, dtype=object\)"):
+        FAILS[op](ours)
+    assert ours.tolist() == ROWS  # untouched
