@@ -147,7 +147,7 @@ def test_csr_and_sequences_pickle_as_arrays():
             n_bytes = obj.indptr.nbytes + obj.indices.nbytes + (0 if obj.binary else
                                                                 obj.data.nbytes)
         else:
-            assert back == obj and back.num_words == obj.num_words
+            assert back.equals(obj) and back.num_words == obj.num_words
             n_bytes = obj.tokens.nbytes + obj.offsets.nbytes
         # arrays, not Python lists (a list of ints pickles to ~2-5 bytes per int plus framing)
         assert len(raw) < n_bytes * 1.05 + 1000

@@ -66,7 +66,7 @@ def test_load_aclimdb_folder_and_archive(tmp_path):
     assert list(x) == [[1, 6, 5], [1, 4, 6], [1, 4, 10], [1, 10, 10, 5]]
     assert labels.tolist() == [1, 1, 0, 0] and ratings.tolist() == [9, 7, 3, 1]
     again = imdb.load_aclimdb(tmp_path / "aclImdb", "train", WI)[0]  # the aclImdb folder itself
-    assert again == x
+    assert again.equals(x)
     archive = tmp_path / "acl.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "aclImdb", arcname="aclImdb")
