@@ -123,3 +123,12 @@ def check_float(name: str, value: Any, low: float | None = None, high: float | N
     if high is not None and (v >= high if high_open else v > high):
         raise ValueError(f"{name}: must be {'<' if high_open else '<='} {high}, got {value!r}")
     return v
+
+
+def deserialize(record: dict, classes: dict, what: str) -> Any:
+    """An object from Keras's {"class_name", "config"} record, of one of ``classes``."""
+    cls = classes.get(record.get("class_name", ""))
+    if cls is None:
+        raise ValueError(f"{what}: unknown class {record.get('class_name')!r}; valid: "
+                         f"{sorted(classes)}")
+    return cls.from_config(dict(record.get("config") or {}))

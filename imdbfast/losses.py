@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_float
+from ._checks import check_float, deserialize
 
 
 class Loss:
@@ -91,11 +91,7 @@ def get(identifier: Any) -> Loss:
     if isinstance(identifier, Loss):
         return identifier
     if isinstance(identifier, dict):
-        cls = _CLASSES.get(identifier.get("class_name", ""))
-        if cls is None:
-            raise ValueError(f"loss: unknown class {identifier.get('class_name')!r}; valid: "
-                             f"{sorted(_CLASSES)}")
-        return cls.from_config(dict(identifier.get("config") or {}))
+        return deserialize(identifier, _CLASSES, "loss")
     if isinstance(identifier, str) and identifier.lower() in _BY_STRING:
         return _BY_STRING[identifier.lower()]()
     raise ValueError(f"loss: unknown {identifier!r}; valid: {sorted(_BY_STRING)} or an "

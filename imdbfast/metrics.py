@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._checks import check_float
+from ._checks import check_float, deserialize
 
 
 class Metric:
@@ -152,7 +152,6 @@ class AUC(Metric):
         if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, int) or \
                 num_thresholds <= 1:
             raise ValueError(f"num_thresholds: must be an int > 1, got {num_thresholds!r}")
-        self._n = num_thresholds
         super().__init__(name, dtype)
         self.num_thresholds = num_thresholds
         self.reset_state()
@@ -200,11 +199,7 @@ def get(identifier: Any) -> Metric:
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, dict):
-        cls = _CLASSES.get(identifier.get("class_name", ""))
-        if cls is None:
-            raise ValueError(f"metrics: unknown class {identifier.get('class_name')!r}; valid: "
-                             f"{sorted(_CLASSES)}")
-        return cls.from_config(dict(identifier.get("config") or {}))
+        return deserialize(identifier, _CLASSES, "metrics")
     if isinstance(identifier, str):
         cls = _BY_STRING.get(identifier) or _BY_STRING.get(identifier.lower())
         if cls is not None:
