@@ -398,10 +398,16 @@ class Sequential:
                    self._metric_labels(val[1]))
 
         steps = -(-n // batch_size)
-        history = History()
-        # As Keras: History and the progress bar last, so they see what callbacks add to the
-        # logs (ReduceLROnPlateau's learning_rate).
-        cbs = list(callbacks or []) + [history] + ([ProgbarLogger(verbose)] if verbose else [])
+        # As Keras: a History or progress bar among the callbacks is the one used; the default
+        # ones come last, so they see what callbacks add to the logs (ReduceLROnPlateau's
+        # learning_rate).
+        cbs = list(callbacks or [])
+        history = next((c for c in cbs if isinstance(c, History)), None)
+        if history is None:
+            history = History()
+            cbs.append(history)
+        if verbose and not any(isinstance(c, ProgbarLogger) for c in cbs):
+            cbs.append(ProgbarLogger(verbose))
         params = {"verbose": verbose, "epochs": epochs, "steps": steps}
         cb = CallbackList(cbs, self, params)
         history.params = params

@@ -863,3 +863,19 @@ def test_sequences_say_how_to_get_the_object_array(op):
     with pytest.raises((TypeError, AttributeError), match=r"np\.asarray\(x, dtype=object\)"):
         FAILS[op](ours)
     assert ours.tolist() == ROWS  # untouched
+
+
+def test_a_history_among_the_callbacks_is_the_one_fit_returns():
+    e = expected()
+    h = callbacks.History()
+    m = small()
+    got = m.fit(e["x"], e["y"], epochs=2, verbose=0, callbacks=[h])
+    assert got is h and m.history is h and len(h.history["loss"]) == 2
+    seen = []
+
+    class Bar(callbacks.ProgbarLogger):  # the user's progress bar replaces the default one
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(epoch)
+
+    m.fit(e["x"], e["y"], epochs=2, verbose=1, callbacks=[Bar()])
+    assert seen == [0, 1]
