@@ -67,19 +67,22 @@ def _keras_slots(model: Any) -> list[np.ndarray]:
 def _write_weights(model: Any, f: Any) -> None:
     h5py = h5py_module("save")
     with h5py.File(f, "w") as h5:
-        weights = model.get_weights()
+        weights = model.get_weights() if model.built else None  # (unbuilt: no variables yet)
         layers = h5.create_group("layers")
         for i, key in enumerate(layer_keys(len(model.layers))):
             g = layers.create_group(key).create_group("vars")
             g.attrs["name"] = model.layers[i].name
-            g.create_dataset("0", data=weights[2 * i])
-            g.create_dataset("1", data=weights[2 * i + 1])
-        if model._compile_config is not None and model._optimizer_built:
+            if weights is not None:
+                g.create_dataset("0", data=weights[2 * i])
+                g.create_dataset("1", data=weights[2 * i + 1])
+        if model._compile_config is not None:  # (Keras: the slots once it has stepped)
+            stepped = model.built and model._optimizer_built
             g = h5.create_group("optimizer").create_group("vars")
             g.attrs["name"] = _KERAS_OPTIMIZER_NAME[model.optimizer.kind]
-            g.create_dataset("0", data=np.array(model._net.iterations, dtype=np.int64))
+            g.create_dataset("0", data=np.array(model._net.iterations if stepped else 0,
+                                                dtype=np.int64))
             g.create_dataset("1", data=np.array(model.optimizer.learning_rate, dtype=np.float32))
-            for j, a in enumerate(_keras_slots(model), start=2):
+            for j, a in enumerate(_keras_slots(model) if stepped else [], start=2):
                 g.create_dataset(str(j), data=a)
         h5.create_group("vars").attrs["name"] = model.name
 
@@ -98,12 +101,13 @@ def compile_config(model: Any) -> dict | None:
 
 
 def save_keras(model: Any, path: str | os.PathLike) -> None:
-    model._require_built("save")
     h5py_module("save")
     weights = io.BytesIO()
     _write_weights(model, weights)
     config = {"module": "keras", "class_name": "Sequential", "config": model.get_config(),
-              "registered_name": None, "build_config": {"input_shape": list(model.input_shape)}}
+              "registered_name": None}
+    if model.built:
+        config["build_config"] = {"input_shape": list(model.input_shape)}
     cc = compile_config(model)
     if cc is not None:
         config["compile_config"] = cc
@@ -245,18 +249,17 @@ def load_keras(path: str | os.PathLike, device: str, compile: bool = True) -> An
         raise ValueError(f"{where}: a Keras {config.get('class_name')!r} model; imdbfast reads "
                          "Sequential models of Dense layers")
     model = Sequential.from_config(config.get("config") or {}, device=device)
-    if not model.built:
-        shape = (config.get("build_config") or {}).get("input_shape")
-        if shape is None:
-            raise ValueError(f"{where}: the model was saved unbuilt (no input shape)")
+    shape = (config.get("build_config") or {}).get("input_shape")
+    if not model.built and shape is not None:
         model.build(shape)
     cc = config.get("compile_config")
     if compile and cc:
         model.compile(_optimizer_from_keras(cc.get("optimizer")), _loss_from_keras(cc.get("loss")),
                       [_metric_from_keras(m) for m in cc.get("metrics") or []])
     h5py = h5py_module("load_model")
-    with h5py.File(io.BytesIO(weights), "r") as h5:
-        _read_weights(model, h5, where, with_optimizer=compile)
+    if model.built:  # (a model saved unbuilt has no variables to read)
+        with h5py.File(io.BytesIO(weights), "r") as h5:
+            _read_weights(model, h5, where, with_optimizer=compile)
     return model
 
 

@@ -151,6 +151,8 @@ class Sequences:
                                  f"({len(self)},) ({len(other)},)")
             return np.array([list(a) == b if hasattr(a, "__len__") else False
                              for a, b in zip(other, self)], dtype=bool)
+        if np.isscalar(other) or other is None:  # a list never equals a scalar
+            return np.zeros(len(self), dtype=bool)
         return NotImplemented
 
     def __ne__(self, other: Any):  # type: ignore[override]

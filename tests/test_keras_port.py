@@ -834,6 +834,7 @@ SAME = {
     "np.asarray(object)": lambda x: np.asarray(x, dtype=object),
     "elementwise ==": lambda x: x[:2] == x[:2],
     "elementwise != ": lambda x: x[:3] != x[[0, 0, 2]],
+    "== scalar": lambda x: x == 5,
     "np.array_equal": lambda x: np.array_equal(x, x),
     "max id": lambda x: max(max(r) for r in x if r),
     "permutation index": lambda x: x[np.random.default_rng(0).permutation(len(x))],
@@ -879,3 +880,16 @@ def test_a_history_among_the_callbacks_is_the_one_fit_returns():
 
     m.fit(e["x"], e["y"], epochs=2, verbose=1, callbacks=[Bar()])
     assert seen == [0, 1]
+
+
+@needs_h5py
+def test_an_unbuilt_model_saves_as_keras_does(tmp_path):
+    m = imdbfast.Sequential([layers.Dense(4, "relu"), layers.Dense(1, "sigmoid")])
+    m.compile("adam", "binary_crossentropy", ["AUC"])
+    m.save(tmp_path / "u.keras")
+    back = imdbfast.load_model(tmp_path / "u.keras")
+    assert not back.built and [l.units for l in back.layers] == [4, 1]
+    assert back.metrics_names == ["AUC"]
+    e = expected()
+    back.fit(e["x"], e["y"], verbose=0)  # built by its first fit
+    assert back.input_shape == (None, 50)
