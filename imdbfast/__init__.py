@@ -47,7 +47,7 @@ except ImportError as e:  # the source checkout, imported from the repository ro
     del _installed
 
 from ._core import CSR, get_num_threads, set_num_threads  # noqa: E402
-from . import callbacks, datasets, layers, losses, metrics, optimizers  # noqa: E402
+from . import callbacks, datasets, layers, losses, metrics, optimizers, utils  # noqa: E402
 from .layers import Input  # noqa: E402
 from ._backend import cuda_available  # noqa: E402
 from ._encoding import multi_hot, multi_hot_dense, to_csr  # noqa: E402
@@ -89,4 +89,5 @@ __all__ = [
     "plot_history",
     "set_num_threads",
     "to_csr",
+    "utils",
 ]

@@ -126,7 +126,7 @@ def test_hostile_pickle_is_refused_and_nothing_runs(tmp_path, cache):
     (lambda p: write_npz(p, [["12"]], [0], [[1]], [0]), "integers"),  # not the id 12
     (lambda p: write_npz(p, ["a review as text"], [0], [[1]], [0]), "element 0 is str"),
     (lambda p: write_npz(p, [b"\x01\x02"], [0], [[1]], [0]), "element 0 is bytes"),
-    (lambda p: write_npz(p, [[1], [2]], [0], [[1]], [0]), "one per review"),
+    (lambda p: write_npz(p, [[1], [2]], [0], [[1]], [0]), "one per sequence"),
 ])
 def test_broken_files_are_refused_clearly(tmp_path, cache, make, match):
     path = tmp_path / "bad.npz"

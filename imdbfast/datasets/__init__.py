@@ -1,5 +1,6 @@
-"""Datasets: ``imdb.load_data`` / ``imdb.get_word_index`` with Keras's results."""
+"""Datasets with Keras's results: ``imdb`` (the book's reviews), ``reuters`` (newswire topics)
+and ``boston_housing`` (house prices)."""
 
-from . import imdb
+from . import boston_housing, imdb, reuters
 
-__all__ = ["imdb"]
+__all__ = ["boston_housing", "imdb", "reuters"]

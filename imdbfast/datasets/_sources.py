@@ -1,6 +1,7 @@
-"""Where the IMDB files come from and how the npz is read: the search order (an explicit path,
-$IMDBFAST_DATA, Keras's cache, imdbfast's cache, else a checked download from Keras's origin),
-the restricted unpickler, and the flat-array cache of a converted file (imdb.py's docstring)."""
+"""Where the datasets' files come from and how an npz of token lists is read: the search order
+(an explicit path, $IMDBFAST_DATA, Keras's cache, imdbfast's cache, else a checked download from
+Keras's origin), the restricted unpickler, and the flat-array cache of a converted file
+(imdb.py's docstring). IMDB's and Reuters' files share all of it."""
 
 from __future__ import annotations
 
@@ -16,13 +17,20 @@ import numpy as np
 
 from .._files import NpzReader, open_regular, write_atomically
 
-_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# The splits of a file of token lists, each (x member, y member): IMDB's come split, Reuters'
+# whole (load_data splits it).
+IMDB_SPLITS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
+WHOLE = {"all": ("x", "y")}
 _CACHE_VERSION = 1
 # Keras's origin and published checksums; $IMDBFAST_ORIGIN replaces the origin (a mirror).
 ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 KNOWN_FILES = {
     "imdb.npz": ("sha256", "69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f"),
     "imdb_word_index.json": ("md5", "bfafd718b763782e994055a2d397834f"),
+    "reuters.npz": ("sha256", "d6586e694ee56d7a4e65172e12b3e987c03096cb01eab99753921ef915959916"),
+    "reuters_word_index.json": ("md5", "4d44cc38712099c9e383dc6e5f11a921"),
+    "boston_housing.npz": ("sha256",
+                           "f553886a1f8d56431e820c5b82552d9d95cfcb96d1e678153f8839538947dff5"),
 }
 
 
@@ -49,7 +57,7 @@ def locate(path: str) -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    where = (f"{path} not found. Put the Keras IMDB file there or point imdbfast at it: an "
+    where = (f"{path} not found. Put the Keras dataset file there or point imdbfast at it: an "
              "explicit path, $IMDBFAST_DATA (a folder), or one of: " +
              ", ".join(str(c) for c in candidates))
     if p.name not in KNOWN_FILES or os.environ.get("IMDBFAST_OFFLINE"):
@@ -137,40 +145,45 @@ def _flatten(arr: np.ndarray, name: str, where: Path):
         raise ValueError(f"{where}: {e}") from None
 
 
-def _convert(where: Path) -> dict:
+def _convert(where: Path, splits: dict) -> dict:
     """The raw (unshuffled, unshifted) data of an npz as flat arrays, safely."""
+    keys = [k for pair in splits.values() for k in pair]
     try:
         with NpzReader(where, "load_data") as z:
-            missing = [k for k in _KEYS if k not in z]
+            missing = [k for k in keys if k not in z]
             if missing:
                 raise ValueError(f"{where}: missing {', '.join(missing)}")
-            arrays = {k: _read_member(z, k) for k in _KEYS}
+            arrays = {k: _read_member(z, k) for k in keys}
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise ValueError(f"{where}: not a readable npz file ({e})") from None
     except pickle.UnpicklingError as e:
         raise ValueError(f"{where}: refused: {e}") from None
     out = {}
-    for split in ("train", "test"):
-        x, y = arrays["x_" + split], arrays["y_" + split]
+    for split, (xk, yk) in splits.items():
+        x, y = arrays[xk], arrays[yk]
         if y.dtype.kind not in "iub" or y.shape != x.shape:
-            raise ValueError(f"{where}: y_{split} must be integer labels, one per review")
-        tokens, offsets = _flatten(x, "x_" + split, where)
+            raise ValueError(f"{where}: {yk} must be integer labels, one per sequence")
+        tokens, offsets = _flatten(x, xk, where)
         out[split] = (tokens, offsets, y.astype(np.int64))
     return out
 
 
-def read_raw(where: Path) -> dict:
+def read_raw(where: Path, splits: dict = IMDB_SPLITS) -> dict:
+    """{split: (tokens, offsets, labels)} of a file of token lists, from imdbfast's cache of
+    it (made on the first read)."""
     st = where.stat()
-    key = hashlib.sha256(f"{where.resolve()}|{st.st_size}|{st.st_mtime_ns}|{_CACHE_VERSION}".encode())
+    layout = "" if splits == IMDB_SPLITS else f"|{sorted(splits.items())}"
+    key = hashlib.sha256(f"{where.resolve()}|{st.st_size}|{st.st_mtime_ns}|{_CACHE_VERSION}"
+                         f"{layout}".encode())
     cache = cache_dir() / f"{where.stem}-{key.hexdigest()[:20]}"
-    names = [f"{s}_{n}" for s in ("train", "test") for n in ("tokens", "offsets", "labels")]
+    names = [f"{s}_{n}" for s in splits for n in ("tokens", "offsets", "labels")]
     if (cache / "complete").is_file():
         try:  # memory-mapped: the arrays are read as the kernels touch them
             a = {n: np.load(cache / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in names}
-            return {s: (a[s + "_tokens"], a[s + "_offsets"], a[s + "_labels"]) for s in ("train", "test")}
+            return {s: (a[s + "_tokens"], a[s + "_offsets"], a[s + "_labels"]) for s in splits}
         except (OSError, ValueError):
             pass  # a damaged cache is rebuilt below
-    raw = _convert(where)
+    raw = _convert(where, splits)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".imdbfast-", dir=cache.parent))

@@ -45,6 +45,21 @@ def load_data(path: str = "imdb.npz", num_words: int | None = None, skip_top: in
     token included, and with num_words=None the largest index becomes OOV, exactly as Keras.
     Extra keyword arguments are ignored, as Keras 3 does.
     """
+    check_sequence_args(num_words, skip_top, maxlen, seed, start_char, oov_char, index_from)
+    raw = _read_raw(_locate(path))
+    rng = np.random.RandomState(seed)
+    parts = []
+    for split in ("train", "test"):
+        tokens, offsets, labels = raw[split]
+        order = np.arange(offsets.size - 1)
+        rng.shuffle(order)
+        parts.append((tokens, offsets, labels, order, split))
+    return tuple(keras_sequences(parts, num_words, skip_top, maxlen, start_char, oov_char,
+                                 index_from, maxlen_error=True))
+
+
+def check_sequence_args(num_words, skip_top, maxlen, seed, start_char, oov_char, index_from):
+    """load_data's shared arguments (IMDB's and Reuters'), checked as Keras would need them."""
     for name, v in (("skip_top", skip_top), ("seed", seed), ("index_from", index_from)):
         check_int(v, name, 0)
     for name, v in (("num_words", num_words), ("maxlen", maxlen), ("start_char", start_char),
@@ -53,31 +68,33 @@ def load_data(path: str = "imdb.npz", num_words: int | None = None, skip_top: in
             check_int(v, name, 0)
     if num_words and oov_char is not None and oov_char >= num_words:
         raise ValueError(f"num_words: {num_words} cannot hold the reserved oov_char={oov_char}")
-    raw = _read_raw(_locate(path))
 
-    rng = np.random.RandomState(seed)
-    parts = []
-    for split in ("train", "test"):
-        tokens, offsets, labels = raw[split]
-        order = np.arange(offsets.size - 1)
-        rng.shuffle(order)
-        # Keras: shuffle, then [start_char] + [w + index_from for w in review], in one pass.
+
+def keras_sequences(parts, num_words, skip_top, maxlen, start_char, oov_char, index_from,
+                    maxlen_error: bool) -> list:
+    """Keras's encoding of shuffled token lists, vectorised: parts are (tokens, offsets,
+    labels, order, name); each becomes (Sequences, labels) of the rows in ``order``, prefixed
+    with start_char, shifted by index_from, kept if shorter than maxlen, with ids outside
+    [skip_top, num_words) made oov_char (or dropped) — num_words=None: the largest id over all
+    parts, which then becomes OOV, as Keras."""
+    out = []
+    for tokens, offsets, labels, order, name in parts:
+        # Keras: [start_char] + [w + index_from for w in x], in one pass.
         t, o = _core.ragged_take(tokens, offsets, order, -1 if start_char is None else start_char,
                                  index_from)
-        parts.append((t, o, labels[order]))
-    if maxlen:
-        for i, name in enumerate(("train", "test")):
-            tokens, offsets, labels = parts[i]
-            keep = np.flatnonzero(np.diff(offsets) < maxlen)
-            if keep.size == 0:
+        labels = labels[order]
+        if maxlen:
+            keep = np.flatnonzero(np.diff(o) < maxlen)
+            if keep.size == 0 and maxlen_error:
                 raise ValueError(f"maxlen: after keeping sequences shorter than maxlen={maxlen}, "
                                  f"no {name} sequence is left. Increase maxlen.")
-            s = Sequences(tokens, offsets).take(keep)
-            parts[i] = (s.tokens, s.offsets, labels[keep])
+            s = Sequences(t, o).take(keep)
+            t, o, labels = s.tokens, s.offsets, labels[keep]
+        out.append((t, o, labels))
     if not num_words:
-        num_words = max(int(p[0].max()) if p[0].size else 0 for p in parts)
-    out = []
-    for tokens, offsets, labels in parts:  # tokens are fresh copies: filter them in place
+        num_words = max(int(p[0].max()) if p[0].size else 0 for p in out)
+    encoded = []
+    for tokens, offsets, labels in out:  # tokens are fresh copies: filter them in place
         bad = tokens >= num_words
         if skip_top:
             bad |= tokens < skip_top
@@ -89,8 +106,8 @@ def load_data(path: str = "imdb.npz", num_words: int | None = None, skip_top: in
         del bad
         encoding = dict(num_words=num_words, skip_top=skip_top, start_char=start_char,
                         oov_char=oov_char, index_from=index_from)
-        out.append((Sequences(tokens, offsets, num_words, encoding), labels))
-    return tuple(out)
+        encoded.append((Sequences(tokens, offsets, num_words, encoding), labels))
+    return encoded
 
 
 def get_word_index(path: str = "imdb_word_index.json") -> dict[str, int]:
