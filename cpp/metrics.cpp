@@ -15,9 +15,10 @@ double divide_no_nan(double a, double b) { return b == 0.0 ? 0.0 : a / b; }
 
 // Keras's bucket for AUC's evenly spaced thresholds (with the epsilon ends): p clipped to
 // [0, 1], ceil(p * (T - 1)) - 1 in float32, at least 0. The bucket b counts for the
-// thresholds 0..b (p > threshold).
+// thresholds 0..b (p > threshold). A NaN output (a diverged model) counts as 0: never an index
+// outside the state.
 int64_t auc_bucket(float p, int64_t T) {
-    p = p < 0.0f ? 0.0f : (p > 1.0f ? 1.0f : p);
+    p = !(p >= 0.0f) ? 0.0f : (p > 1.0f ? 1.0f : p);
     const float b = std::ceil(p * static_cast<float>(T - 1)) - 1.0f;
     return b < 0.0f ? 0 : static_cast<int64_t>(b);
 }

@@ -696,6 +696,9 @@ def test_metrics_refuse_what_they_do_not_compute():
         m.update_state(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="sample_weight"):
         m.update_state(np.ones(3), np.ones(3), sample_weight=[1, -1, 1])
+    nan = imdbfast.metrics.AUC()  # a diverged model's NaN outputs: the lowest bucket, no crash
+    nan.update_state([[1.0], [0.0], [1.0]], [[np.nan], [0.2], [np.inf]])
+    assert 0.0 <= nan.result() <= 1.0
     from imdbfast import _core
     state = np.zeros(_core.metric_state_size("auc"))
     with pytest.raises(ValueError, match="rows: index 5 out of range"):
