@@ -79,3 +79,26 @@ def test_fidelity_on_real_subset(imdb):
         _, loss, acc = model.train_epoch(x, yy, np.arange(n), 512)
         assert h.history["loss"][epoch] == pytest.approx(loss, rel=1e-4)
         assert h.history["accuracy"][epoch] == pytest.approx(acc, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_chapter_five_capacity_smaller_and_bigger_models(imdb):
+    """§5.4.1 (fighting overfitting by capacity), validation_split=0.4 as the book: the bigger
+    model (Dense(512) x2) overfits within 2-3 epochs; the smaller one (Dense(4) x2) later and
+    more slowly than the original (recorded in docs/PERFORMANCE.md, "The book's chapter 5")."""
+    (tok, off, y), _ = imdb
+    x = ragged(tok, off)
+
+    def val_losses(units, epochs, seed=0):
+        m = imdbfast.Sequential([layers.Input((10000,)), layers.Dense(units, activation="relu"),
+                                 layers.Dense(units, activation="relu"),
+                                 layers.Dense(1, activation="sigmoid")], seed=seed)
+        m.compile("rmsprop", "binary_crossentropy", ["accuracy"])
+        return m.fit(x, y, epochs=epochs, batch_size=512, validation_split=0.4,
+                     verbose=0).history["val_loss"]
+
+    bigger = val_losses(512, 6)
+    assert int(np.argmin(bigger)) <= 2 and bigger[-1] > min(bigger) + 0.03, bigger
+    original, smaller = val_losses(16, 20), val_losses(4, 20)
+    assert int(np.argmin(smaller)) > int(np.argmin(original)), (smaller, original)
+    assert smaller[-1] < original[-1]  # overfits more slowly: lower loss at epoch 20
