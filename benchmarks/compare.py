@@ -2,12 +2,14 @@
 
     pip install ".[peers]"                 # scikit-learn, torch (CPU), tensorflow-cpu (Keras 3)
     IMDBFAST_DATA=../shared/data python benchmarks/compare.py [--threads 2] [--json]
+    IMDBFAST_DATA=../shared/data python benchmarks/compare.py --units 512 \
+        --frameworks imdbfast,torch-embeddingbag         # chapter 5's bigger model
 
 Each framework runs the book's workflow in a fresh process (so peak memory is its own): the
 data as load_data(num_words=10000) gives it (the same loader for all, timed separately), the
 framework's natural input (Keras: the book's float64 0/1 matrix; PyTorch dense: a float32
 matrix; PyTorch EmbeddingBag: the flat word ids; scikit-learn: scipy CSR; imdbfast: its CSR),
-4 epochs at batch 512 of Dense(16, relu) x2 + Dense(1, sigmoid) with RMSprop (scikit-learn has
+4 epochs at batch 512 of Dense(16, relu) x2 (--units) + Dense(1, sigmoid) with RMSprop (scikit-learn has
 none: Adam), then evaluate and predict on the 25,000 test reviews. Frameworks that are not
 installed are skipped. The table prints times, the median epoch (the first epoch excluded where
 a framework traces or compiles), test accuracy, peak RSS, and each epoch time as a multiple of
@@ -24,6 +26,8 @@ import sys
 import time
 
 FRAMEWORKS = ("imdbfast", "sklearn-mlp", "torch-embeddingbag", "torch-dense", "keras")
+# The hidden layers' width: 16 is the book's model, 512 chapter 5's bigger model (--units).
+UNITS = 16
 
 
 def _threads_env(n: int) -> None:
@@ -61,8 +65,8 @@ def run_imdbfast(threads: int, epochs: int) -> dict:
     timer = callbacks.LambdaCallback(on_epoch_begin=lambda e, l: marks.append(time.perf_counter()),
                                      on_epoch_end=lambda e, l: marks.append(time.perf_counter()))
     t = time.perf_counter()
-    model = imdbfast.fit(xs, y, epochs=epochs, batch_size=512, seed=0, verbose=0, threads=threads,
-                         callbacks=[timer])
+    model = imdbfast.fit(xs, y, layers=(UNITS, UNITS), epochs=epochs, batch_size=512, seed=0,
+                         verbose=0, threads=threads, callbacks=[timer])
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
     _, acc = model.evaluate(xts, yt, verbose=0)
@@ -87,7 +91,7 @@ def run_sklearn(threads: int, epochs: int) -> dict:
 
     xs, xts = to_scipy(x), to_scipy(xt)
     encode_s = time.perf_counter() - t
-    clf = MLPClassifier(hidden_layer_sizes=(16, 16), activation="relu", solver="adam", alpha=0.0,
+    clf = MLPClassifier(hidden_layer_sizes=(UNITS, UNITS), activation="relu", solver="adam", alpha=0.0,
                         batch_size=512, learning_rate_init=1e-3, random_state=0, shuffle=True)
     times = []
     t0 = time.perf_counter()
@@ -144,13 +148,14 @@ def run_torch_embeddingbag(threads: int, epochs: int) -> dict:
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.bag = torch.nn.EmbeddingBag(10000, 16, mode="sum")
+            self.bag = torch.nn.EmbeddingBag(10000, UNITS, mode="sum")
             # nn.EmbeddingBag starts at N(0, 1), which saturates a sum over ~130 words: use
             # Keras's glorot-uniform kernel, as the dense layer it replaces would have.
-            torch.nn.init.uniform_(self.bag.weight, -(6 / 10016) ** 0.5, (6 / 10016) ** 0.5)
-            self.b1 = torch.nn.Parameter(torch.zeros(16))
-            self.rest = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(),
-                                            torch.nn.Linear(16, 1))
+            limit = (6 / (10000 + UNITS)) ** 0.5
+            torch.nn.init.uniform_(self.bag.weight, -limit, limit)
+            self.b1 = torch.nn.Parameter(torch.zeros(UNITS))
+            self.rest = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(UNITS, UNITS),
+                                            torch.nn.ReLU(), torch.nn.Linear(UNITS, 1))
 
         def forward(self, idx, offsets):
             return self.rest(self.bag(idx, offsets) + self.b1)
@@ -185,8 +190,9 @@ def run_torch_dense(threads: int, epochs: int) -> dict:
     xtd = torch.from_numpy(imdbfast.multi_hot_dense(xt, 10000))
     yy = torch.from_numpy(y.astype("float32"))
     encode_s = time.perf_counter() - t
-    model = torch.nn.Sequential(torch.nn.Linear(10000, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
-                                torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    model = torch.nn.Sequential(torch.nn.Linear(10000, UNITS), torch.nn.ReLU(),
+                                torch.nn.Linear(UNITS, UNITS), torch.nn.ReLU(),
+                                torch.nn.Linear(UNITS, 1))
     t = time.perf_counter()
     times = _torch_train(torch, model, xd, yy, xd.shape[0], epochs, lambda d, rows: model(d[rows]))
     fit_s = time.perf_counter() - t
@@ -222,7 +228,7 @@ def run_keras(threads: int, epochs: int) -> dict:
     x_train, x_test = vectorize_sequences(x), vectorize_sequences(xt)
     y_train, y_test = np.asarray(y).astype("float32"), np.asarray(yt).astype("float32")
     encode_s = time.perf_counter() - t
-    model = keras.Sequential([layers.Dense(16, activation="relu"), layers.Dense(16, activation="relu"),
+    model = keras.Sequential([layers.Dense(UNITS, activation="relu"), layers.Dense(UNITS, activation="relu"),
                               layers.Dense(1, activation="sigmoid")])
     model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
     marks = []
@@ -257,10 +263,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--units", type=int, default=16, help="hidden width (512: chapter 5's bigger model)")
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global UNITS
+    UNITS = args.units
     if args.worker:
         worker(args.worker, args.threads, args.epochs)
         return
@@ -275,7 +284,8 @@ def main() -> None:
             continue
         t = time.perf_counter()
         out = subprocess.run([sys.executable, __file__, "--worker", name, "--threads", str(args.threads),
-                              "--epochs", str(args.epochs)], capture_output=True, text=True)
+                              "--epochs", str(args.epochs), "--units", str(args.units)],
+                             capture_output=True, text=True)
         line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
         if out.returncode != 0 or line is None:
             print(f"# {name}: failed:\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -306,7 +316,7 @@ def main() -> None:
               f"{r['test_accuracy']:>9.4f}{r['peak_rss_mb']:>8.0f}MB"
               f"{r.get('epoch_vs_imdbfast', float('nan')):>8.1f}x{r.get('workflow_vs_imdbfast', float('nan')):>10.1f}x")
     if results:
-        print(f"# {args.threads} threads, {args.epochs} epochs at batch 512; load_data "
+        print(f"# Dense({args.units}) x2, {args.threads} threads, {args.epochs} epochs at batch 512; load_data "
               f"({results[0]['load_s']:.3f}s in the first process) is shared and excluded")
 
 
