@@ -106,7 +106,8 @@ void def_net(py::class_<N, std::shared_ptr<N>>& c) {
                 const int64_t D = n.spec().input_dim;
                 sy = check<int64_t>(ndarray_arg(synced, "synced"), "synced", {D});
                 check_synced(sy, D, iterations);
-                if (!cpu::optimizer_is_lazy(n.spec().optimizer))
+                // (either backend takes a lazy CPU state; a penalty on W1 makes it dense)
+                if (!cpu::optimizer_is_lazy(n.spec().optimizer) || n.spec().penalized(0))
                     throw std::invalid_argument("synced: only a lazy optimizer has it");
             }
             Write lock(n.mutex());
@@ -164,6 +165,10 @@ void def_net(py::class_<N, std::shared_ptr<N>>& c) {
             return out;
         }, py::arg("x"), py::arg("threads") = 0, py::arg("first") = 0, py::arg("last") = -1,
            "Outputs for rows [first, last) of x (last = -1: to the end) as a host array.")
+        .def("penalty", [](N& n) {
+            Read lock(n.mutex());
+            return n.penalty();
+        }, "The weight penalty of the current weights (Keras's sum of model.losses).")
         .def("evaluate", [](N& n, py::object x, py::object y, py::object sw,
                             py::object threads, int64_t first, int64_t last) {
             const typename Io::Data d = Io::data(n, x);
@@ -178,7 +183,8 @@ void def_net(py::class_<N, std::shared_ptr<N>>& c) {
             return py::make_tuple(st.loss_sum, st.correct_sum, st.rows);
         }, py::arg("x"), py::arg("y"), py::arg("sample_weight"), py::arg("threads") = 0,
            py::arg("first") = 0, py::arg("last") = -1,
-           "(sum of weighted losses, sum of accuracies, rows) over rows [first, last) of x.");
+           "(sum of weighted losses plus rows x the weight penalty, sum of accuracies, rows) "
+           "over rows [first, last) of x.");
 }
 
 

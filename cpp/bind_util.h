@@ -310,7 +310,7 @@ inline NetSpec parse_spec(const py::dict& d) {
         const std::string at = "layers[" + std::to_string(i) + "]";
         const py::dict l = layers[i].cast<py::dict>();
         check_keys(l, at, {"kind", "units", "activation", "dropout", "kernel_l1", "kernel_l2",
-                           "trainable"});
+                           "bias_l1", "bias_l2", "trainable"});
         LayerSpec ls;
         const std::string kind = l.contains("kind") ? std::string(py::str(l["kind"])) : "dense";
         if (kind != "dense")
@@ -322,9 +322,19 @@ inline NetSpec parse_spec(const py::dict& d) {
         // Room in the description, not yet in the kernels: say so rather than ignore it.
         if (l.contains("dropout") && float_arg(l["dropout"], "dropout") != 0.0)
             throw std::invalid_argument(at + ": dropout is not implemented yet");
-        for (const char* k : {"kernel_l1", "kernel_l2"})
-            if (l.contains(k) && float_arg(l[k], k) != 0.0)
-                throw std::invalid_argument(at + ": " + k + " is not implemented yet");
+        // Penalty factors: finite, >= 0 (Keras's validate_float_arg), and 2 * factor finite in
+        // float32 (the gradient's factor).
+        double* factors[] = {&ls.kernel_l1, &ls.kernel_l2, &ls.bias_l1, &ls.bias_l2};
+        const char* names[] = {"kernel_l1", "kernel_l2", "bias_l1", "bias_l2"};
+        for (int k = 0; k < 4; ++k) {
+            if (!l.contains(names[k])) continue;
+            const double v = float_arg(l[names[k]], names[k]);
+            if (!(v >= 0.0 && v <= 1e38))
+                throw std::invalid_argument(at + ": " + names[k] +
+                                            ": expected a finite number >= 0 (at most 1e38), got " +
+                                            py::repr(l[names[k]]).cast<std::string>());
+            *factors[k] = v;
+        }
         if (l.contains("trainable")) ls.trainable = bool_arg(l["trainable"], "trainable");
         s.layers.push_back(ls);
     }

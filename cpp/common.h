@@ -263,6 +263,39 @@ IMDBFAST_HD inline float group_sum(const Term& term, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Weight penalties (keras/src/regularizers/regularizers.py, L1L2): l1 * sum |w| + l2 * sum w^2,
+// added to the loss; Keras regularizes the trainable weights only. The value is summed in
+// double in one fixed order: per row (penalty_row, a row of H elements ascending), rows of a
+// parameter ascending, then parameters in Keras's order (penalty_total); both backends compute
+// each row with penalty_row and add the rows and parameters in that order.
+IMDBFAST_HD inline double penalty_row(const float* w, int64_t H, double l1, double l2) {
+    double s1 = 0.0, s2 = 0.0;
+    for (int64_t h = 0; h < H; ++h) {
+        const double v = w[h];
+        s1 += fabs(v);
+        s2 += v * v;
+    }
+    return l1 * s1 + l2 * s2;
+}
+// rows: the penalty rows of every penalized parameter in order; counts: each one's row count.
+IMDBFAST_HD inline double penalty_total(const double* rows, const int64_t* counts, int n_params) {
+    double total = 0.0;
+    for (int p = 0; p < n_params; ++p) {
+        double s = 0.0;
+        for (int64_t r = 0; r < counts[p]; ++r) s += rows[r];
+        rows += counts[p];
+        total += s;
+    }
+    return total;
+}
+// The penalty's gradient for one element, added to the data gradient g in float32:
+// g + (l1 sign(w) + (2 l2) w), sign(0) = 0 (TF's abs gradient).
+IMDBFAST_HD inline float penalty_grad(float g, float w, float l1, float two_l2) {
+    const float s = w > 0.0f ? 1.0f : (w < 0.0f ? -1.0f : 0.0f);
+    return g + (l1 * s + two_l2 * w);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Optimizer element updates (keras/src/optimizers/{rmsprop,adam,sgd}.py), float32 throughout,
 // in Keras's order of operations. Hyper-parameters arrive already in float32, with constants
 // such as (1 - rho) precomputed once per step in double and rounded (as Keras casts them).

@@ -245,6 +245,14 @@ void loss_forward(double* loss_row, double* correct_row, const float* z, const f
                   const float* y, const float* sw, const int64_t* rows, int last_act, int loss,
                   int64_t O, int64_t b0, int64_t b1);
 
+// ---- loss.cpp: weight penalties (common.h: penalty_row, penalty_grad) ----------------------
+// out[r - r0] = the penalty of row r of a parameter w of rows of H, for rows [r0, r1).
+void penalty_rows(double* out, const float* w, int64_t H, double l1, double l2, int64_t r0,
+                  int64_t r1);
+// Elements [n0, n1): g[i] = penalty_grad(g[i], w[i], l1, two_l2) (the data gradient plus the
+// penalty's).
+void penalty_grad_add(float* g, const float* w, float l1, float two_l2, int64_t n0, int64_t n1);
+
 // ---- metrics.cpp: Keras's compile metrics, as sums over rows ----------------------------------
 // A metric's state is a few doubles (sums and counts; AUC: per-bucket positives and negatives)
 // that metric_update adds rows to and metric_result turns into Keras's value. Keras's

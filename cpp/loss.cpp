@@ -1,4 +1,5 @@
-// loss.cpp: the loss of the output layer fused with its gradient, and binary accuracy, per row.
+// loss.cpp: the loss of the output layer fused with its gradient, and binary accuracy, per row;
+// the weight penalties' rows and gradients.
 // The scalar formulas are in common.h; this file only applies them over rows and outputs.
 // Per-row results go to arrays (not a running sum) so that the caller reduces them in a fixed
 // order, whatever the thread count.
@@ -34,6 +35,16 @@ void loss_forward(double* loss_row, double* correct_row, const float* z, const f
                   int64_t O, int64_t b0, int64_t b1) {
     loss_rows<false>(nullptr, loss_row, correct_row, z, a, y, sw, rows, last_act, loss, O, 1, b0,
                      b1);
+}
+
+void penalty_rows(double* out, const float* w, int64_t H, double l1, double l2, int64_t r0,
+                  int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) out[r - r0] = penalty_row(w + r * H, H, l1, l2);
+}
+
+void penalty_grad_add(float* g, const float* w, float l1, float two_l2, int64_t n0, int64_t n1) {
+    IMDBFAST_ROW_SIMD
+    for (int64_t i = n0; i < n1; ++i) g[i] = penalty_grad(g[i], w[i], l1, two_l2);
 }
 
 }  // namespace cpu

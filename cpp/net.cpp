@@ -116,6 +116,31 @@ Net::Net(NetSpec spec)
         slots_[p].assign(n_slots(), AlignedFloats(static_cast<size_t>(param_size(p)), 0.0f));
     }
     synced_.assign(static_cast<size_t>(dims_[0]), 0);
+    pen_start_.push_back(0);
+    for (int p = 0; p < P; ++p) {
+        if (!spec_.penalized(p)) continue;
+        pen_params_.push_back(p);
+        pen_counts_.push_back(spec_.param_rows(p));
+        pen_start_.push_back(pen_start_.back() + spec_.param_rows(p));
+    }
+}
+
+void Net::penalty_table(double* out, int64_t r0, int64_t r1) const {
+    for (size_t k = 0; k < pen_params_.size(); ++k) {
+        const int p = pen_params_[k];
+        const int64_t lo = std::max(r0, pen_start_[k]), hi = std::min(r1, pen_start_[k + 1]);
+        if (lo < hi)
+            cpu::penalty_rows(out + (lo - r0), param(p), spec_.units(NetSpec::layer_of(p)),
+                              spec_.penalty_l1(p), spec_.penalty_l2(p), lo - pen_start_[k],
+                              hi - pen_start_[k]);
+    }
+}
+
+double Net::penalty() const {
+    if (pen_params_.empty()) return 0.0;
+    std::vector<double> rows(static_cast<size_t>(pen_start_.back()));
+    penalty_table(rows.data(), 0, pen_start_.back());
+    return penalty_total(rows.data(), pen_counts_.data(), static_cast<int>(pen_params_.size()));
 }
 
 void Net::get_param(int p, float* out) const { std::copy_n(param(p), param_size(p), out); }
@@ -295,7 +320,18 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
     std::vector<std::array<float*, 3>> sp(n_params());
     for (int p = 0; p < n_params(); ++p)
         for (int s = 0; s < n_slots(); ++s) sp[p][s] = slots_[p][s].data();
-    const bool lazy = cpu::optimizer_is_lazy(opt_);
+    const bool lazy = this->lazy();
+    // Weight penalties: each step's penalty rows, computed in phase 1 from the weights before
+    // the step (W1's by the owners of its rows) and added up by thread 0 in phase 2; the
+    // gradient factors in float32.
+    const int64_t pen_n = pen_start_.back();
+    const int64_t pen_w1 = spec_.penalized(0) ? D : 0;  // W1's rows come first in the table
+    std::vector<double> pen_rows(static_cast<size_t>(pen_n));
+    std::vector<float> pen_l1(n_params()), pen_2l2(n_params());
+    for (int p = 0; p < n_params(); ++p) {
+        pen_l1[p] = static_cast<float>(spec_.penalty_l1(p));
+        pen_2l2[p] = static_cast<float>(2.0 * spec_.penalty_l2(p));
+    }
     const int64_t it0 = iterations();
     auto batch_rows = [&](int64_t batch) { return std::min(B, N - batch * B); };
 
@@ -353,6 +389,12 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                 if (ahead)
                     cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 0);
                 const int64_t b0 = part(Bb, tid, nt), b1 = part(Bb, tid + 1, nt);
+                if (pen_n > 0) {
+                    if (pen_w1 > 0) penalty_table(pen_rows.data() + cb[tid], cb[tid], cb[tid + 1]);
+                    const int64_t q0 = pen_w1 + part(pen_n - pen_w1, tid, nt),
+                                  q1 = pen_w1 + part(pen_n - pen_w1, tid + 1, nt);
+                    penalty_table(pen_rows.data() + q0, q0, q1);
+                }
                 cpu::lanes_sum(z[0].data(), P, param(1), H0, Bb, b0, b1, pairs);
                 forward_after_first(z, a, b0, b1);
                 cpu::loss_forward_backward(dz[L - 1].data(), loss_row.data(), correct_row.data(),
@@ -375,23 +417,33 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
 
             // ---- phase 2: gradients and updates, parameters split among threads
             errors.guard([&] {
-                if (tid == 0)
-                    total.add_batch(loss_row.data(), correct_row.data(), Bb,
+                if (tid == 0) {
+                    const double pen = pen_n > 0 ? penalty_total(pen_rows.data(), pen_counts_.data(),
+                                                                 static_cast<int>(pen_params_.size()))
+                                                 : 0.0;
+                    total.add_batch(loss_row.data(), correct_row.data(), Bb, pen,
                                     batch_loss ? batch_loss + s : nullptr,
                                     batch_acc ? batch_acc + s : nullptr);
+                }
                 if (k0 < k1 && train_first)
                     cpu::sparse_backward_scatter(G, flag, xv, pos, K, rows, Bb, dz[0].data(), H0,
                                                  k0, k1);
                 const int64_t n_touched = cpu::collect_flagged(touched, flag, cb[tid], cb[tid + 1]);
-                if (!train_first) {  // frozen: W1 and its slots stay as they are
-                } else if (lazy) {  // the touched rows only; the others catch up when next touched
-                    cpu::optimizer_update_touched(opt_, it, params_[0].data(), G, sp[0].data(), H0,
-                                                  touched, n_touched, synced_.data());
-                } else {  // every row moves: a dense update of this thread's rows
-                    cpu::optimizer_update(opt_, it, params_[0].data(), G, sp[0].data(),
-                                          cb[tid] * H0, cb[tid + 1] * H0);
-                    for (int64_t i = 0; i < n_touched; ++i)
-                        std::fill_n(G + int64_t(touched[i]) * H0, H0, 0.0f);
+                if (train_first) {  // (frozen: W1 and its slots stay as they are)
+                    if (lazy) {  // the touched rows only; the others catch up when next touched
+                        cpu::optimizer_update_touched(opt_, it, params_[0].data(), G, sp[0].data(),
+                                                      H0, touched, n_touched, synced_.data());
+                    } else {  // every row moves: a dense update of this thread's rows
+                        const int64_t n0 = cb[tid] * H0, n1 = cb[tid + 1] * H0;
+                        if (pen_w1 > 0)  // every row has a gradient: all are zeroed after
+                            cpu::penalty_grad_add(G, param(0), pen_l1[0], pen_2l2[0], n0, n1);
+                        cpu::optimizer_update(opt_, it, params_[0].data(), G, sp[0].data(), n0, n1);
+                        if (pen_w1 > 0)
+                            std::fill(G + n0, G + n1, 0.0f);
+                        else
+                            for (int64_t i = 0; i < n_touched; ++i)
+                                std::fill_n(G + int64_t(touched[i]) * H0, H0, 0.0f);
+                    }
                 }
                 if (k0 < k1 && s + 1 < steps)  // the next batch's lane partials, new weights
                     cpu::sparse_forward_lanes(P, xv, pos, K, order + (batch + 1) * B,
@@ -401,16 +453,15 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                     const int l = t.p / 2;
                     const int64_t H = dims_[l + 1];
                     float* g = grads_[t.p].data();
-                    if (NetSpec::is_kernel(t.p)) {
+                    const int64_t n0 = t.row0 * H, n1 = t.row1 * H;  // a bias: 0, H
+                    if (NetSpec::is_kernel(t.p))
                         cpu::dense_backward_weight(g, dz[l].data(), a[l - 1].data(), Bb, dims_[l],
                                                    H, t.row0, t.row1);
-                        cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(),
-                                              t.row0 * H, t.row1 * H);
-                    } else {
+                    else
                         cpu::bias_backward(g, dz[l].data(), Bb, H);
-                        cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(), 0,
-                                              H);
-                    }
+                    if (spec_.penalized(t.p))
+                        cpu::penalty_grad_add(g, param(t.p), pen_l1[t.p], pen_2l2[t.p], n0, n1);
+                    cpu::optimizer_update(opt_, it, params_[t.p].data(), g, sp[t.p].data(), n0, n1);
                 }
             }, 2 * s + 2);
             after_barrier(barrier.wait(), preempted0, long_waits, s + 1, 2 * s + 2);
@@ -502,7 +553,7 @@ Stats Net::evaluate(const CSR& x, const float* y, const float* sw, int64_t first
                       double lr[kTile], cr[kTile];
                       cpu::loss_forward(lr, cr, z[L - 1].data(), a[L - 1].data(), y, sw, rows,
                                         acts_[L - 1], loss_, O, 0, n);
-                      tiles[t].add_batch(lr, cr, n, nullptr, nullptr);
+                      tiles[t].add_batch(lr, cr, n, 0.0, nullptr, nullptr);
                   });
     Stats st;
     for (const Stats& t : tiles) {
@@ -510,6 +561,8 @@ Stats Net::evaluate(const CSR& x, const float* y, const float* sw, int64_t first
         st.correct_sum += t.correct_sum;
     }
     st.rows = last - first;
+    // Keras adds the weight penalty to each batch's loss (training or not): n * penalty here.
+    st.loss_sum += static_cast<double>(st.rows) * penalty();
     return st;
 }
 

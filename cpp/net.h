@@ -27,19 +27,22 @@ struct Stats {
 
     // Both backends reduce per-row values in these groups and orders, so that their sums agree
     // to the bit when the rows' values do. A batch of n rows, summed in row order; its means
-    // go to *mean_loss and *mean_acc when they are not null.
-    void add_batch(const double* loss_row, const double* correct_row, int64_t n,
+    // go to *mean_loss and *mean_acc when they are not null. `penalty` is the weight penalty
+    // at the batch's step: Keras adds it to the batch's mean loss, and weighs the batch's loss
+    // by its rows in the epoch's mean, so loss_sum gains n * penalty.
+    void add_batch(const double* loss_row, const double* correct_row, int64_t n, double penalty,
                    double* mean_loss, double* mean_acc) {
         double ls = 0.0, cs = 0.0;
         for (int64_t b = 0; b < n; ++b) {
             ls += loss_row[b];
             cs += correct_row[b];
         }
-        loss_sum += ls;
+        const double dn = static_cast<double>(n);
+        loss_sum += ls + dn * penalty;
         correct_sum += cs;
         rows += n;
-        if (mean_loss) *mean_loss = ls / static_cast<double>(n);
-        if (mean_acc) *mean_acc = cs / static_cast<double>(n);
+        if (mean_loss) *mean_loss = ls / dn + penalty;
+        if (mean_acc) *mean_acc = cs / dn;
     }
 };
 
@@ -76,8 +79,11 @@ class Net {
     // Copies of W1's slots brought up to date (the lazy rows caught up in the copies only:
     // reading the slots must not change the bits of later steps).
     std::vector<std::vector<float>> first_slots_now() const;
-    // Lazy optimizers: W1's row r has its slots current through step synced()[r].
-    bool lazy() const { return cpu::optimizer_is_lazy(spec_.optimizer); }
+    // Lazy optimizers: W1's row r has its slots current through step synced()[r]. A penalty on
+    // W1 gives every row a gradient every step: then W1 is updated densely, never lazily.
+    bool lazy() const { return cpu::optimizer_is_lazy(spec_.optimizer) && !spec_.penalized(0); }
+    // The weight penalty of the current weights (common.h's order).
+    double penalty() const;
     const std::vector<int64_t>& synced() const { return synced_; }
     // The state of one moment (state(): weights, slots as stored, synced or null, iterations),
     // checked by the caller.
@@ -122,6 +128,9 @@ class Net {
     void for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
                        PerTile&& per_tile) const;
 
+    // The penalty rows of [r0, r1) of the table of every penalized parameter's rows, in order
+    // (pen_params_), into out[r - r0].
+    void penalty_table(double* out, int64_t r0, int64_t r1) const;
     float* param(int p) { return params_[p].data(); }
     const float* param(int p) const { return params_[p].data(); }
     float* slot(int p, int s) { return slots_[p][s].data(); }
@@ -138,6 +147,9 @@ class Net {
     std::vector<std::vector<AlignedFloats>> slots_;    // [param][slot]
     std::vector<AlignedFloats> grads_;                 // gradients; grads_[0] is W1's (kept zero)
     std::vector<int64_t> synced_;                      // W1 rows: slots current through step
+    // The penalized parameters in order, their penalty rows, and where each starts in the table.
+    std::vector<int> pen_params_;
+    std::vector<int64_t> pen_counts_, pen_start_;
     // Training scratch kept across calls (large; it would be page-faulted in again every
     // chunk): the first layer's lane partials, W1's touched rows and their flags.
     AlignedFloats lane_sums_;

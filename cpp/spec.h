@@ -18,15 +18,16 @@ namespace imdbfast {
 enum LayerKind : int { LAYER_DENSE = 0 };
 
 // One layer. The fields after `activation` say what Keras's layers may also say; parse_spec
-// refuses any value the kernels do not implement yet (a Dropout rate, a kernel penalty), so a
-// new feature starts by accepting its field there. A frozen layer (trainable false) keeps its
-// weights and slots in training.
+// refuses any value the kernels do not implement yet (a Dropout rate), so a new feature starts
+// by accepting its field there. A frozen layer (trainable false) keeps its weights and slots in
+// training, and its penalties do not count (Keras regularizes trainable weights only).
 struct LayerSpec {
     int kind = LAYER_DENSE;
     int64_t units = 0;  // outputs
     int activation = ACT_LINEAR;
     double dropout = 0.0;                    // rate of a Dropout on this layer's output
     double kernel_l1 = 0.0, kernel_l2 = 0.0;  // kernel penalties (Keras's kernel_regularizer)
+    double bias_l1 = 0.0, bias_l2 = 0.0;      // bias penalties (bias_regularizer)
     bool trainable = true;
 };
 
@@ -94,6 +95,20 @@ struct NetSpec {
         const int l = layer_of(p);
         return is_kernel(p) ? inputs(l) * units(l) : units(l);
     }
+    // Penalty rows of parameter p: a kernel's I rows of H, a bias as one row of H (common.h's
+    // penalty_row sums one).
+    int64_t param_rows(int p) const { return is_kernel(p) ? inputs(layer_of(p)) : 1; }
+    // The L1 and L2 factors of parameter p's penalty; both 0 when it has none or its layer is
+    // frozen.
+    double penalty_l1(int p) const {
+        const LayerSpec& l = layers[layer_of(p)];
+        return !l.trainable ? 0.0 : is_kernel(p) ? l.kernel_l1 : l.bias_l1;
+    }
+    double penalty_l2(int p) const {
+        const LayerSpec& l = layers[layer_of(p)];
+        return !l.trainable ? 0.0 : is_kernel(p) ? l.kernel_l2 : l.bias_l2;
+    }
+    bool penalized(int p) const { return penalty_l1(p) != 0.0 || penalty_l2(p) != 0.0; }
     // input_dim, then each layer's units.
     std::vector<int64_t> dims() const {
         std::vector<int64_t> d{input_dim};

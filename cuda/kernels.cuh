@@ -99,6 +99,15 @@ void loss_forward(double* loss_row, double* correct_row, const float* z, const f
                   const float* y, const float* sw, const int64_t* rows, int64_t first,
                   int last_act, int loss, int64_t O, int64_t B);
 
+// ---- loss.cu: weight penalties, as cpp/kernels.h's ----------------------------------------
+// out[r] = the penalty of row r of w (rows of H), r in [0, rows).
+void penalty_rows(double* out, const float* w, int64_t H, double l1, double l2, int64_t rows);
+// g[i] = penalty_grad(g[i], w[i], l1, two_l2), i in [0, n).
+void penalty_grad_add(float* g, const float* w, float l1, float two_l2, int64_t n);
+// *out = common.h's penalty_total of the table `rows` (counts: n_params rows each), on one
+// thread: the CPU's order.
+void penalty_reduce(double* out, const double* rows, const int64_t* counts, int n_params);
+
 // ---- optimizers.cu: one dense step over n elements, then the gradient is zeroed -----------
 // slots: optimizer_num_slots(c) device arrays of n, in Keras's order (cpp/kernels.h).
 void optimizer_update(const cpu::OptimizerConfig& c, int64_t iteration, float* w, float* g,

@@ -55,7 +55,40 @@ DeviceNet::DeviceNet(int device, NetSpec spec)
     copy_to_device(dims_dev_.data(), dims_.data(), static_cast<int64_t>(dims_.size()));
     a_ptrs_.resize(L);
     dz_ptrs_.resize(L);
+    pen_start_.push_back(0);
+    for (int p = 0; p < n_params(); ++p) {
+        if (!spec_.penalized(p)) continue;
+        pen_params_.push_back(p);
+        pen_counts_.push_back(spec_.param_rows(p));
+        pen_start_.push_back(pen_start_.back() + spec_.param_rows(p));
+    }
+    if (!pen_params_.empty()) {
+        const int64_t n = static_cast<int64_t>(pen_counts_.size());
+        pen_counts_dev_.resize(n);
+        copy_to_device(pen_counts_dev_.data(), pen_counts_.data(), n);
+        pen_rows_.resize(pen_start_.back());
+    }
     synchronize();
+}
+
+void DeviceNet::penalty_into(double* out) {
+    for (size_t k = 0; k < pen_params_.size(); ++k) {
+        const int p = pen_params_[k];
+        penalty_rows(pen_rows_.data() + pen_start_[k], param(p), spec_.units(NetSpec::layer_of(p)),
+                     spec_.penalty_l1(p), spec_.penalty_l2(p), pen_counts_[k]);
+    }
+    penalty_reduce(out, pen_rows_.data(), pen_counts_dev_.data(),
+                   static_cast<int>(pen_params_.size()));
+}
+
+double DeviceNet::penalty() {
+    if (pen_params_.empty()) return 0.0;
+    set_device(device_);
+    pen_step_.resize(1);
+    penalty_into(pen_step_.data());
+    double v = 0.0;
+    copy_to_host(&v, pen_step_.data(), 1);
+    return v;
 }
 
 void DeviceNet::get_param(int p, float* out) const {
@@ -165,11 +198,14 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
     }
 
     if (out) out_row_.resize(N * O);  // (grow-only)
+    const bool penalized = !pen_params_.empty();
+    if (penalized) pen_step_.resize(steps);
     std::vector<float*> slots;
     for (auto& s : slots_) slots.push_back(s.data());
     for (int64_t s = 0; s < steps; ++s) {
         const int64_t batch = batch_begin + s, p0 = batch * B, Bb = std::min(B, N - p0);
         const int64_t* rows = order_.data() + p0;
+        if (penalized) penalty_into(pen_step_.data() + s);  // the weights before the step
         forward(x, rows, 0, Bb);
         loss_forward_backward(dz_[L - 1].data(), loss_row_.data() + p0, correct_row_.data() + p0,
                   z_[L - 1].data(), a_[L - 1].data(), y, sw, rows, 0, acts_[L - 1], loss_, O, Bb);
@@ -182,6 +218,9 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
                     offset_[1], offset_.back(), Bb);
         if (spec_.layers[0].trainable)
             sparse_backward_weight(G, index_, batch, dz_[0].data(), D, dims_[1]);
+        for (const int p : pen_params_)
+            penalty_grad_add(G + offset_[p], param(p), static_cast<float>(spec_.penalty_l1(p)),
+                             static_cast<float>(2.0 * spec_.penalty_l2(p)), param_size(p));
         for (const auto& run : train_runs_) {
             for (size_t k = 0; k < slots.size(); ++k) slots[k] = slots_[k].data() + run.first;
             optimizer_update(opt_, iterations() + s, params_.data() + run.first, G + run.first,
@@ -196,9 +235,11 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
     copy_to_host(lr.data(), loss_row_.data() + r0, r1 - r0);
     copy_to_host(cr.data(), correct_row_.data() + r0, r1 - r0);
     if (out) copy_to_host(out, out_row_.data() + r0 * O, (r1 - r0) * O);
+    std::vector<double> pen(static_cast<size_t>(steps), 0.0);
+    if (penalized) copy_to_host(pen.data(), pen_step_.data(), steps);
     for (int64_t s = 0; s < steps; ++s) {
         const int64_t p0 = (batch_begin + s) * B, Bb = std::min(B, N - p0);
-        total.add_batch(lr.data() + (p0 - r0), cr.data() + (p0 - r0), Bb,
+        total.add_batch(lr.data() + (p0 - r0), cr.data() + (p0 - r0), Bb, pen[s],
                         batch_loss ? batch_loss + s : nullptr, batch_acc ? batch_acc + s : nullptr);
     }
     return total;
@@ -252,10 +293,12 @@ Stats DeviceNet::evaluate(const DeviceCSR& x, const float* y, const float* sw, i
     // when the per-row values do.
     for (int64_t t0 = 0; t0 < n; t0 += kTile) {
         Stats tile;
-        tile.add_batch(lr.data() + t0, cr.data() + t0, std::min(kTile, n - t0), nullptr, nullptr);
+        tile.add_batch(lr.data() + t0, cr.data() + t0, std::min(kTile, n - t0), 0.0, nullptr,
+                       nullptr);
         st.loss_sum += tile.loss_sum;
         st.correct_sum += tile.correct_sum;
     }
+    st.loss_sum += static_cast<double>(n) * penalty();  // as the CPU's evaluate
     return st;
 }
 

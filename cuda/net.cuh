@@ -69,6 +69,9 @@ class DeviceNet {
     // The device updates every row every step: its slots are always current, nothing lags.
     std::vector<std::vector<float>> first_slots_now() const;
     bool lazy() const { return false; }
+    // The weight penalty of the current weights (common.h's order; one value read back). The
+    // caller holds the lock.
+    double penalty();
     const std::vector<int64_t>& synced() const { return no_rows_; }
     // A state from state() (either backend's: a CPU state's lagging rows are caught up here).
     void restore(const std::vector<const float*>& weights,
@@ -100,6 +103,8 @@ class DeviceNet {
     // Activations of `rows` rows through every layer into z_, a_ (grown as needed).
     void forward(const DeviceCSR& x, const int64_t* rows, int64_t first, int64_t n);
     void reserve_rows(int64_t n);
+    // The penalty of the current weights into *out (device), as cpp/net.cpp's table.
+    void penalty_into(double* out);
 
     int device_;
     NetSpec spec_;
@@ -123,6 +128,12 @@ class DeviceNet {
     Buffer<double> loss_row_, correct_row_;    // per epoch position (training)
     Buffer<float> out_row_;                    // (N, O) outputs per epoch position, when asked
     Buffer<double> eval_loss_, eval_correct_;  // per row (evaluate)
+    // The penalized parameters, their penalty rows and where each starts in the table; the
+    // table, its row counts and each step's penalty on the device.
+    std::vector<int> pen_params_;
+    std::vector<int64_t> pen_counts_, pen_start_;
+    Buffer<int64_t> pen_counts_dev_;
+    Buffer<double> pen_rows_, pen_step_;
     // The epoch index, kept while the data, order and batch size stay the same.
     EpochIndex index_;
     uint64_t index_uid_ = 0;

@@ -47,7 +47,8 @@ except ImportError as e:  # the source checkout, imported from the repository ro
     del _installed
 
 from ._core import CSR, get_num_threads, set_num_threads  # noqa: E402
-from . import callbacks, datasets, layers, losses, metrics, optimizers, utils  # noqa: E402
+from . import (callbacks, datasets, layers, losses, metrics, optimizers,  # noqa: E402
+               regularizers, utils)
 from .layers import Input  # noqa: E402
 from ._backend import cuda_available  # noqa: E402
 from ._encoding import multi_hot, multi_hot_dense, to_csr  # noqa: E402
@@ -87,6 +88,7 @@ __all__ = [
     "multi_hot_dense",
     "optimizers",
     "plot_history",
+    "regularizers",
     "set_num_threads",
     "to_csr",
     "utils",

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import regularizers as _regularizers
 from ._checks import check_int
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
@@ -76,8 +77,9 @@ class Input:
 class Dense:
     """A densely connected layer: ``activation(x @ kernel + bias)``, kernel (in, units).
 
-    Takes Keras's arguments and configs; those imdbfast does not implement (no bias,
-    regularizers, constraints, other dtypes) are refused by name."""
+    Takes Keras's arguments and configs; those imdbfast does not implement (no bias, activity
+    regularizers, constraints, other dtypes) are refused by name. ``kernel_regularizer`` and
+    ``bias_regularizer`` take ``regularizers.l1/l2/l1_l2`` (objects, names or Keras records)."""
 
     def __init__(self, units: int, activation: str | None = None, use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
@@ -92,9 +94,11 @@ class Dense:
             raise ValueError("use_bias: imdbfast's Dense layers always have a bias (use_bias=True)")
         self.kernel_initializer = _initializer(kernel_initializer, "kernel_initializer")
         self.bias_initializer = _initializer(bias_initializer, "bias_initializer")
-        for arg, v in (("kernel_regularizer", kernel_regularizer),
-                       ("bias_regularizer", bias_regularizer),
-                       ("activity_regularizer", activity_regularizer),
+        self.kernel_regularizer, *self._kernel_penalty = _regularizers.factors(
+            kernel_regularizer, "kernel_regularizer")
+        self.bias_regularizer, *self._bias_penalty = _regularizers.factors(
+            bias_regularizer, "bias_regularizer")
+        for arg, v in (("activity_regularizer", activity_regularizer),
                        ("kernel_constraint", kernel_constraint),
                        ("bias_constraint", bias_constraint)):
             if v is not None:
@@ -141,12 +145,15 @@ class Dense:
                 "units": self.units, "activation": self.activation, "use_bias": True,
                 "kernel_initializer": _initializer_config(self.kernel_initializer),
                 "bias_initializer": _initializer_config(self.bias_initializer),
-                "kernel_regularizer": None, "bias_regularizer": None,
+                "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
                 "kernel_constraint": None, "bias_constraint": None}
 
     def _spec(self) -> dict:
         """This layer's part of the network description (cpp/spec.h)."""
+        (k1, k2), (b1, b2) = self._kernel_penalty, self._bias_penalty
         return {"kind": "dense", "units": self.units, "activation": self.activation,
+                "kernel_l1": k1, "kernel_l2": k2, "bias_l1": b1, "bias_l2": b2,
                 "trainable": self.trainable}
 
     def initial_weights(self, fan_in: int, rng: np.random.Generator) -> list:
@@ -194,6 +201,16 @@ class Dense:
     @property
     def non_trainable_weights(self) -> list[Weight]:
         return [] if self.trainable else self.weights
+
+    @property
+    def losses(self) -> list[float]:
+        """The penalties of the layer's regularized trainable weights (Keras's ``layer.losses``),
+        computed in float64 from the current weights."""
+        if not self.built or not self.trainable:
+            return []
+        k, b = self.get_weights()
+        return [reg(w) for reg, w in ((self.kernel_regularizer, k), (self.bias_regularizer, b))
+                if reg is not None]
 
     @property
     def kernel(self) -> Weight:

@@ -192,6 +192,12 @@ class Sequential:
     def non_trainable_weights(self) -> list:
         return [w for layer in self.layers for w in layer.non_trainable_weights]
 
+    @property
+    def losses(self) -> list[float]:
+        """The weight penalties (Keras's ``model.losses``): one per regularized trainable
+        weight; fit and evaluate add their sum to the loss."""
+        return [v for layer in self.layers for v in layer.losses]
+
     def get_config(self) -> dict:
         """Keras 3's Sequential config (JSON-ready; ``keras.Sequential.from_config`` reads it),
         with imdbfast's seed, threads and device: what ``from_config`` takes."""

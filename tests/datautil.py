@@ -125,11 +125,14 @@ def flat(seqs):
 
 
 
-def net_spec(dims, acts, loss, optimizer, learning_rate=1e-3, **hyper) -> dict:
+def net_spec(dims, acts, loss, optimizer, learning_rate=1e-3, layers=None, **hyper) -> dict:
     """The compiled Net's description (cpp/spec.h) of a Dense stack: dims (D, H_1, ..., O),
-    one activation per layer, a loss, an optimizer kind and its hyper-parameters."""
+    one activation per layer, a loss, an optimizer kind and its hyper-parameters; `layers`:
+    more fields per layer (e.g. {"kernel_l2": 0.01}), or None."""
+    more = layers or [{}] * len(acts)
     return {"input_dim": dims[0],
-            "layers": [{"kind": "dense", "units": u, "activation": a} for u, a in zip(dims[1:], acts)],
+            "layers": [{"kind": "dense", "units": u, "activation": a, **m}
+                       for u, a, m in zip(dims[1:], acts, more)],
             "loss": loss,
             "optimizer": {"kind": optimizer, "learning_rate": learning_rate, **hyper}}
 

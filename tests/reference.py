@@ -4,8 +4,9 @@ This is the source of truth the compiled float32 kernels are tested against. It 
 formulas (keras/src/layers, optimizers, losses): kernels stored (in, out), glorot-uniform
 init, RMSprop with epsilon inside the square root, Adam and SGD as keras/src/optimizers, binary
 cross-entropy from the logit of a sigmoid output (TF's graph-mode path) or on clipped
-probabilities, MSE, batch loss = sum(w_i * l_i) / B, strict ``> 0.5`` accuracy, epoch loss
-weighted by batch size. It is written for clarity, not speed, and is itself checked by finite
+probabilities, MSE, batch loss = sum(w_i * l_i) / B plus the weight penalties
+(keras/src/regularizers: l1 sum|w| + l2 sum w^2, on the weights before the step), strict ``> 0.5``
+accuracy, epoch loss weighted by batch size. It is written for clarity, not speed, and is itself checked by finite
 differences (tests/test_gradcheck.py).
 """
 
@@ -113,6 +114,19 @@ def gradients(params, acts, loss, x, y, sw=None):
     return lrow.sum() / x.shape[0], acc.sum(), grads, lrow
 
 
+# ---- weight penalties (keras/src/regularizers: L1L2) ------------------------------------------
+
+def penalty(params, penalties) -> float:
+    """sum over parameters of l1 * sum|w| + l2 * sum w^2; penalties: (l1, l2) per parameter."""
+    return float(sum(l1 * np.abs(w).sum() + l2 * np.square(w).sum()
+                     for w, (l1, l2) in zip(params, penalties)))
+
+
+def penalty_grads(params, penalties) -> list:
+    """d(penalty)/dw per parameter: l1 sign(w) + 2 l2 w (sign(0) = 0, TF's abs gradient)."""
+    return [l1 * np.sign(w) + 2 * l2 * w for w, (l1, l2) in zip(params, penalties)]
+
+
 # ---- optimizers (keras/src/optimizers), one step on one variable --------------------------------
 
 def optimizer_slots(kind: str, cfg: dict, shape) -> list:
@@ -172,10 +186,13 @@ def optimizer_step(kind: str, cfg: dict, iteration: int, w, g, slots):
 
 
 class Model:
-    """A float64 Keras-math model: Dense layers, one optimizer, the training loop."""
+    """A float64 Keras-math model: Dense layers, one optimizer, the training loop. penalties:
+    (l1, l2) per parameter (Keras's kernel_regularizer / bias_regularizer), or None."""
 
-    def __init__(self, weights, acts, loss="bce_logits", optimizer="rmsprop", **cfg):
+    def __init__(self, weights, acts, loss="bce_logits", optimizer="rmsprop", penalties=None,
+                 **cfg):
         self.params = [np.array(w, dtype=np.float64) for w in weights]
+        self.penalties = list(penalties) if penalties else [(0.0, 0.0)] * len(self.params)
         self.acts = list(acts)
         self.loss = loss
         self.kind = optimizer
@@ -186,6 +203,8 @@ class Model:
     def train_step(self, x, y, sw=None):
         """One batch; returns (batch loss, correct count) computed before the update."""
         loss, acc, grads, _ = gradients(self.params, self.acts, self.loss, x, y, sw)
+        loss += penalty(self.params, self.penalties)
+        grads = [g + pg for g, pg in zip(grads, penalty_grads(self.params, self.penalties))]
         for i, g in enumerate(grads):
             self.params[i] = optimizer_step(self.kind, self.cfg, self.iterations, self.params[i],
                                             g, self.slots[i])
@@ -209,7 +228,7 @@ class Model:
     def evaluate(self, x, y, sw=None):
         zs, as_ = forward(self.params, self.acts, x)
         lrow, _, acc = loss_and_grad(self.loss, zs[-1], as_[-1], y, sw)
-        return lrow.mean(), acc.mean()
+        return lrow.mean() + penalty(self.params, self.penalties), acc.mean()
 
 
 def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:

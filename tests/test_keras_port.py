@@ -195,8 +195,8 @@ def test_configs_are_keras_3s():
         imdbfast.Sequential.from_config(dropout_cfg)
     with pytest.raises(ValueError, match="use_bias"):
         layers.Dense(3, use_bias=False)
-    with pytest.raises(ValueError, match="kernel_regularizer"):
-        layers.Dense(3, kernel_regularizer="l2")
+    with pytest.raises(ValueError, match="kernel_constraint"):
+        layers.Dense(3, kernel_constraint="non_neg")
 
 
 def test_calling_the_model_and_the_on_batch_methods():

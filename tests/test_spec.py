@@ -67,8 +67,10 @@ BAD = [
     ({"layers": [{"kind": "conv", "units": 1}]}, ValueError, r"layers\[0\]: unknown kind 'conv'"),
     ({"layers": [{"units": 1, "dropout": 0.5, "activation": "sigmoid"}]}, ValueError,
      r"layers\[0\]: dropout is not implemented yet"),
-    ({"layers": [{"units": 1, "kernel_l2": 1e-4, "activation": "sigmoid"}]}, ValueError,
-     r"layers\[0\]: kernel_l2 is not implemented yet"),
+    ({"layers": [{"units": 1, "kernel_l2": -1e-4, "activation": "sigmoid"}]}, ValueError,
+     r"layers\[0\]: kernel_l2: expected a finite number >= 0"),
+    ({"layers": [{"units": 1, "bias_l1": float("nan"), "activation": "sigmoid"}]}, ValueError,
+     r"layers\[0\]: bias_l1: expected a finite number >= 0"),
     ({"layers": [{"units": 1, "trainable": 0, "activation": "sigmoid"}]}, TypeError,
      "trainable: expected"),
     ({"layers": [{"units": 1, "activation": "linear"}]}, ValueError,
@@ -116,8 +118,10 @@ def test_the_description_comes_from_the_layers_and_optimizer():
     m.compile(imdbfast.optimizers.Adam(0.01, amsgrad=True), "binary_crossentropy")
     assert m._spec() == {
         "input_dim": 30,
-        "layers": [{"kind": "dense", "units": 4, "activation": "tanh", "trainable": True},
-                   {"kind": "dense", "units": 1, "activation": "sigmoid", "trainable": True}],
+        "layers": [{"kind": "dense", "units": 4, "activation": "tanh", "kernel_l1": 0.0,
+                    "kernel_l2": 0.0, "bias_l1": 0.0, "bias_l2": 0.0, "trainable": True},
+                   {"kind": "dense", "units": 1, "activation": "sigmoid", "kernel_l1": 0.0,
+                    "kernel_l2": 0.0, "bias_l1": 0.0, "bias_l2": 0.0, "trainable": True}],
         "loss": "bce_logits",
         "optimizer": {"kind": "adam", "learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999,
                       "epsilon": 1e-7, "amsgrad": True}}
