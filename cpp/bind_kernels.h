@@ -73,6 +73,24 @@ void def_kernels(py::module_& m) {
         return dz;
     }, py::arg("da"), py::arg("z"), py::arg("a"), py::arg("activation"));
 
+    m.def("dropout", [](py::array a, py::array rows, py::object seed, double rate,
+                        py::object step) {
+        const int64_t B = a.ndim() == 2 ? a.shape(0) : -1, H = a.ndim() == 2 ? a.shape(1) : -1;
+        const float* ap = check<float>(a, "a", {B, H});
+        const int64_t* rp = check<int64_t>(rows, "rows", {B});
+        if (!(rate >= 0.0 && rate < 1.0)) throw py::value_error("rate: must be in [0, 1)");
+        const DropoutStep s = dropout_step(
+            static_cast<uint64_t>(int_arg(seed, "seed", 0, INT64_MAX)), rate,
+            int_arg(step, "step", 0, INT64_MAX));
+        py::array_t<float> d({B, H});
+        float* dp = d.mutable_data();
+        py::gil_scoped_release nogil;
+        K::dropout_forward(dp, ap, rp, s, H, B);
+        return d;
+    }, py::arg("a"), py::arg("rows"), py::arg("seed"), py::arg("rate"), py::arg("step"),
+       "Training dropout of a (B, H) whose batch row b is data row rows[b], at optimizer step "
+       "`step`: a / (1 - rate) where kept, else 0 (the backward applies the same mask).");
+
     m.def("dense_backward", [](py::array dz, py::array x, py::array W) {
         const int64_t B = dz.ndim() == 2 ? dz.shape(0) : -1, H = dz.ndim() == 2 ? dz.shape(1) : -1;
         const float* dzp = check<float>(dz, "dz", {B, H});

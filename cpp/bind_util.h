@@ -309,8 +309,8 @@ inline NetSpec parse_spec(const py::dict& d) {
     for (size_t i = 0; i < layers.size(); ++i) {
         const std::string at = "layers[" + std::to_string(i) + "]";
         const py::dict l = layers[i].cast<py::dict>();
-        check_keys(l, at, {"kind", "units", "activation", "dropout", "kernel_l1", "kernel_l2",
-                           "bias_l1", "bias_l2", "trainable"});
+        check_keys(l, at, {"kind", "units", "activation", "dropout", "dropout_seed", "kernel_l1",
+                           "kernel_l2", "bias_l1", "bias_l2", "trainable"});
         LayerSpec ls;
         const std::string kind = l.contains("kind") ? std::string(py::str(l["kind"])) : "dense";
         if (kind != "dense")
@@ -319,9 +319,18 @@ inline NetSpec parse_spec(const py::dict& d) {
         ls.units = int_arg(l["units"], "units", 1, INT32_MAX);
         ls.activation = parse_act(l.contains("activation") ? std::string(py::str(l["activation"]))
                                                            : "linear");
-        // Room in the description, not yet in the kernels: say so rather than ignore it.
-        if (l.contains("dropout") && float_arg(l["dropout"], "dropout") != 0.0)
-            throw std::invalid_argument(at + ": dropout is not implemented yet");
+        if (l.contains("dropout")) {
+            ls.dropout = float_arg(l["dropout"], "dropout");
+            if (!(ls.dropout >= 0.0 && ls.dropout < 1.0))
+                throw std::invalid_argument(at + ": dropout: the rate must be in [0, 1), got " +
+                                            py::repr(l["dropout"]).cast<std::string>());
+            if (ls.dropout > 0.0 && i + 1 == layers.size())
+                throw std::invalid_argument(at + ": dropout on the output layer is not supported "
+                                            "(the loss reads its outputs)");
+        }
+        if (l.contains("dropout_seed"))
+            ls.dropout_seed = static_cast<uint64_t>(int_arg(l["dropout_seed"], "dropout_seed", 0,
+                                                            INT64_MAX));
         // Penalty factors: finite, >= 0 (Keras's validate_float_arg), and 2 * factor finite in
         // float32 (the gradient's factor).
         double* factors[] = {&ls.kernel_l1, &ls.kernel_l2, &ls.bias_l1, &ls.bias_l2};

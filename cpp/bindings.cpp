@@ -44,6 +44,10 @@ struct CpuKernels {
     static void act_forward(float* a, const float* z, int act, int64_t n) {
         cpu::act_forward(a, z, act, 0, n);
     }
+    static void dropout_forward(float* d, const float* a, const int64_t* rows,
+                                const DropoutStep& s, int64_t H, int64_t B) {
+        cpu::dropout_forward(d, a, rows, s, H, 0, B);
+    }
     static void act_backward(float* dz, const float* da, const float* z, const float* a, int act,
                              int64_t n) {
         cpu::act_backward(dz, da, z, a, act, 0, n);

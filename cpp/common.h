@@ -263,6 +263,52 @@ IMDBFAST_HD inline float group_sum(const Term& term, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Dropout (keras/src/layers/regularization/dropout.py; the backends' random.dropout): in
+// training an element is kept with probability 1 - rate and divided by keep_prob = 1 - rate
+// (float32), else set to 0; its gradient is masked and scaled the same way; inference is the
+// identity. Keras's random stream cannot be reproduced, so the mask comes from a counter-based
+// hash of (the layer's seed, the optimizer step, the data row, the unit): it depends on nothing
+// else, not the threads, the batch split or the backend.
+
+// SplitMix64's finalizer: a bijective 64-bit mix.
+IMDBFAST_HD inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+struct DropoutStep {
+    uint64_t seed;       // the layer's
+    uint64_t threshold;  // keep when the hash's top 32 bits are >= it: rate * 2^32, rounded
+    float keep_prob;     // float32(1 - rate)
+    int64_t step;        // the optimizer step (Keras's iterations before it)
+};
+
+// A layer's dropout (seed, rate in [0, 1)) at optimizer step `step`.
+IMDBFAST_HD inline DropoutStep dropout_step(uint64_t seed, double rate, int64_t step) {
+    DropoutStep d;
+    d.seed = seed;
+    d.threshold = static_cast<uint64_t>(rate * 4294967296.0 + 0.5);  // rounded (rate >= 0)
+    d.keep_prob = static_cast<float>(1.0 - rate);
+    d.step = step;
+    return d;
+}
+
+// The row's part of the hash, once per row.
+IMDBFAST_HD inline uint64_t dropout_row_key(const DropoutStep& d, int64_t row) {
+    return mix64(mix64(d.seed ^ (static_cast<uint64_t>(d.step) * 0x9E3779B97F4A7C15ull)) ^
+                 static_cast<uint64_t>(row));
+}
+IMDBFAST_HD inline bool dropout_keep(uint64_t row_key, int64_t h, uint64_t threshold) {
+    return (mix64(row_key + (static_cast<uint64_t>(h) + 1) * 0xD1B54A32D192ED03ull) >> 32) >=
+           threshold;
+}
+// Forward and backward alike: x / keep_prob where kept, else 0.
+IMDBFAST_HD inline float dropout_apply(float x, bool keep, float keep_prob) {
+    return keep ? x / keep_prob : 0.0f;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Weight penalties (keras/src/regularizers/regularizers.py, L1L2): l1 * sum |w| + l2 * sum w^2,
 // added to the loss; Keras regularizes the trainable weights only. The value is summed in
 // double in one fixed order: per row (penalty_row, a row of H elements ascending), rows of a

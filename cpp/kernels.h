@@ -171,6 +171,13 @@ void dense_forward(float* z, const float* x, const float* W, const float* bias, 
 void act_forward(float* a, const float* z, int act, int64_t n0, int64_t n1);
 void act_backward(float* dz, const float* da, const float* z, const float* a, int act,
                   int64_t n0, int64_t n1);
+// Dropout in training (common.h), rows [b0, b1) of a batch whose batch row b is data row rows[b]
+// (rows == nullptr: b): d = a / keep_prob where kept, else 0.  d, a (B, H); d may be a.
+void dropout_forward(float* d, const float* a, const int64_t* rows, const DropoutStep& s,
+                     int64_t H, int64_t b0, int64_t b1);
+// Its gradient, in place: g = g / keep_prob where kept, else 0 (the forward's mask).  g (B, H).
+void dropout_backward(float* g, const int64_t* rows, const DropoutStep& s, int64_t H, int64_t b0,
+                      int64_t b1);
 // Input gradient, rows [b0, b1): dx[b, :] = W @ dz[b, :].   dx (B, I), dz (B, H), W (I, H).
 void dense_backward_input(float* dx, const float* dz, const float* W, int64_t I, int64_t H,
                           int64_t b0, int64_t b1);

@@ -503,6 +503,21 @@ void act_backward(float* dz, const float* da, const float* z, const float* a, in
     }
 }
 
+void dropout_forward(float* d, const float* a, const int64_t* rows, const DropoutStep& s,
+                     int64_t H, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+        const uint64_t key = dropout_row_key(s, rows ? rows[b] : b);
+        for (int64_t h = 0; h < H; ++h)
+            d[b * H + h] = dropout_apply(a[b * H + h], dropout_keep(key, h, s.threshold),
+                                         s.keep_prob);
+    }
+}
+
+void dropout_backward(float* g, const int64_t* rows, const DropoutStep& s, int64_t H, int64_t b0,
+                      int64_t b1) {
+    dropout_forward(g, g, rows, s, H, b0, b1);  // the same mask and scale, in place
+}
+
 void dense_backward_input(float* dx, const float* dz, const float* W, int64_t I, int64_t H,
                           int64_t b0, int64_t b1) {
 #define CALL(IC) dense_backward_input_impl<IC>(dx, dz, W, I, H, b0, b1)

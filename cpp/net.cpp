@@ -196,18 +196,25 @@ void Net::replace_slots(const std::vector<std::vector<const float*>>& slots) {
 void Net::forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
                        const CSRView& x, const int64_t* rows, int64_t b0, int64_t b1) const {
     cpu::sparse_forward(z[0].data(), x, rows, param(0), param(1), dims_[1], b0, b1);
-    forward_after_first(z, a, b0, b1);
+    forward_after_first(z, a, nullptr, nullptr, 0, b0, b1);
 }
 
 void Net::forward_after_first(std::vector<std::vector<float>>& z,
-                              std::vector<std::vector<float>>& a, int64_t b0, int64_t b1) const {
+                              std::vector<std::vector<float>>& a,
+                              std::vector<std::vector<float>>* d, const int64_t* rows,
+                              int64_t step, int64_t b0, int64_t b1) const {
     const int L = n_layers();
-    cpu::act_forward(a[0].data(), z[0].data(), acts_[0], b0 * dims_[1], b1 * dims_[1]);
-    for (int l = 1; l < L; ++l) {
-        const int64_t I = dims_[l], H = dims_[l + 1];
-        cpu::dense_forward(z[l].data(), a[l - 1].data(), param(NetSpec::kernel(l)), param(NetSpec::bias(l)), I, H, b0,
-                           b1);
+    for (int l = 0; l < L; ++l) {
+        const int64_t H = dims_[l + 1];
+        if (l > 0) {
+            const bool masked = d && has_dropout(l - 1);
+            const float* in = masked ? (*d)[l - 1].data() : a[l - 1].data();
+            cpu::dense_forward(z[l].data(), in, param(NetSpec::kernel(l)), param(NetSpec::bias(l)),
+                               dims_[l], H, b0, b1);
+        }
         cpu::act_forward(a[l].data(), z[l].data(), acts_[l], b0 * H, b1 * H);
+        if (d && has_dropout(l))
+            cpu::dropout_forward((*d)[l].data(), a[l].data(), rows, dropout(l, step), H, b0, b1);
     }
 }
 
@@ -272,14 +279,18 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
     // da[l] is the gradient of layer l's input (B, dims_[l]). Each layer has its own: phase 1
     // has no barrier between layers, so one buffer shared by layers of different widths would
     // let a thread on one layer overwrite the rows another thread is reading on another.
-    std::vector<std::vector<float>> z(L), a(L), dz(L), da(L);
+    // d[l]: layer l's output after its Dropout (when it has one), the next layer's input.
+    std::vector<std::vector<float>> z(L), a(L), dz(L), da(L), d(L);
     for (int l = 0; l < L; ++l) {
         const size_t n = static_cast<size_t>(Bmax * dims_[l + 1]);
         z[l].resize(n);
         a[l].resize(n);
         dz[l].resize(n);
         if (l >= 1) da[l].resize(static_cast<size_t>(Bmax * dims_[l]));
+        if (has_dropout(l)) d[l].resize(n);
     }
+    // The input of layer l + 1 in training.
+    auto input_of = [&](int l) { return has_dropout(l) ? d[l].data() : a[l].data(); };
     std::vector<double> loss_row(static_cast<size_t>(Bmax)), correct_row(static_cast<size_t>(Bmax));
     if (static_cast<int64_t>(lane_sums_.size()) < K * Bmax * H0)
         lane_sums_.resize(static_cast<size_t>(K * Bmax * H0));
@@ -396,7 +407,7 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                     penalty_table(pen_rows.data() + q0, q0, q1);
                 }
                 cpu::lanes_sum(z[0].data(), P, param(1), H0, Bb, b0, b1, pairs);
-                forward_after_first(z, a, b0, b1);
+                forward_after_first(z, a, &d, rows, it, b0, b1);
                 cpu::loss_forward_backward(dz[L - 1].data(), loss_row.data(), correct_row.data(),
                                            z[L - 1].data(), a[L - 1].data(), y, sw, rows,
                                            acts_[L - 1], loss_, O, Bb, b0, b1);
@@ -406,6 +417,8 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                     const int64_t I = dims_[l], H = dims_[l + 1];
                     cpu::dense_backward_input(da[l].data(), dz[l].data(), param(NetSpec::kernel(l)), I, H, b0,
                                               b1);
+                    if (has_dropout(l - 1))
+                        cpu::dropout_backward(da[l].data(), rows, dropout(l - 1, it), I, b0, b1);
                     cpu::act_backward(dz[l - 1].data(), da[l].data(), z[l - 1].data(),
                                       a[l - 1].data(), acts_[l - 1], b0 * I, b1 * I);
                 }
@@ -455,7 +468,7 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                     float* g = grads_[t.p].data();
                     const int64_t n0 = t.row0 * H, n1 = t.row1 * H;  // a bias: 0, H
                     if (NetSpec::is_kernel(t.p))
-                        cpu::dense_backward_weight(g, dz[l].data(), a[l - 1].data(), Bb, dims_[l],
+                        cpu::dense_backward_weight(g, dz[l].data(), input_of(l - 1), Bb, dims_[l],
                                                    H, t.row0, t.row1);
                     else
                         cpu::bias_backward(g, dz[l].data(), Bb, H);

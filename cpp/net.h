@@ -121,9 +121,18 @@ class Net {
     void forward_rows(std::vector<std::vector<float>>& z, std::vector<std::vector<float>>& a,
                       const CSRView& x, const int64_t* rows, int64_t b0, int64_t b1) const;
     // Rows [b0, b1) of every layer from the first layer's pre-activation z[0] on (the rest of
-    // forward_rows; training computes z[0] from its lane partials instead).
+    // forward_rows; training computes z[0] from its lane partials instead). In training (d not
+    // null) a layer with a Dropout also writes its masked output d[l], which the next layer
+    // reads: rows are the batch's data rows, `step` the optimizer step (the masks' counters).
     void forward_after_first(std::vector<std::vector<float>>& z,
-                             std::vector<std::vector<float>>& a, int64_t b0, int64_t b1) const;
+                             std::vector<std::vector<float>>& a,
+                             std::vector<std::vector<float>>* d, const int64_t* rows,
+                             int64_t step, int64_t b0, int64_t b1) const;
+    // Layer l's dropout at optimizer step `step`.
+    DropoutStep dropout(int l, int64_t step) const {
+        return dropout_step(spec_.layers[l].dropout_seed, spec_.layers[l].dropout, step);
+    }
+    bool has_dropout(int l) const { return spec_.layers[l].dropout > 0.0; }
     template <class PerTile>
     void for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
                        PerTile&& per_tile) const;

@@ -17,15 +17,16 @@ namespace imdbfast {
 
 enum LayerKind : int { LAYER_DENSE = 0 };
 
-// One layer. The fields after `activation` say what Keras's layers may also say; parse_spec
-// refuses any value the kernels do not implement yet (a Dropout rate), so a new feature starts
-// by accepting its field there. A frozen layer (trainable false) keeps its weights and slots in
+// One layer. The fields after `activation` say what Keras's layers may also say (a Dropout
+// after it, its penalties); parse_spec refuses any value the kernels do not implement, so a new
+// feature starts by accepting its field there. A frozen layer (trainable false) keeps its weights and slots in
 // training, and its penalties do not count (Keras regularizes trainable weights only).
 struct LayerSpec {
     int kind = LAYER_DENSE;
     int64_t units = 0;  // outputs
     int activation = ACT_LINEAR;
     double dropout = 0.0;                    // rate of a Dropout on this layer's output
+    uint64_t dropout_seed = 0;               // its masks' seed (common.h: dropout_row_key)
     double kernel_l1 = 0.0, kernel_l2 = 0.0;  // kernel penalties (Keras's kernel_regularizer)
     double bias_l1 = 0.0, bias_l2 = 0.0;      // bias penalties (bias_regularizer)
     bool trainable = true;

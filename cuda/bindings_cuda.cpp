@@ -190,6 +190,13 @@ struct GpuKernels {
         gpu::dense_forward(zd.data(), ad.data(), ACT_LINEAR, xd.data(), wd.data(), bd.data(), I, H, B);
         gpu::copy_to_host(z, zd.data(), B * H);
     }
+    static void dropout_forward(float* d, const float* a, const int64_t* rows,
+                                const DropoutStep& s, int64_t H, int64_t B) {
+        Buffer<float> ad = upload(a, B * H), dd(B * H + 1);
+        Buffer<int64_t> rd = upload(rows, B);
+        gpu::dropout_forward(dd.data(), ad.data(), rd.data(), 0, s, H, B);
+        gpu::copy_to_host(d, dd.data(), B * H);
+    }
     static void act_forward(float* a, const float* z, int act, int64_t n) {
         Buffer<float> zd = upload(z, n), ad(n + 1);
         gpu::act_forward(ad.data(), zd.data(), act, n);

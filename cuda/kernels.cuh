@@ -45,6 +45,12 @@ void dense_forward(float* z, float* a, int act, const float* x, const float* W, 
 // Elementwise over n: a = act(z); dz = act'(z, a) * da (the layers above fuse these).
 void act_forward(float* a, const float* z, int act, int64_t n);
 void act_backward(float* dz, const float* da, const float* z, const float* a, int act, int64_t n);
+// Dropout in training (common.h), batch row b = data row rows[b] (or first + b): d = a /
+// keep_prob where kept, else 0; the backward masks g in place.  d, a, g (B, H); d may be a.
+void dropout_forward(float* d, const float* a, const int64_t* rows, int64_t first,
+                     const DropoutStep& s, int64_t H, int64_t B);
+void dropout_backward(float* g, const int64_t* rows, int64_t first, const DropoutStep& s,
+                      int64_t H, int64_t B);
 // dz_prev (B, I) = act_prev'(z_prev, a_prev) * (dz @ W^T), the previous layer's activation
 // derivative fused in (the CPU runs it as act_backward); dz (B, H), W (I, H).
 void dense_backward_input(float* dz_prev, const float* dz, const float* W, const float* z_prev,

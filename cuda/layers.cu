@@ -41,6 +41,21 @@ void act_backward(float* dz, const float* da, const float* z, const float* a, in
     parallel_for(n, [=] IMDBFAST_HD(int64_t i) { dz[i] = activate_grad(act, da[i], z[i], a[i]); });
 }
 
+void dropout_forward(float* d, const float* a, const int64_t* rows, int64_t first,
+                     const DropoutStep& s, int64_t H, int64_t B) {
+    const DropoutStep st = s;
+    parallel_for(B * H, [=] IMDBFAST_HD(int64_t k) {
+        const int64_t b = k / H, h = k % H;
+        const uint64_t key = dropout_row_key(st, rows ? rows[b] : first + b);
+        d[k] = dropout_apply(a[k], dropout_keep(key, h, st.threshold), st.keep_prob);
+    });
+}
+
+void dropout_backward(float* g, const int64_t* rows, int64_t first, const DropoutStep& s,
+                      int64_t H, int64_t B) {
+    dropout_forward(g, g, rows, first, s, H, B);  // the same mask and scale, in place
+}
+
 void dense_backward_input(float* dz_prev, const float* dz, const float* W, const float* z_prev,
                     const float* a_prev, int act_prev, int64_t I, int64_t H, int64_t B) {
     parallel_for(B * I, [=] IMDBFAST_HD(int64_t k) {

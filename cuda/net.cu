@@ -49,11 +49,12 @@ DeviceNet::DeviceNet(int device, NetSpec spec)
     z_.resize(L);
     a_.resize(L);
     dz_.resize(L);
+    d_.resize(L);
     offset_dev_ = Buffer<int64_t>(static_cast<int64_t>(offset_.size()));
     copy_to_device(offset_dev_.data(), offset_.data(), static_cast<int64_t>(offset_.size()));
     dims_dev_ = Buffer<int64_t>(static_cast<int64_t>(dims_.size()));
     copy_to_device(dims_dev_.data(), dims_.data(), static_cast<int64_t>(dims_.size()));
-    a_ptrs_.resize(L);
+    in_ptrs_.resize(L);
     dz_ptrs_.resize(L);
     pen_start_.push_back(0);
     for (int p = 0; p < n_params(); ++p) {
@@ -147,25 +148,40 @@ void DeviceNet::replace_slots(const std::vector<std::vector<const float*>>& slot
 void DeviceNet::reserve_rows(int64_t n) {
     if (n <= rows_) return;
     const int L = n_layers();
-    std::vector<float*> ap, dzp;
+    std::vector<float*> ip, dzp;
+    int64_t widest = 0;
     for (int l = 0; l < L; ++l) {
         z_[l].resize(n * dims_[l + 1]);
         a_[l].resize(n * dims_[l + 1]);
         dz_[l].resize(n * dims_[l + 1]);
-        ap.push_back(a_[l].data());
+        if (has_dropout(l)) {
+            d_[l].resize(n * dims_[l + 1]);
+            widest = std::max(widest, dims_[l + 1]);
+        }
+        ip.push_back(has_dropout(l) ? d_[l].data() : a_[l].data());
         dzp.push_back(dz_[l].data());
     }
-    copy_to_device(a_ptrs_.data(), ap.data(), L);
+    if (widest > 0) da_.resize(n * widest);
+    copy_to_device(in_ptrs_.data(), ip.data(), L);
     copy_to_device(dz_ptrs_.data(), dzp.data(), L);
     rows_ = n;
 }
 
-void DeviceNet::forward(const DeviceCSR& x, const int64_t* rows, int64_t first, int64_t n) {
+void DeviceNet::forward(const DeviceCSR& x, const int64_t* rows, int64_t first, int64_t n,
+                        int64_t step) {
+    const bool training = step >= 0;
     sparse_forward(z_[0].data(), a_[0].data(), acts_[0], x.view(), rows, first, param(0), param(1),
                    dims_[1], n);
-    for (int l = 1; l < n_layers(); ++l)
-        dense_forward(z_[l].data(), a_[l].data(), acts_[l], a_[l - 1].data(), param(NetSpec::kernel(l)),
-                      param(NetSpec::bias(l)), dims_[l], dims_[l + 1], n);
+    for (int l = 0; l < n_layers(); ++l) {
+        if (l > 0) {
+            const float* in = training && has_dropout(l - 1) ? d_[l - 1].data() : a_[l - 1].data();
+            dense_forward(z_[l].data(), a_[l].data(), acts_[l], in, param(NetSpec::kernel(l)),
+                          param(NetSpec::bias(l)), dims_[l], dims_[l + 1], n);
+        }
+        if (training && has_dropout(l))
+            dropout_forward(d_[l].data(), a_[l].data(), rows, first, dropout(l, step),
+                            dims_[l + 1], n);
+    }
 }
 
 Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* sw,
@@ -206,15 +222,26 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
         const int64_t batch = batch_begin + s, p0 = batch * B, Bb = std::min(B, N - p0);
         const int64_t* rows = order_.data() + p0;
         if (penalized) penalty_into(pen_step_.data() + s);  // the weights before the step
-        forward(x, rows, 0, Bb);
+        const int64_t it = iterations() + s;
+        forward(x, rows, 0, Bb, it);
         loss_forward_backward(dz_[L - 1].data(), loss_row_.data() + p0, correct_row_.data() + p0,
                   z_[L - 1].data(), a_[L - 1].data(), y, sw, rows, 0, acts_[L - 1], loss_, O, Bb);
         if (out) copy_on_device(out_row_.data() + p0 * O, a_[L - 1].data(), Bb * O);
-        for (int l = L - 1; l >= 1; --l)
-            dense_backward_input(dz_[l - 1].data(), dz_[l].data(), param(NetSpec::kernel(l)), z_[l - 1].data(),
-                           a_[l - 1].data(), acts_[l - 1], dims_[l], dims_[l + 1], Bb);
+        for (int l = L - 1; l >= 1; --l) {
+            const int64_t I = dims_[l], H = dims_[l + 1];
+            if (has_dropout(l - 1)) {  // dz @ W^T, its mask, then the activation's derivative
+                dense_backward_input(da_.data(), dz_[l].data(), param(NetSpec::kernel(l)),
+                                     z_[l - 1].data(), a_[l - 1].data(), ACT_LINEAR, I, H, Bb);
+                dropout_backward(da_.data(), rows, 0, dropout(l - 1, it), I, Bb);
+                act_backward(dz_[l - 1].data(), da_.data(), z_[l - 1].data(), a_[l - 1].data(),
+                             acts_[l - 1], Bb * I);
+            } else {
+                dense_backward_input(dz_[l - 1].data(), dz_[l].data(), param(NetSpec::kernel(l)),
+                                     z_[l - 1].data(), a_[l - 1].data(), acts_[l - 1], I, H, Bb);
+            }
+        }
         float* G = grads_.data();
-        small_grads(G, offset_dev_.data(), dims_dev_.data(), dz_ptrs_.data(), a_ptrs_.data(), L,
+        small_grads(G, offset_dev_.data(), dims_dev_.data(), dz_ptrs_.data(), in_ptrs_.data(), L,
                     offset_[1], offset_.back(), Bb);
         if (spec_.layers[0].trainable)
             sparse_backward_weight(G, index_, batch, dz_[0].data(), D, dims_[1]);
@@ -223,7 +250,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
                              static_cast<float>(2.0 * spec_.penalty_l2(p)), param_size(p));
         for (const auto& run : train_runs_) {
             for (size_t k = 0; k < slots.size(); ++k) slots[k] = slots_[k].data() + run.first;
-            optimizer_update(opt_, iterations() + s, params_.data() + run.first, G + run.first,
+            optimizer_update(opt_, it, params_.data() + run.first, G + run.first,
                              slots.data(), run.second - run.first);
         }
     }

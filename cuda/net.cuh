@@ -100,8 +100,15 @@ class DeviceNet {
     void set_slot(int p, int s, const float* in);
     void predict_rows(float* out, bool out_on_device, const DeviceCSR& x, int64_t first,
                       int64_t last);
-    // Activations of `rows` rows through every layer into z_, a_ (grown as needed).
-    void forward(const DeviceCSR& x, const int64_t* rows, int64_t first, int64_t n);
+    // Activations of `rows` rows through every layer into z_, a_ (grown as needed). In
+    // training (step >= 0: the optimizer step) a layer with a Dropout also writes its masked
+    // output d_[l], which the next layer reads.
+    void forward(const DeviceCSR& x, const int64_t* rows, int64_t first, int64_t n,
+                 int64_t step = -1);
+    bool has_dropout(int l) const { return spec_.layers[l].dropout > 0.0; }
+    DropoutStep dropout(int l, int64_t step) const {
+        return dropout_step(spec_.layers[l].dropout_seed, spec_.layers[l].dropout, step);
+    }
     void reserve_rows(int64_t n);
     // The penalty of the current weights into *out (device), as cpp/net.cpp's table.
     void penalty_into(double* out);
@@ -122,8 +129,10 @@ class DeviceNet {
 
     // Per-batch activations and gradients, (rows_ x H_l) per layer.
     int64_t rows_ = 0;
-    std::vector<Buffer<float>> z_, a_, dz_;
-    Buffer<float*> a_ptrs_, dz_ptrs_;          // device copies of the a_ and dz_ pointers
+    std::vector<Buffer<float>> z_, a_, dz_, d_;  // d_: after a Dropout (layers with one)
+    Buffer<float> da_;                           // an input gradient before its Dropout's mask
+    // device copies of the pointers: each layer's training input (d_ or a_), dz_
+    Buffer<float*> in_ptrs_, dz_ptrs_;
     Buffer<int64_t> offset_dev_, dims_dev_;    // device copies of offset_ and dims_
     Buffer<double> loss_row_, correct_row_;    // per epoch position (training)
     Buffer<float> out_row_;                    // (N, O) outputs per epoch position, when asked

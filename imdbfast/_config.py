@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .layers import Dense, Input
+from .layers import Dense, Dropout, Input
 
 
 def _wrap(class_name: str, config: dict, **extra: Any) -> dict:
@@ -20,13 +20,16 @@ def model_config(model: Any) -> dict:
     if dims is not None:
         layers.append(_wrap("InputLayer", {**model._input.get_config(),
                                            "batch_shape": [None, dims[0]]}))
-    for i, layer in enumerate(model.layers):
-        extra = {"build_config": {"input_shape": [None, dims[i]]}} if dims is not None else {}
-        layers.append(_wrap("Dense", layer.get_config(), **extra))
+    for layer in model.layers:
+        built = dims is not None and isinstance(layer, Dense)  # (Keras: none for a Dropout)
+        extra = {"build_config": {"input_shape": [None, dims[layer._index]]}} if built else {}
+        layers.append(_wrap(type(layer).__name__, layer.get_config(), **extra))
     config = {"name": model.name, "trainable": True, "dtype": "float32", "layers": layers}
     if dims is not None:
         config["build_input_shape"] = [None, dims[0]]
     config.update(seed=model.seed, threads=model.threads, device=model.device)
+    if any(isinstance(l, Dropout) for l in model.layers):
+        config["dropout_seed"] = model._dropout_seed  # (imdbfast's masks: seed of the stream)
     return config
 
 
@@ -50,9 +53,11 @@ def layers_from_config(config: dict) -> list:
             out.append(Input(batch_shape=shape, name=cfg.get("name")))
         elif cls == "Dense":
             out.append(Dense.from_config(cfg))
+        elif cls == "Dropout":
+            out.append(Dropout.from_config(cfg))
         else:
             raise ValueError(f"from_config: layer {i} ({cfg.get('name', '?')!r}) is a Keras "
-                             f"{cls}; imdbfast models hold Input and Dense layers only")
+                             f"{cls}; imdbfast models hold Input, Dense and Dropout layers only")
     if not any(isinstance(l, Input) for l in out) and config.get("build_input_shape"):
         out.insert(0, Input(batch_shape=config["build_input_shape"]))
     return out

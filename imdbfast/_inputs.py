@@ -75,7 +75,7 @@ def labels(model: Sequential, y: Any, n: int, name: str):
     (finiteness is checked there when it is borrowed: DeviceArray.borrow)."""
     if y is None:
         raise ValueError(f"{name}: no labels")
-    outputs = model.layers[-1].units
+    outputs = model._dense_layers()[-1].units
     if _device.is_device_array(y):
         a, iface = _device.as_float_array(y, name, _gpu_index(model, name))
         a = a.reshape(_label_shape(tuple(int(s) for s in iface["shape"]), n, outputs, name))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._files import open_regular, write_atomically
+from .layers import Dropout
 
 KERAS_VERSION = "3.15.1"  # the Keras whose layout this writes (metadata.json)
 
@@ -45,8 +46,17 @@ def h5py_module(what: str) -> Any:
     return h5py
 
 
-def layer_keys(n: int) -> list[str]:
-    return ["dense" if i == 0 else f"dense_{i}" for i in range(n)]
+def layer_keys(layers: list) -> list[str]:
+    """The layers' groups in Keras's files: the class's snake-case name, counted per class
+    (dense, dense_1, ..., dropout, ...), whatever the layers are called."""
+    seen: dict[str, int] = {}
+    keys = []
+    for layer in layers:
+        base = type(layer).__name__.lower()
+        k = seen.get(base, 0)
+        seen[base] = k + 1
+        keys.append(base if k == 0 else f"{base}_{k}")
+    return keys
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -69,12 +79,12 @@ def _write_weights(model: Any, f: Any) -> None:
     with h5py.File(f, "w") as h5:
         weights = model.get_weights() if model.built else None  # (unbuilt: no variables yet)
         layers = h5.create_group("layers")
-        for i, key in enumerate(layer_keys(len(model.layers))):
+        for layer, key in zip(model.layers, layer_keys(model.layers)):
             g = layers.create_group(key).create_group("vars")
-            g.attrs["name"] = model.layers[i].name
-            if weights is not None:
-                g.create_dataset("0", data=weights[2 * i])
-                g.create_dataset("1", data=weights[2 * i + 1])
+            g.attrs["name"] = layer.name
+            if weights is not None and not isinstance(layer, Dropout):
+                g.create_dataset("0", data=weights[2 * layer._index])
+                g.create_dataset("1", data=weights[2 * layer._index + 1])
         if model._compile_config is not None:  # (Keras: the slots once it has stepped)
             stepped = model.built and model._optimizer_built
             g = h5.create_group("optimizer").create_group("vars")
@@ -185,18 +195,23 @@ def _read_weights(model: Any, h5: Any, where: str, with_optimizer: bool) -> None
         raise ValueError(f"{where}: no 'layers' group: not a Keras weights file")
     shapes = [w.shape for w in model.get_weights()]
     weights = []
-    for i, key in enumerate(layer_keys(len(model.layers))):
+    for layer, key in zip(model.layers, layer_keys(model.layers)):
         path = f"layers/{key}/vars"
+        if isinstance(layer, Dropout):  # (no variables: Keras writes an empty group)
+            if path in h5 and len(h5[path]):
+                raise ValueError(f"{where}: {path!r} holds variables; a Dropout has none")
+            continue
         if path not in h5:
             raise ValueError(f"{where}: {path!r} is missing (the file holds fewer layers)")
         g = h5[path]
+        i = layer._index
         for j in range(2):
             if str(j) not in g:
                 raise ValueError(f"{where}: {path}/{j} is missing")
             a = np.asarray(g[str(j)])
             if a.shape != shapes[2 * i + j]:
                 raise ValueError(f"{where}: {path}/{j} has shape {a.shape}, the model's layer "
-                                 f"{model.layers[i].name!r} expects {shapes[2 * i + j]}")
+                                 f"{layer.name!r} expects {shapes[2 * i + j]}")
             weights.append(a.astype(np.float32))
     if len(h5["layers"]) > len(model.layers):
         raise ValueError(f"{where}: the file holds {len(h5['layers'])} layers, the model "

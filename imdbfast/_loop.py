@@ -62,7 +62,7 @@ class Tracker:
         self.metrics = model._metrics
         self.outputs = model._metrics_from_outputs()
         self.states = [m._new_state() for _, m in self.metrics] if self.outputs else []
-        self.units = model.layers[-1].units
+        self.units = model._dense_layers()[-1].units
         self.loss_sum = self.correct = 0.0
         self.rows = 0
 
@@ -159,7 +159,7 @@ def predict(model: Sequential, xs, to_cupy: bool, threads: int, cb: CallbackList
     """The outputs for every row of xs: a NumPy array, or a cupy array written in place on the
     model's GPU (to_cupy: cupy in, cupy out, no host copy). With predict hooks in ``cb``: one
     call per batch of batch_size rows, and ``on_predict_batch_end`` gets {"outputs": ...}."""
-    units = model.layers[-1].units
+    units = model._dense_layers()[-1].units
     per_batch = cb is not None and cb.wants_batches("predict")
     chunk = batch_size if per_batch else rows_per_call(model, xs)
     if cb is not None:

@@ -92,13 +92,15 @@ def summary_text(model: Any, line_length: int | None = None,
 
     rows = []
     for layer in model.layers:
+        kind = type(layer).__name__
         if model.built:
-            fields = [f"{layer.name} (Dense)", f"(None, {layer.units})",
+            fields = [f"{layer.name} ({kind})", f"(None, {layer.units})",
                       f"{layer.count_params():,}"]
-        else:
-            fields = [f"{layer.name} (Dense)", "?", "0 (unbuilt)"]
-        if show_trainable:
-            fields.append(("Y" if layer.trainable else "N") if model.built else "-")
+        else:  # (Keras: a layer without weights counts 0 even unbuilt)
+            fields = [f"{layer.name} ({kind})", "?", "0 (unbuilt)" if kind == "Dense" else "0"]
+        if show_trainable:  # (Keras: "-" for a layer without weights)
+            has_weights = model.built and kind == "Dense"
+            fields.append(("Y" if layer.trainable else "N") if has_weights else "-")
         rows.append(fields)
 
     trainable = sum(l.count_params() for l in model.layers if l.trainable) if model.built else 0

@@ -1,4 +1,5 @@
-"""Layers: ``Dense`` (Keras's defaults: glorot-uniform kernel, zero bias) and ``Input``.
+"""Layers: ``Dense`` (Keras's defaults: glorot-uniform kernel, zero bias), ``Dropout`` and
+``Input``.
 
 Weights are drawn here, in NumPy, from the model's seeded generator, so that every backend
 starts from the same bytes; all the arithmetic happens in the compiled core. A layer belongs to
@@ -240,6 +241,90 @@ class Dense:
         return f"Dense({self.units}, activation={self.activation!r})"
 
 
+class Dropout:
+    """Keras's Dropout: in training each input is kept with probability ``1 - rate`` and scaled
+    by ``1 / (1 - rate)``, else zeroed; in inference it passes through. It follows a Dense
+    layer (not the input, not the output layer). The masks come from a counter-based hash of
+    the seed, the optimizer step, the example and the unit (cpp/common.h): the same seed gives
+    the same masks on any thread count and either backend; Keras's random stream is not
+    reproduced. ``seed=None`` derives the layer's seed from the model's."""
+
+    def __init__(self, rate: float, noise_shape: Any = None, seed: int | None = None, *,
+                 name: str | None = None, trainable: bool = True, dtype: Any = None,
+                 **unsupported: Any):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
+                or not 0 <= float(rate) < 1:
+            raise ValueError("Invalid value received for argument `rate`. Expected a float "
+                             f"value in [0, 1). Received: rate={rate!r}")
+        self.rate = float(rate)
+        if noise_shape is not None:
+            raise ValueError(f"noise_shape: not supported by imdbfast (got {noise_shape!r}); "
+                             "each unit has its own mask")
+        self.noise_shape = None
+        self.seed = check_int(seed, "seed", 0, 2**63 - 1, none_ok=True)
+        for arg, v in unsupported.items():
+            raise TypeError(f"Dropout: unsupported argument {arg}={v!r}")
+        dtype_name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+        if dtype_name not in (None, "float32"):
+            raise ValueError(f"dtype: imdbfast computes in float32, got {dtype!r}")
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise ValueError(f"name: expected a non-empty string without '/', got {name!r}")
+        self.name = name
+        if trainable not in (True, False):
+            raise ValueError(f"trainable: expected True or False, got {trainable!r}")
+        self.trainable = bool(trainable)
+        self._model_ref: Any = None
+        self._index = 0  # the Dense layer it follows
+
+    def _spec(self, model_seed: int) -> dict:
+        """The fields it adds to the Dense layer before it in the network description."""
+        key = [self.seed, 3] if self.seed is not None else [model_seed, 4, self._index]
+        seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+        return {"dropout": self.rate, "dropout_seed": seed}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Dropout":
+        return cls(**config)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable, "dtype": "float32",
+                "rate": self.rate, "seed": self.seed, "noise_shape": None}
+
+    @property
+    def built(self) -> bool:
+        model = self._model_ref() if self._model_ref is not None else None
+        return model is not None and model.built
+
+    weights = trainable_weights = non_trainable_weights = property(lambda self: [])
+    losses = property(lambda self: [])
+
+    def get_weights(self) -> list:
+        return []
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        if len(list(weights)) != 0:
+            raise ValueError("set_weights: a Dropout layer has no weights")
+
+    def count_params(self) -> int:
+        return 0
+
+    @property
+    def units(self) -> int:
+        model = self._model_ref() if self._model_ref is not None else None
+        if model is None:
+            raise AttributeError("units: a Dropout outside a model has no width")
+        return model._dense_layers()[self._index].units
+
+    @property
+    def input_shape(self) -> tuple:
+        return (None, self.units)
+
+    output_shape = input_shape
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.rate!r})"
+
+
 def _draw(init: str, shape: tuple, rng: np.random.Generator) -> np.ndarray:
     fan_in, fan_out = (shape[0], shape[1]) if len(shape) == 2 else (shape[0], shape[0])
     if init == "zeros":
@@ -290,19 +375,21 @@ def _activation(name: Any) -> str:
     return name
 
 
-def attach(layer: Dense, model: Any, index: int, taken: set) -> None:
-    """Make ``layer`` the model's layer ``index``: named (Keras's dense, dense_1, ... when it has
-    no name), refused when it already belongs to another model or its name is taken."""
+def attach(layer: Dense | Dropout, model: Any, index: int, taken: set) -> None:
+    """Make ``layer`` the model's Dense layer ``index`` (a Dropout: the one it follows): named
+    as Keras names it (dense, dense_1, ..., dropout, ... when it has no name), refused when it
+    already belongs to another model or its name is taken."""
     owner = layer._model_ref() if layer._model_ref is not None else None
     if owner is not None and owner is not model:
         raise ValueError(f"add: layer {layer.name!r} already belongs to model {owner.name!r}; a "
                          "layer's weights live in one model (make a new layer, e.g. "
                          "Dense.from_config(layer.get_config()))")
     if layer.name is None:
-        k, name = 0, "dense"
+        base = "dropout" if isinstance(layer, Dropout) else "dense"
+        k, name = 0, base
         while name in taken:
             k += 1
-            name = f"dense_{k}"
+            name = f"{base}_{k}"
         layer.name = name
     elif layer.name in taken:
         raise ValueError("All layers added to a Sequential model should have unique names. "

@@ -25,7 +25,7 @@ from . import metrics as _metrics
 from ._files import write_atomically
 from ._persist import load_model  # noqa: F401 (imdbfast.models.load_model, as before)
 from .callbacks import Callback, CallbackList, History, ProgbarLogger
-from .layers import Dense, Input
+from .layers import Dense, Dropout, Input
 
 
 
@@ -47,14 +47,21 @@ class Sequential:
     used in place; predict on a cupy array returns a cupy array.
     """
 
-    def __init__(self, layers: Sequence[Dense | Input] | None = None, trainable: bool = True,
-                 name: str | None = None, *, seed: int | None = None, threads: int | None = None,
-                 device: str = "cpu"):
+    def __init__(self, layers: Sequence[Dense | Dropout | Input] | None = None,
+                 trainable: bool = True, name: str | None = None, *, seed: int | None = None,
+                 threads: int | None = None, device: str = "cpu",
+                 _dropout_seed: int | None = None):
         if trainable is not True:
             raise ValueError("trainable: freeze layers one by one (layer.trainable = False)")
         self.name = name or "sequential"
-        self.layers: list[Dense] = []
+        self.layers: list[Dense | Dropout] = []
         self.seed = _checks.check_seed(seed)
+        # The Dropout layers' masks derive from it (saved with the model): from the seed, else
+        # drawn once.
+        if _dropout_seed is None:
+            _dropout_seed = int(np.random.SeedSequence(
+                None if self.seed is None else [self.seed, 2]).generate_state(1, np.uint64)[0])
+        self._dropout_seed = int(_dropout_seed) & (2**63 - 1)
         self.threads = _checks.check_threads(threads)
         self.device = resolve_device(device)
         self._input_dim: int | None = None
@@ -102,8 +109,19 @@ class Sequential:
                                  "an Input must come first, once")
             self._input_dim, self._input = layer.shape[0], layer
             return
+        if isinstance(layer, Dropout):
+            if not self.layers or isinstance(self.layers[-1], Dropout):
+                raise ValueError("add: a Dropout must follow a Dense layer (imdbfast drops a "
+                                 "Dense layer's outputs, not the inputs, and one Dropout each)")
+            _layers.attach(layer, self, len(self._dense_layers()) - 1,
+                           {l.name for l in self.layers})
+            self.layers.append(layer)
+            if rebuild and self.built:  # the same weights, a network with the Dropout
+                self._make_net(self.get_weights())
+            return
         if not isinstance(layer, Dense):
-            raise TypeError(f"add: expected an imdbfast.layers.Dense or Input, got {layer!r}")
+            raise TypeError(f"add: expected an imdbfast.layers.Dense, Dropout or Input, got "
+                            f"{layer!r}")
         if layer.input_dim is not None:
             if self.layers:
                 raise ValueError("add: only the first layer may set input_dim / input_shape")
@@ -111,34 +129,43 @@ class Sequential:
                 raise ValueError(f"add: input_dim={layer.input_dim} differs from the Input's "
                                  f"{self._input_dim}")
             self._input_dim = layer.input_dim
-        _layers.attach(layer, self, len(self.layers), {l.name for l in self.layers})
+        _layers.attach(layer, self, len(self._dense_layers()), {l.name for l in self.layers})
         self.layers.append(layer)
         if rebuild:
             self._maybe_build()
 
-    def pop(self, rebuild: bool = True) -> Dense:
+    def _dense_layers(self) -> list[Dense]:
+        """The layers with weights, in order (a Dropout belongs to the one before it)."""
+        return [l for l in self.layers if isinstance(l, Dense)]
+
+    def pop(self, rebuild: bool = True) -> Dense | Dropout:
         """Remove and return the last layer (the others keep their weights)."""
         if not self.layers:
             raise TypeError("pop: there are no layers in the model")
-        kept = self.get_weights()[:-2] if self.built else None
+        if self.built:
+            kept = self.get_weights()
+            kept = kept if isinstance(self.layers[-1], Dropout) else kept[:-2]
+        else:
+            kept = None
         layer = self.layers.pop()
         layer._model_ref = None
         self._net = None
-        if kept is not None and self.layers and rebuild:
+        if kept is not None and self._dense_layers() and rebuild:
             self._make_net(kept)
         return layer
 
     def _maybe_build(self) -> None:
         """Build (or rebuild after add) when the input dimension is known, as Keras does."""
-        if self._input_dim is None or not self.layers:
+        dense = self._dense_layers()
+        if self._input_dim is None or not dense:
             return
         if self._net is None:
             self.build()
             return
         have = self._net.get_weights()
-        if len(have) == 2 * len(self.layers):
+        if len(have) == 2 * len(dense):
             return
-        self._make_net(have + self._draw(self.layers[len(have) // 2:], self._dims()[len(have) // 2]))
+        self._make_net(have + self._draw(dense[len(have) // 2:], self._dims()[len(have) // 2]))
 
     def _draw(self, layers: list, fan_in: int) -> list:
         if self._rng is None:
@@ -175,9 +202,9 @@ class Sequential:
 
     @property
     def output_shape(self) -> tuple:
-        if self._input_dim is None or not self.layers:
+        if self._input_dim is None or not self._dense_layers():
             raise AttributeError(f"Sequential model '{self.name}' has no defined output shape yet.")
-        return (None, self.layers[-1].units)
+        return (None, self._dense_layers()[-1].units)
 
     @property
     def weights(self) -> list:
@@ -209,6 +236,8 @@ class Sequential:
         layers (``device`` overrides the recorded one); built when the input is known."""
         return cls(_config.layers_from_config(config), name=config.get("name"),
                    seed=config.get("seed"), threads=config.get("threads"),
+                   _dropout_seed=_checks.check_int(config.get("dropout_seed"), "dropout_seed",
+                                                   0, 2**63 - 1, none_ok=True),
                    device=device if device is not None else config.get("device") or "cpu")
 
     def get_compile_config(self) -> dict | None:
@@ -233,7 +262,7 @@ class Sequential:
                 raise ValueError(f"build: Sequential model '{self.name}' is built for input "
                                  f"shape {self.input_shape}; cannot build it with {input_shape!r}")
             return
-        if not self.layers:
+        if not self._dense_layers():
             raise ValueError(f"Sequential model {self.name} cannot be built because it has no "
                              "layers. Call `model.add(layer)`.")
         dim = _input_dim_arg(input_shape) if input_shape is not None else self._input_dim
@@ -245,10 +274,10 @@ class Sequential:
             raise ValueError(f"build: input dimension {dim} differs from the declared {self._input_dim}")
         self._input_dim = int(dim)
         self._rng = None  # (a fresh draw from the seed)
-        self._make_net(self._draw(self.layers, self._input_dim))
+        self._make_net(self._draw(self._dense_layers(), self._input_dim))
 
     def _dims(self) -> list[int]:
-        return [self._input_dim] + [l.units for l in self.layers]
+        return [self._input_dim] + [l.units for l in self._dense_layers()]
 
     def _core_loss(self) -> str:
         if self._compile_config is None:
@@ -257,13 +286,19 @@ class Sequential:
             return "mse"
         if self._loss.from_logits:
             return "bce_from_logits"
-        last_sigmoid = self.layers[-1].activation == "sigmoid"
+        last_sigmoid = self._dense_layers()[-1].activation == "sigmoid"
         return "bce_logits" if last_sigmoid and self._compile_config["bce"] == "logits" else "bce_probs"
 
     def _spec(self) -> dict:
         """The network's one description for the compiled core (cpp/spec.h)."""
         opt = self.optimizer or _optimizers.SGD()
-        return {"input_dim": self._input_dim, "layers": [l._spec() for l in self.layers],
+        layers = []
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                layers.append(layer._spec())
+            elif i + 1 < len(self.layers):  # (a last Dropout: the identity for inference; fit
+                layers[-1].update(layer._spec(self._dropout_seed))  # refuses it)
+        return {"input_dim": self._input_dim, "layers": layers,
                 "loss": self._core_loss(), "optimizer": opt._spec()}
 
     def _make_net(self, weights: list) -> None:
@@ -275,7 +310,7 @@ class Sequential:
         net.set_weights(weights)
         self._net = net
         # the parameters the optimizer updates, as the Net was made (compile fixes them)
-        self._trained_params = [q for i, l in enumerate(self.layers) if l.trainable
+        self._trained_params = [q for i, l in enumerate(self._dense_layers()) if l.trainable
                                 for q in (2 * i, 2 * i + 1)]
         self._device_cache = []
 
@@ -362,6 +397,7 @@ class Sequential:
         random). Epoch ``e`` (0-based, counting from ``initial_epoch``) visits the rows in the
         order ``imdbfast._core.shuffle_order(n, seed, e)``.
         """
+        self._check_trainable_stack("fit")
         batch_size = _checks.check_batch_size(
             32 if batch_size is None else batch_size, "batch_size")
         epochs = _checks.check_nonneg_int(epochs, "epochs")
@@ -484,6 +520,7 @@ class Sequential:
                        threads: int | None = None) -> float | list[float] | dict[str, float]:
         """One optimizer step on all of x's rows, in order; returns that batch's loss and
         metrics as ``evaluate`` does (Keras 3 resets the metrics at each call)."""
+        self._check_trainable_stack("train_on_batch")
         xs = _inputs.inputs(self, x, "x")
         n = xs.n_rows
         ys = _inputs.labels(self, y, n, "y")
@@ -575,6 +612,12 @@ class Sequential:
         if not self.built:
             raise RuntimeError(f"{what}: the model is not built yet (call build(input_dim), "
                                "fit it, or declare the input dimension)")
+
+    def _check_trainable_stack(self, what: str) -> None:
+        if self.layers and isinstance(self.layers[-1], Dropout):
+            raise ValueError(f"{what}: the model ends with Dropout layer "
+                             f"{self.layers[-1].name!r}; imdbfast drops hidden layers' outputs "
+                             "only (the loss reads the last Dense layer's)")
 
     def _require_compiled(self, what: str) -> None:
         if self._compile_config is None:

@@ -85,33 +85,66 @@ def loss_and_grad(kind: str, z, a, y, sw=None):
 
 # ---- the network --------------------------------------------------------------------------------
 
-def forward(params, acts, x):
-    """params: [W1, b1, W2, b2, ...] (Keras layout); x (B, D). Returns lists z, a per layer."""
+def forward(params, acts, x, masks=None):
+    """params: [W1, b1, W2, b2, ...] (Keras layout); x (B, D). Returns lists z, a per layer.
+    masks (training with Dropout): per layer None or the (B, H) factors keep / (1 - rate) its
+    output is multiplied by before the next layer reads it (a stays unmasked)."""
     zs, as_ = [], []
     h = x
     for l, name in enumerate(acts):
         z = h @ params[2 * l] + params[2 * l + 1]
-        h = act(name, z)
+        a = act(name, z)
         zs.append(z)
-        as_.append(h)
+        as_.append(a)
+        h = a if masks is None or masks[l] is None else a * masks[l]
     return zs, as_
 
 
-def gradients(params, acts, loss, x, y, sw=None):
+def gradients(params, acts, loss, x, y, sw=None, masks=None):
     """Batch loss sum(w_i l_i)/B, accuracy sum, and the gradient of every parameter."""
-    zs, as_ = forward(params, acts, x)
+    zs, as_ = forward(params, acts, x, masks)
     lrow, dz, acc = loss_and_grad(loss, zs[-1], as_[-1], y, sw)
     if loss != "bce_logits":
         dz = act_grad(acts[-1], dz, zs[-1], as_[-1])
     grads = [None] * len(params)
+    def mask(l):
+        return 1.0 if masks is None or masks[l] is None else masks[l]
+
     for l in range(len(acts) - 1, -1, -1):
-        inp = x if l == 0 else as_[l - 1]
+        inp = x if l == 0 else as_[l - 1] * mask(l - 1)
         grads[2 * l] = inp.T @ dz
         grads[2 * l + 1] = dz.sum(axis=0)
         if l > 0:
-            da = dz @ params[2 * l].T
+            da = (dz @ params[2 * l].T) * mask(l - 1)
             dz = act_grad(acts[l - 1], da, zs[l - 1], as_[l - 1])
     return lrow.sum() / x.shape[0], acc.sum(), grads, lrow
+
+
+# ---- dropout masks (cpp/common.h's counter-based hash, written again in NumPy) --------------
+
+_U = np.uint64
+
+
+def _mix64(z):
+    z = np.asarray(z, dtype=np.uint64)
+    z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)  # (uint64 arrays wrap, as C++)
+    z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
+    return z ^ (z >> _U(31))
+
+
+def dropout_keep(seed: int, step: int, rows, H: int, rate: float) -> np.ndarray:
+    """(B, H) bool: element (row rows[b], unit h) kept at optimizer step `step`."""
+    mixed = np.array([seed], dtype=np.uint64) ^ (np.array([step], dtype=np.uint64) *
+                                                 _U(0x9E3779B97F4A7C15))
+    key = _mix64(_mix64(mixed) ^ np.asarray(rows, dtype=np.uint64))
+    h = np.arange(1, H + 1, dtype=np.uint64) * _U(0xD1B54A32D192ED03)
+    threshold = int(np.floor(rate * 2.0 ** 32 + 0.5))
+    return (_mix64(key[:, None] + h[None, :]) >> _U(32)) >= _U(threshold)
+
+
+def dropout_factors(seed: int, step: int, rows, H: int, rate: float) -> np.ndarray:
+    """keep / (1 - rate): what the layer's output is multiplied by in training."""
+    return dropout_keep(seed, step, rows, H, rate) / (1.0 - rate)
 
 
 # ---- weight penalties (keras/src/regularizers: L1L2) ------------------------------------------
@@ -190,8 +223,9 @@ class Model:
     (l1, l2) per parameter (Keras's kernel_regularizer / bias_regularizer), or None."""
 
     def __init__(self, weights, acts, loss="bce_logits", optimizer="rmsprop", penalties=None,
-                 **cfg):
+                 dropouts=None, **cfg):
         self.params = [np.array(w, dtype=np.float64) for w in weights]
+        self.dropouts = list(dropouts) if dropouts else [None] * len(acts)  # (rate, seed)
         self.penalties = list(penalties) if penalties else [(0.0, 0.0)] * len(self.params)
         self.acts = list(acts)
         self.loss = loss
@@ -200,9 +234,16 @@ class Model:
         self.slots = [optimizer_slots(optimizer, cfg, p.shape) for p in self.params]
         self.iterations = 0
 
-    def train_step(self, x, y, sw=None):
-        """One batch; returns (batch loss, correct count) computed before the update."""
-        loss, acc, grads, _ = gradients(self.params, self.acts, self.loss, x, y, sw)
+    def train_step(self, x, y, sw=None, rows=None):
+        """One batch (data rows `rows`, for the dropout masks); returns (batch loss, correct
+        count) computed before the update."""
+        masks = None
+        if any(self.dropouts):
+            rows = np.arange(len(x)) if rows is None else rows
+            masks = [None if d is None else
+                     dropout_factors(d[1], self.iterations, rows, self.params[2 * l].shape[1], d[0])
+                     for l, d in enumerate(self.dropouts)]
+        loss, acc, grads, _ = gradients(self.params, self.acts, self.loss, x, y, sw, masks)
         loss += penalty(self.params, self.penalties)
         grads = [g + pg for g, pg in zip(grads, penalty_grads(self.params, self.penalties))]
         for i, g in enumerate(grads):
@@ -216,7 +257,7 @@ class Model:
         per_batch, total_loss, total_acc = [], 0.0, 0.0
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            loss, acc = self.train_step(x[rows], y[rows], None if sw is None else sw[rows])
+            loss, acc = self.train_step(x[rows], y[rows], None if sw is None else sw[rows], rows)
             per_batch.append((loss, acc / len(rows)))
             total_loss += loss * len(rows)
             total_acc += acc

@@ -5,7 +5,7 @@
 Writes, beside this script:
   keras_small.keras         Input(50) -> Dense(8, relu) -> Dense(1, sigmoid), RMSprop, fitted
   keras_small.weights.h5    the same model's save_weights
-  keras_dropout.keras       a model with a Dropout layer (imdbfast must refuse it by name)
+  keras_dropout.keras       a model with a Dropout layer (Input, Dense(8), Dropout(0.5), Dense(1))
   keras_frozen.keras        the small model with its first layer frozen, Adam, fitted
   keras_expected.npz        the probe rows and what Keras computed on them (see below)
   keras_summary.json        Keras's summary() texts for several models and widths
