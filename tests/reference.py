@@ -234,15 +234,18 @@ class Model:
         self.slots = [optimizer_slots(optimizer, cfg, p.shape) for p in self.params]
         self.iterations = 0
 
+    def masks(self, rows):
+        """The next step's dropout factors for data rows `rows` (None without Dropout)."""
+        if not any(self.dropouts):
+            return None
+        return [None if d is None else
+                dropout_factors(d[1], self.iterations, rows, self.params[2 * l].shape[1], d[0])
+                for l, d in enumerate(self.dropouts)]
+
     def train_step(self, x, y, sw=None, rows=None):
         """One batch (data rows `rows`, for the dropout masks); returns (batch loss, correct
         count) computed before the update."""
-        masks = None
-        if any(self.dropouts):
-            rows = np.arange(len(x)) if rows is None else rows
-            masks = [None if d is None else
-                     dropout_factors(d[1], self.iterations, rows, self.params[2 * l].shape[1], d[0])
-                     for l, d in enumerate(self.dropouts)]
+        masks = self.masks(np.arange(len(x)) if rows is None else rows)
         loss, acc, grads, _ = gradients(self.params, self.acts, self.loss, x, y, sw, masks)
         loss += penalty(self.params, self.penalties)
         grads = [g + pg for g, pg in zip(grads, penalty_grads(self.params, self.penalties))]

@@ -1,17 +1,18 @@
 """Properties of the compiled training loop over random networks and data (hypothesis).
 
-For every architecture (1-4 hidden layers of 1-70 units, mixed activations, 1-3 outputs), every
-optimizer variant and loss, batch sizes 1-600 with a partial last batch, multi-hot or valued
-inputs, with and without sample weights:
+For every architecture (1-4 hidden layers of 1-70 units, mixed activations, 1-3 outputs, with or
+without Dropouts after hidden layers and L1/L2 penalties on kernels and biases), every optimizer
+variant and loss, batch sizes 1-600 with a partial last batch, multi-hot or valued inputs, with
+and without sample weights:
 
   (a) the weights and optimizer slots are bitwise identical for 1, 2, 3 and 4 threads, when a
       run is repeated (no race, no split that depends on the thread count), and when calls
       shed their threads midway, as on a busy machine (`_testing.fake_busy`);
   (b) the per-batch and per-epoch losses follow the float64 Keras-math reference
       (tests/reference.py) within its trajectory tolerance, up to the first ill-conditioned
-      step: a relu pre-activation within rounding of its kink (kink_margin) or, for RMSprop and
-      Adam, a gradient cancelled among the rows below 1e-3 (cancellation_margin). ~2/3 of all
-      steps are compared.
+      step: a relu pre-activation within rounding of its kink (kink_margin), for RMSprop and
+      Adam a gradient cancelled among the rows below 1e-3 (cancellation_margin), or an L1
+      penalized weight within 1e-5 of 0 (l1_margin: |w|'s kink). ~2/3 of all steps are compared.
 
 Training normally runs small steps on one thread (the work is too small to share); these tests
 make every call use all the threads asked for (`_testing.split_all_work`), so even a batch of one
@@ -61,7 +62,14 @@ def problems(draw):
     batch_size = draw(st.integers(1, 600))
     n_batches = draw(st.integers(1, max(1, min(6, 2400 // batch_size))))
     last = draw(st.integers(1, batch_size))  # rows of the last, possibly partial, batch
+    factor = st.sampled_from([0.0, 0.0, 1e-3, 1e-2])
+    penalties = [((draw(factor), draw(factor)), (draw(factor), draw(factor)))
+                 for _ in range(len(hidden) + 1)] if draw(st.booleans()) else None
+    dropouts = [(draw(st.sampled_from([0.1, 0.5])), draw(st.integers(0, 2**63 - 1)))
+                if draw(st.booleans()) else None for _ in hidden] + [None] \
+        if draw(st.booleans()) else None
     return dict(
+        penalties=penalties, dropouts=dropouts,
         dims=[draw(st.integers(1, 300))] + hidden + [outputs], acts=acts, loss=loss,
         optimizer=optimizer, cfg=cfg, batch_size=batch_size,
         n=(n_batches - 1) * batch_size + last,
@@ -93,11 +101,29 @@ def make_data(p):
     return x, y, sw, dense.astype(np.float64), rng
 
 
+def layer_fields(p):
+    """The penalties' and dropouts' fields of each layer's description."""
+    fields = [{} for _ in p["acts"]]
+    for f, pen in zip(fields, p["penalties"] or []):
+        (k1, k2), (b1, b2) = pen
+        f.update(kernel_l1=k1, kernel_l2=k2, bias_l1=b1, bias_l2=b2)
+    for f, d in zip(fields, p["dropouts"] or []):
+        if d is not None:
+            f.update(dropout=d[0], dropout_seed=d[1])
+    return fields
+
+
+def penalties(p):
+    """(l1, l2) per parameter, for the reference (None without penalties)."""
+    return None if p["penalties"] is None else [f for k, b in p["penalties"] for f in (k, b)]
+
+
 def train(module, p, weights, x, y, sw, threads):
     """Weights, slots and per-epoch (per-batch losses, loss sum, correct sum) of one run."""
     lr = p["cfg"].get("learning_rate", 1e-3)
     cfg = {k: v for k, v in p["cfg"].items() if k != "learning_rate"}
-    net = make_net(module, p["dims"], p["acts"], p["loss"], p["optimizer"], lr, **cfg)
+    net = make_net(module, p["dims"], p["acts"], p["loss"], p["optimizer"], lr,
+                   layers=layer_fields(p), **cfg)
     net.set_weights(weights)
     n, bs = p["n"], p["batch_size"]
     epochs = []
@@ -109,7 +135,7 @@ def train(module, p, weights, x, y, sw, threads):
     return net.get_weights(), net.get_slots(), epochs
 
 
-def kink_margin(model, x):
+def kink_margin(model, x, masks=None):
     """How far the batch's relu pre-activations are from 0, relative to their rounding scale.
 
     z = inp @ W + b carries a float32 rounding error of ~1e-7 * (|inp| @ |W| + |b|). Where the
@@ -117,39 +143,55 @@ def kink_margin(model, x):
     there the trajectories part by more than rounding (RMSprop and Adam turn even a tiny
     gradient into a whole step), so the reference comparison stops after such a step.
     """
-    zs, as_ = ref.forward(model.params, model.acts, x)
+    zs, as_ = ref.forward(model.params, model.acts, x, masks)
     margin = np.inf
     for l, name in enumerate(model.acts):  # the output layer too (mse allows a relu output)
         if name == "relu":
-            inp = x if l == 0 else as_[l - 1]
+            inp = x if l == 0 else as_[l - 1] * mask_of(masks, l - 1)
             scale = np.abs(inp) @ np.abs(model.params[2 * l]) + np.abs(model.params[2 * l + 1])
             margin = min(margin, float(np.min(np.abs(zs[l]) / np.maximum(scale, 1e-30))))
     return margin
 
 
-def cancellation_margin(model, x, y, sw):
+def mask_of(masks, l):
+    return 1.0 if masks is None or masks[l] is None else masks[l]
+
+
+def l1_margin(model):
+    """The smallest |w| > 0 among the L1-penalized weights (inf without any): within rounding
+    of 0, float32 and float64 may take |w|'s gradient with opposite signs. (An exact 0, the
+    initial biases, is 0 in both.)"""
+    margin = np.inf
+    for w, (l1, _) in zip(model.params, model.penalties):
+        if l1 and np.any(w != 0):
+            margin = min(margin, float(np.min(np.abs(w[w != 0]))))
+    return margin
+
+
+def cancellation_margin(model, x, y, sw, masks=None):
     """How much of a weight's gradient survives cancellation among the batch rows: |g| over the
     sum of its rows' |contributions|, the smallest over the weights that have any. float32
     knows g only to ~1e-7 of that sum; RMSprop and Adam divide by the gradient's own scale, so
     a gradient cancelled to 1e-3 moves float32 and float64 apart by more than rounding."""
-    zs, as_ = ref.forward(model.params, model.acts, x)
+    zs, as_ = ref.forward(model.params, model.acts, x, masks)
     _, dz, _ = ref.loss_and_grad(model.loss, zs[-1], as_[-1], y, sw)
     if model.loss != "bce_logits":
         dz = ref.act_grad(model.acts[-1], dz, zs[-1], as_[-1])
     margin = np.inf
     for l in range(len(model.acts) - 1, -1, -1):
-        inp = x if l == 0 else as_[l - 1]
+        inp = x if l == 0 else as_[l - 1] * mask_of(masks, l - 1)
         for g, scale in ((inp.T @ dz, np.abs(inp).T @ np.abs(dz)),
                          (dz.sum(axis=0), np.abs(dz).sum(axis=0))):
             live = scale > 0
             if np.any(live):
                 margin = min(margin, float(np.min(np.abs(g[live]) / scale[live])))
         if l > 0:
-            dz = ref.act_grad(model.acts[l - 1], dz @ model.params[2 * l].T, zs[l - 1], as_[l - 1])
+            da = (dz @ model.params[2 * l].T) * mask_of(masks, l - 1)
+            dz = ref.act_grad(model.acts[l - 1], da, zs[l - 1], as_[l - 1])
     return margin
 
 
-def loss_slack(model, x, y, sw):
+def loss_slack(model, x, y, sw, masks=None):
     """The part of a batch loss's float32 error that comes through its outputs: TRAJECTORY is
     a bound on the outputs (float32 knows them to ~1e-6 relative after a dozen steps), and a
     loss's error follows from it by the loss's derivative. For mse that is 2 |a - y| rtol |a|
@@ -158,7 +200,7 @@ def loss_slack(model, x, y, sw):
     binary cross-entropy's derivative is bounded by its value, so it needs none."""
     if model.loss != "mse":
         return 0.0
-    zs, as_ = ref.forward(model.params, model.acts, x)
+    zs, as_ = ref.forward(model.params, model.acts, x, masks)
     a = as_[-1]
     w = np.ones(len(x)) if sw is None else sw
     per_row = np.mean(2.0 * np.abs(a - y) * ref.TRAJECTORY["rtol"] * np.abs(a), axis=1)
@@ -169,7 +211,8 @@ def check_reference(p, weights, dense, y, sw, epochs):
     """Per-batch and per-epoch losses against the float64 reference, step by step, while the
     trajectory is well conditioned (kink_margin); returns the number of steps compared."""
     cfg = dict(p["cfg"], learning_rate=p["cfg"].get("learning_rate", 1e-3))
-    model = ref.Model(weights, p["acts"], p["loss"], p["optimizer"], **cfg)
+    model = ref.Model(weights, p["acts"], p["loss"], p["optimizer"], penalties=penalties(p),
+                      dropouts=p["dropouts"], **cfg)
     n, bs, compared = p["n"], p["batch_size"], 0
     y64, sw64 = y.astype(np.float64), None if sw is None else sw.astype(np.float64)
     for e, (per_batch, loss_sum, correct) in enumerate(epochs):
@@ -178,11 +221,12 @@ def check_reference(p, weights, dense, y, sw, epochs):
         for k, start in enumerate(range(0, n, bs)):
             rows = order[start:start + bs]
             w_rows = None if sw is None else sw64[rows]
-            ill = kink_margin(model, dense[rows]) < 1e-5 or (
+            masks = model.masks(rows)
+            ill = kink_margin(model, dense[rows], masks) < 1e-5 or l1_margin(model) < 1e-5 or (
                 p["optimizer"] != "sgd" and cancellation_margin(model, dense[rows], y64[rows],
-                                                                w_rows) < 1e-3)
-            slack = loss_slack(model, dense[rows], y64[rows], w_rows)
-            loss, acc = model.train_step(dense[rows], y64[rows], w_rows)
+                                                                w_rows, masks) < 1e-3)
+            slack = loss_slack(model, dense[rows], y64[rows], w_rows, masks)
+            loss, acc = model.train_step(dense[rows], y64[rows], w_rows, rows)
             assert_close(per_batch[k], loss, rtol=ref.TRAJECTORY["rtol"],
                          atol=ref.TRAJECTORY["atol"] + slack, what=f"epoch {e} batch {k} loss")
             compared += 1
