@@ -362,3 +362,39 @@ def test_dropout_on_the_gpu_matches_the_cpu(rng, kind):
         np.testing.assert_allclose(hg.history[key], hc.history[key], rtol=1e-5, err_msg=key)
     for a, b in zip(wg, cpu.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+_KERAS_SIDE = r"""
+import importlib.util, os, sys
+os.environ.setdefault("KERAS_BACKEND", next(b for b in ("jax", "tensorflow", "torch")
+                                            if importlib.util.find_spec(b)))
+import numpy as np, keras
+folder = sys.argv[1]
+m = keras.models.load_model(os.path.join(folder, "m.keras"))
+x = np.load(os.path.join(folder, "x.npy"))
+names = [type(l).__name__ for l in m.layers]
+np.savez(os.path.join(folder, "out.npz"), pred=m.predict(x, verbose=0), names=np.array(names),
+         rate=m.layers[1].rate)
+"""
+
+
+def test_keras_loads_a_dropout_model_imdbfast_wrote(tmp_path, rng):
+    import importlib.util
+    import subprocess
+    import sys
+    if importlib.util.find_spec("h5py") is None or importlib.util.find_spec("keras") is None or \
+            not any(importlib.util.find_spec(b) for b in ("jax", "tensorflow", "torch")):
+        pytest.skip("Keras 3 with a backend and h5py not installed")
+    x, y = xy(rng, 100)
+    m = chapter_five(rate=0.3)
+    m.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    m.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", x)
+    r = subprocess.run([sys.executable, "-c", _KERAS_SIDE, str(tmp_path)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+    assert list(out["names"]) == ["Dense", "Dropout", "Dense", "Dropout", "Dense"]
+    assert float(out["rate"]) == 0.3
+    # Keras's inference is the identity too; float32 sums in another order
+    np.testing.assert_allclose(out["pred"], m.predict(x, verbose=0), atol=1e-6, rtol=0)
