@@ -17,6 +17,14 @@
 namespace imdbfast {
 namespace bind {
 
+// An elementwise activation (softmax is a row's: softmax_forward).
+inline int elementwise_act(const std::string& name) {
+    const int k = parse_act(name);
+    if (k == ACT_SOFTMAX)
+        throw py::value_error("activation: softmax is a row's function; use softmax_forward");
+    return k;
+}
+
 template <class K>
 void def_kernels(py::module_& m) {
     m.def("multi_hot", [](py::array tokens, py::array offsets, int64_t n_cols, int threads) {
@@ -54,11 +62,22 @@ void def_kernels(py::module_& m) {
         const float* zp = check<float>(z, "z", {n});
         py::array_t<float> a(n);
         float* ap = a.mutable_data();
-        const int k = parse_act(act);
+        const int k = elementwise_act(act);
         py::gil_scoped_release nogil;
         K::act_forward(ap, zp, k, n);
         return a;
     }, py::arg("z"), py::arg("activation"));
+
+    m.def("softmax_forward", [](py::array z) {
+        const int64_t B = z.ndim() == 2 ? z.shape(0) : -1, H = z.ndim() == 2 ? z.shape(1) : -1;
+        const float* zp = check<float>(z, "z", {B, H});
+        if (H < 1) throw py::value_error("z: needs at least one column");
+        py::array_t<float> a({B, H});
+        float* ap = a.mutable_data();
+        py::gil_scoped_release nogil;
+        K::softmax_forward(ap, zp, H, B);
+        return a;
+    }, py::arg("z"), "Softmax of each row of z (B, H).");
 
     m.def("act_backward", [](py::array da, py::array z, py::array a, const std::string& act) {
         const int64_t n = z.size();
@@ -67,7 +86,7 @@ void def_kernels(py::module_& m) {
         const float* ap = check<float>(a, "a", {n});
         py::array_t<float> dz(n);
         float* dzp = dz.mutable_data();
-        const int k = parse_act(act);
+        const int k = elementwise_act(act);
         py::gil_scoped_release nogil;
         K::act_backward(dzp, dap, zp, ap, k, n);
         return dz;
@@ -136,6 +155,8 @@ void def_kernels(py::module_& m) {
         const int act = parse_act(last_act), lk = parse_loss(loss);
         if (lk == LOSS_BCE_LOGITS && act != ACT_SIGMOID)
             throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");
+        if (lk == LOSS_CCE_LOGITS && act != ACT_SOFTMAX)
+            throw std::invalid_argument("loss: 'cce_logits' needs a softmax output layer");
         py::array_t<float> dz({B, O});
         py::array_t<double> lr(B), cr(B);
         float* dzp = dz.mutable_data();

@@ -190,8 +190,9 @@ inline int parse_act(const std::string& s) {
     if (s == "relu") return ACT_RELU;
     if (s == "tanh") return ACT_TANH;
     if (s == "sigmoid") return ACT_SIGMOID;
+    if (s == "softmax") return ACT_SOFTMAX;
     throw std::invalid_argument("activation: unknown '" + s +
-                                "'; valid: 'linear', 'relu', 'sigmoid', 'tanh'");
+                                "'; valid: 'linear', 'relu', 'sigmoid', 'tanh', 'softmax'");
 }
 
 inline int parse_loss(const std::string& s) {
@@ -199,8 +200,10 @@ inline int parse_loss(const std::string& s) {
     if (s == "bce_probs") return LOSS_BCE_PROBS;
     if (s == "mse") return LOSS_MSE;
     if (s == "bce_from_logits") return LOSS_BCE_FROM_LOGITS;
+    if (s == "cce_logits") return LOSS_CCE_LOGITS;
+    if (s == "cce_from_logits") return LOSS_CCE_FROM_LOGITS;
     throw std::invalid_argument("loss: unknown '" + s + "'; valid: 'bce_logits', 'bce_probs', "
-                                "'bce_from_logits', 'mse'");
+                                "'bce_from_logits', 'cce_logits', 'cce_from_logits', 'mse'");
 }
 
 inline cpu::OptimizerConfig parse_optimizer(const std::string& kind, double learning_rate, double rho,
@@ -350,6 +353,12 @@ inline NetSpec parse_spec(const py::dict& d) {
     s.loss = parse_loss(py::str(d["loss"]));
     if (s.loss == LOSS_BCE_LOGITS && s.layers.back().activation != ACT_SIGMOID)
         throw std::invalid_argument("loss: 'bce_logits' needs a sigmoid output layer");
+    if (s.loss == LOSS_CCE_LOGITS && s.layers.back().activation != ACT_SOFTMAX)
+        throw std::invalid_argument("loss: 'cce_logits' needs a softmax output layer");
+    for (int l = 0; l + 1 < s.n_layers(); ++l)
+        if (s.layers[l].activation == ACT_SOFTMAX)
+            throw std::invalid_argument("layers[" + std::to_string(l) + "]: softmax is supported "
+                                        "on the output layer only");
     s.optimizer = parse_optimizer(d["optimizer"].cast<py::dict>());
     return s;
 }

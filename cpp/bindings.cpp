@@ -44,6 +44,9 @@ struct CpuKernels {
     static void act_forward(float* a, const float* z, int act, int64_t n) {
         cpu::act_forward(a, z, act, 0, n);
     }
+    static void softmax_forward(float* a, const float* z, int64_t H, int64_t B) {
+        cpu::softmax_forward(a, z, H, 0, B);
+    }
     static void dropout_forward(float* d, const float* a, const int64_t* rows,
                                 const DropoutStep& s, int64_t H, int64_t B) {
         cpu::dropout_forward(d, a, rows, s, H, 0, B);
@@ -455,14 +458,18 @@ PYBIND11_MODULE(_core, m) {
         static const std::pair<const char*, int> kinds[] = {
             {"binary_accuracy", cpu::METRIC_BINARY_ACCURACY}, {"mse", cpu::METRIC_MSE},
             {"mae", cpu::METRIC_MAE}, {"bce", cpu::METRIC_BCE}, {"auc", cpu::METRIC_AUC},
-            {"precision", cpu::METRIC_PRECISION}, {"recall", cpu::METRIC_RECALL}};
+            {"precision", cpu::METRIC_PRECISION}, {"recall", cpu::METRIC_RECALL},
+            {"categorical_accuracy", cpu::METRIC_CATEGORICAL_ACCURACY},
+            {"top_k", cpu::METRIC_TOP_K}, {"cce", cpu::METRIC_CCE}};
         for (const auto& kv : kinds)
             if (k == kv.first) return kv.second;
         throw std::invalid_argument("metric: unknown kind '" + k + "'; valid: 'binary_accuracy', "
-                                    "'mse', 'mae', 'bce', 'auc', 'precision', 'recall'");
+                                    "'mse', 'mae', 'bce', 'auc', 'precision', 'recall', "
+                                    "'categorical_accuracy', 'top_k', 'cce'");
     };
+    // (AUC's thresholds; top-k's k)
     auto thresholds_arg = [](py::object v) {
-        return int_arg(v, "num_thresholds", 2, 1 << 24);
+        return int_arg(v, "num_thresholds", 1, 1 << 24);
     };
     m.def("metric_state_size", [=](const std::string& kind, py::object num_thresholds) {
         return cpu::metric_state_size(metric_kind(kind), thresholds_arg(num_thresholds));

@@ -21,7 +21,9 @@ namespace imdbfast {
 // Activations. Backward takes both the pre-activation z and the output a: relu's derivative is
 // defined on z (0 at z == 0, as TF), tanh's and sigmoid's on a (as TF's TanhGrad/SigmoidGrad).
 
-enum Act : int { ACT_LINEAR = 0, ACT_RELU = 1, ACT_TANH = 2, ACT_SIGMOID = 3 };
+// Softmax is a row's function, not an element's: the output layer only (softmax_row; its
+// gradient is row_loss's). activate / activate_grad pass it through.
+enum Act : int { ACT_LINEAR = 0, ACT_RELU = 1, ACT_TANH = 2, ACT_SIGMOID = 3, ACT_SOFTMAX = 4 };
 
 // Numerically stable logistic function in float32 (never exp of a large positive number).
 IMDBFAST_HD inline float sigmoid(float z) {
@@ -94,6 +96,19 @@ IMDBFAST_HD inline float tanh_f32(float x) {
     return ax < 0.625f ? small : large;
 }
 
+// Softmax of a row of H (keras/src/activations: jax.nn.softmax): e = exp(z - max z), summed in
+// order, each divided by the sum; float32.
+IMDBFAST_HD inline void softmax_row(float* a, const float* z, int64_t H) {
+    float m = z[0];
+    for (int64_t h = 1; h < H; ++h) m = z[h] > m ? z[h] : m;
+    float sum = 0.0f;
+    for (int64_t h = 0; h < H; ++h) {
+        a[h] = exp_f32(z[h] - m);
+        sum += a[h];
+    }
+    for (int64_t h = 0; h < H; ++h) a[h] = a[h] / sum;
+}
+
 IMDBFAST_HD inline float activate(int act, float z) {
     switch (act) {
         case ACT_RELU: return z > 0.0f ? z : 0.0f;
@@ -117,13 +132,16 @@ IMDBFAST_HD inline float activate_grad(int act, float da, float z, float a) {
 // Losses, per output element. The per-sample loss is the mean over the O outputs (Keras reduces
 // the last axis), the batch loss is sum(w_i * l_i) / B ("sum_over_batch_size": divided by the
 // number of samples, not by the sum of weights). Each gradient below is of that batch loss, so it
-// carries the factor w / (O * B), passed in as `scale`.
+// carries the factor w / (O * B), passed in as `scale`. Categorical cross-entropy is a row's
+// loss, summed over the outputs (not averaged): its factor is w / B.
 
 enum Loss : int {
     LOSS_BCE_LOGITS = 0,  // binary cross-entropy on a sigmoid output, computed from the logit z
     LOSS_BCE_PROBS = 1,   // binary cross-entropy on probabilities clipped to [1e-7, 1 - 1e-7]
     LOSS_MSE = 2,         // mean squared error on the layer output
     LOSS_BCE_FROM_LOGITS = 3,  // binary cross-entropy whose output is the logit (from_logits)
+    LOSS_CCE_LOGITS = 4,       // categorical cross-entropy on a softmax output, from its logits z
+    LOSS_CCE_FROM_LOGITS = 5,  // categorical cross-entropy whose outputs are the logits
 };
 
 // Keras's backend epsilon; 1 - 1e-7 rounds to 0.9999999f in float32.
@@ -165,21 +183,89 @@ IMDBFAST_HD inline float binary_correct(float p, float y, float threshold = 0.5f
 
 IMDBFAST_HD inline double mae_loss(float p, float y) { return fabs((double)p - (double)y); }
 
+// Categorical cross-entropy from logits z (softmax_cross_entropy_with_logits, TF's path for a
+// softmax output): sum_o y_o (logsumexp(z) - z_o), in double (it feeds the reported loss).
+IMDBFAST_HD inline double cce_logits_loss(const float* z, const float* y, int64_t O) {
+    double m = z[0];
+    for (int64_t o = 1; o < O; ++o) m = z[o] > m ? z[o] : m;
+    double s = 0.0;
+    for (int64_t o = 0; o < O; ++o) s += exp((double)z[o] - m);
+    const double lse = m + log(s);
+    double l = 0.0;
+    for (int64_t o = 0; o < O; ++o) l += (double)y[o] * (lse - (double)z[o]);
+    return l;
+}
+
+// Keras's probability form (the CategoricalCrossentropy metric): p / sum(p), clipped to
+// [eps, 1 - eps], then -sum_o y_o log p_o, in double.
+IMDBFAST_HD inline double cce_probs_loss(const float* p, const float* y, int64_t O) {
+    float s = 0.0f;
+    for (int64_t o = 0; o < O; ++o) s += p[o];
+    const float hi = 1.0f - kProbEpsilon;
+    double l = 0.0;
+    for (int64_t o = 0; o < O; ++o) {
+        float q = p[o] / s;
+        q = q < kProbEpsilon ? kProbEpsilon : (q > hi ? hi : q);  // (a NaN stays NaN)
+        l -= (double)y[o] * log((double)q);
+    }
+    return l;
+}
+
+// Keras's categorical accuracy: the first index of the largest output equals the first index
+// of the largest label (argmax's tie rule). NaN outputs never win.
+IMDBFAST_HD inline int64_t first_argmax(const float* v, int64_t O) {
+    int64_t k = 0;
+    for (int64_t o = 1; o < O; ++o)
+        if (v[o] > v[k] || (IMDBFAST_ISNAN(v[k]) && !IMDBFAST_ISNAN(v[o]))) k = o;
+    return k;
+}
+IMDBFAST_HD inline double categorical_correct(const float* p, const float* y, int64_t O) {
+    return first_argmax(p, O) == first_argmax(y, O) ? 1.0 : 0.0;
+}
+// Keras's top-k categorical accuracy (in_top_k): the true class (the label's argmax) is in the
+// top k when fewer than k outputs exceed its output (ties count for it; a NaN output loses).
+IMDBFAST_HD inline double top_k_correct(const float* p, const float* y, int64_t O, int64_t k) {
+    const int64_t t = first_argmax(y, O);
+    const float pt = IMDBFAST_ISNAN(p[t]) ? -INFINITY : p[t];
+    int64_t above = 0;
+    for (int64_t o = 0; o < O; ++o) above += p[o] > pt;
+    return above < k ? 1.0 : 0.0;
+}
+
 // The per-row loss step, fused: for row b of a batch (data row r, weight w, O outputs), the
-// per-sample loss w * mean_o l(z, a, y) in double, its binary accuracy, and (kGrad) the
-// gradient of the batch loss with respect to the last layer's pre-activation. The CPU's row
-// loop (cpp/loss.cpp) and the GPU's one-thread-per-row kernel both call this.
+// per-sample loss w * l in double (l the mean over outputs, or categorical cross-entropy's sum),
+// its accuracy as Keras's "accuracy" means it (binary for one output, else categorical), and
+// (kGrad) the gradient of the batch loss with respect to the last layer's pre-activation. The
+// CPU's row loop (cpp/loss.cpp) and the GPU's one-thread-per-row kernel both call this.
 template <bool kGrad>
 IMDBFAST_HD inline void row_loss(float* dz, double* loss_out, double* correct_out, const float* z,
                                  const float* a, const float* y, float w, int last_act, int loss,
                                  int64_t O, int64_t B) {
     const double inv_o = 1.0 / static_cast<double>(O);
+    *correct_out = O == 1 ? binary_correct(a[0], y[0]) : categorical_correct(a, y, O);
+    if (loss == LOSS_CCE_LOGITS || loss == LOSS_CCE_FROM_LOGITS) {
+        // softmax's logits: z for a softmax output, the outputs themselves with from_logits
+        const float* logits = loss == LOSS_CCE_LOGITS ? z : a;
+        *loss_out = static_cast<double>(w) * cce_logits_loss(logits, y, O);
+        if (kGrad) {
+            const float scale = w / static_cast<float>(B);
+            float ysum = 0.0f;
+            for (int64_t o = 0; o < O; ++o) ysum += y[o];
+            if (loss == LOSS_CCE_LOGITS) {  // d/dz = (softmax(z) sum(y) - y) * scale
+                for (int64_t o = 0; o < O; ++o) dz[o] = (a[o] * ysum - y[o]) * scale;
+            } else {  // the same with softmax(a), then the output's own derivative
+                softmax_row(dz, a, O);
+                for (int64_t o = 0; o < O; ++o)
+                    dz[o] = activate_grad(last_act, (dz[o] * ysum - y[o]) * scale, z[o], a[o]);
+            }
+        }
+        return;
+    }
     // d(batch loss)/d(output) = w / (O * B) * d(elementwise loss)
     const float scale = kGrad ? w / static_cast<float>(O * B) : 0.0f;
-    double l = 0.0, c = 0.0;
+    double l = 0.0;
     for (int64_t o = 0; o < O; ++o) {
         const float p = a[o], t = y[o];
-        c += binary_correct(p, t);
         switch (loss) {
             case LOSS_BCE_LOGITS:  // the output layer is a sigmoid: gradient straight to z
                 l += bce_logits_loss(z[o], t);
@@ -199,8 +285,12 @@ IMDBFAST_HD inline void row_loss(float* dz, double* loss_out, double* correct_ou
                 if (kGrad) dz[o] = activate_grad(last_act, mse_grad(p, t, scale), z[o], p);
         }
     }
+    if (kGrad && last_act == ACT_SOFTMAX) {  // dz = a * (g - sum(g * a)), softmax's Jacobian
+        float s = 0.0f;
+        for (int64_t o = 0; o < O; ++o) s += dz[o] * a[o];
+        for (int64_t o = 0; o < O; ++o) dz[o] = a[o] * (dz[o] - s);
+    }
     *loss_out = static_cast<double>(w) * (l * inv_o);
-    *correct_out = c * inv_o;
 }
 
 // ---------------------------------------------------------------------------------------------

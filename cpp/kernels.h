@@ -171,6 +171,8 @@ void dense_forward(float* z, const float* x, const float* W, const float* bias, 
 void act_forward(float* a, const float* z, int act, int64_t n0, int64_t n1);
 void act_backward(float* dz, const float* da, const float* z, const float* a, int act,
                   int64_t n0, int64_t n1);
+// Softmax of rows [b0, b1) (common.h's softmax_row).   a, z (B, H).
+void softmax_forward(float* a, const float* z, int64_t H, int64_t b0, int64_t b1);
 // Dropout in training (common.h), rows [b0, b1) of a batch whose batch row b is data row rows[b]
 // (rows == nullptr: b): d = a / keep_prob where kept, else 0.  d, a (B, H); d may be a.
 void dropout_forward(float* d, const float* a, const int64_t* rows, const DropoutStep& s,
@@ -267,10 +269,13 @@ void penalty_grad_add(float* g, const float* w, float l1, float two_l2, int64_t 
 // binary cross-entropy (clipped probabilities) per sample averaged over outputs, then over
 // samples; precision and recall at a threshold (p > t; a label counts as positive when != 0);
 // ROC AUC from num_thresholds evenly spaced thresholds, bucketed as Keras's optimized path does,
-// trapezoidal. Weights (optional) multiply each row's contribution.
+// trapezoidal; categorical accuracy (argmax equality), top-k categorical accuracy (k passed as
+// num_thresholds) and categorical cross-entropy of normalized, clipped probabilities per row.
+// Weights (optional) multiply each row's contribution.
 enum MetricKind : int {
     METRIC_BINARY_ACCURACY = 0, METRIC_MSE = 1, METRIC_MAE = 2, METRIC_BCE = 3,
-    METRIC_AUC = 4, METRIC_PRECISION = 5, METRIC_RECALL = 6,
+    METRIC_AUC = 4, METRIC_PRECISION = 5, METRIC_RECALL = 6, METRIC_CATEGORICAL_ACCURACY = 7,
+    METRIC_TOP_K = 8, METRIC_CCE = 9,
 };
 int64_t metric_state_size(int kind, int64_t num_thresholds);
 // Rows i in [0, n): outputs out[i * O ...], labels y[r * O ...] and weight sw[r] of data row

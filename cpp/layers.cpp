@@ -503,6 +503,10 @@ void act_backward(float* dz, const float* da, const float* z, const float* a, in
     }
 }
 
+void softmax_forward(float* a, const float* z, int64_t H, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) softmax_row(a + b * H, z + b * H, H);
+}
+
 void dropout_forward(float* d, const float* a, const int64_t* rows, const DropoutStep& s,
                      int64_t H, int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {

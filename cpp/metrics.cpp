@@ -33,7 +33,10 @@ int64_t metric_state_size(int kind, int64_t num_thresholds) {
         case METRIC_BINARY_ACCURACY:
         case METRIC_MSE:
         case METRIC_MAE:
-        case METRIC_BCE: return 2;
+        case METRIC_BCE:
+        case METRIC_CATEGORICAL_ACCURACY:
+        case METRIC_TOP_K:
+        case METRIC_CCE: return 2;
         default: throw std::invalid_argument("metric: unknown kind");
     }
 }
@@ -59,6 +62,14 @@ void metric_update(int kind, double* state, const float* out, const float* y, co
                 else if (pos) state[1] += w;             // false positive
                 else if (truth) state[2] += w;           // false negative
             }
+            continue;
+        }
+        if (kind == METRIC_CATEGORICAL_ACCURACY || kind == METRIC_TOP_K || kind == METRIC_CCE) {
+            const double v = kind == METRIC_CATEGORICAL_ACCURACY ? categorical_correct(p, t, O)
+                             : kind == METRIC_TOP_K ? top_k_correct(p, t, O, num_thresholds)
+                                                    : cce_probs_loss(p, t, O);
+            state[0] += w * v;
+            state[1] += w;
             continue;
         }
         double v = 0.0;

@@ -212,7 +212,10 @@ void Net::forward_after_first(std::vector<std::vector<float>>& z,
             cpu::dense_forward(z[l].data(), in, param(NetSpec::kernel(l)), param(NetSpec::bias(l)),
                                dims_[l], H, b0, b1);
         }
-        cpu::act_forward(a[l].data(), z[l].data(), acts_[l], b0 * H, b1 * H);
+        if (acts_[l] == ACT_SOFTMAX)  // (the output layer's: parse_spec)
+            cpu::softmax_forward(a[l].data(), z[l].data(), H, b0, b1);
+        else
+            cpu::act_forward(a[l].data(), z[l].data(), acts_[l], b0 * H, b1 * H);
         if (d && has_dropout(l))
             cpu::dropout_forward((*d)[l].data(), a[l].data(), rows, dropout(l, step), H, b0, b1);
     }

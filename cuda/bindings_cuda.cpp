@@ -190,6 +190,11 @@ struct GpuKernels {
         gpu::dense_forward(zd.data(), ad.data(), ACT_LINEAR, xd.data(), wd.data(), bd.data(), I, H, B);
         gpu::copy_to_host(z, zd.data(), B * H);
     }
+    static void softmax_forward(float* a, const float* z, int64_t H, int64_t B) {
+        Buffer<float> zd = upload(z, B * H), ad(B * H + 1);
+        gpu::softmax_forward(ad.data(), zd.data(), H, B);
+        gpu::copy_to_host(a, ad.data(), B * H);
+    }
     static void dropout_forward(float* d, const float* a, const int64_t* rows,
                                 const DropoutStep& s, int64_t H, int64_t B) {
         Buffer<float> ad = upload(a, B * H), dd(B * H + 1);

@@ -45,6 +45,8 @@ void dense_forward(float* z, float* a, int act, const float* x, const float* W, 
 // Elementwise over n: a = act(z); dz = act'(z, a) * da (the layers above fuse these).
 void act_forward(float* a, const float* z, int act, int64_t n);
 void act_backward(float* dz, const float* da, const float* z, const float* a, int act, int64_t n);
+// a (B, H) = softmax of z's rows (the output layer's; the fused forwards above pass it through).
+void softmax_forward(float* a, const float* z, int64_t H, int64_t B);
 // Dropout in training (common.h), batch row b = data row rows[b] (or first + b): d = a /
 // keep_prob where kept, else 0; the backward masks g in place.  d, a, g (B, H); d may be a.
 void dropout_forward(float* d, const float* a, const int64_t* rows, int64_t first,

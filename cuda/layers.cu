@@ -41,6 +41,10 @@ void act_backward(float* dz, const float* da, const float* z, const float* a, in
     parallel_for(n, [=] IMDBFAST_HD(int64_t i) { dz[i] = activate_grad(act, da[i], z[i], a[i]); });
 }
 
+void softmax_forward(float* a, const float* z, int64_t H, int64_t B) {
+    parallel_for(B, [=] IMDBFAST_HD(int64_t b) { softmax_row(a + b * H, z + b * H, H); });
+}
+
 void dropout_forward(float* d, const float* a, const int64_t* rows, int64_t first,
                      const DropoutStep& s, int64_t H, int64_t B) {
     const DropoutStep st = s;

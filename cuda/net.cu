@@ -178,6 +178,7 @@ void DeviceNet::forward(const DeviceCSR& x, const int64_t* rows, int64_t first, 
             dense_forward(z_[l].data(), a_[l].data(), acts_[l], in, param(NetSpec::kernel(l)),
                           param(NetSpec::bias(l)), dims_[l], dims_[l + 1], n);
         }
+        if (acts_[l] == ACT_SOFTMAX) softmax_forward(a_[l].data(), z_[l].data(), dims_[l + 1], n);
         if (training && has_dropout(l))
             dropout_forward(d_[l].data(), a_[l].data(), rows, first, dropout(l, step),
                             dims_[l + 1], n);

@@ -76,6 +76,10 @@ def labels(model: Sequential, y: Any, n: int, name: str):
     if y is None:
         raise ValueError(f"{name}: no labels")
     outputs = model._dense_layers()[-1].units
+    kind = model._loss.kind if model._loss is not None else None
+    if kind == "sparse_cce":  # class ids -> one-hot rows (the core's categorical loss)
+        return _one_hot(_device.to_host(y) if _device.is_device_array(y) else y, n, outputs,
+                        name)
     if _device.is_device_array(y):
         a, iface = _device.as_float_array(y, name, _gpu_index(model, name))
         a = a.reshape(_label_shape(tuple(int(s) for s in iface["shape"]), n, outputs, name))
@@ -87,12 +91,47 @@ def labels(model: Sequential, y: Any, n: int, name: str):
                                  dtype=np.float32)
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name}: labels hold NaN or infinity")
-    if model._loss is not None and model._loss.kind == "bce" and n:
+    if kind in ("bce", "cce") and n:
         lo, hi = np.float32(float(a.min())), np.float32(float(a.max()))  # (host or GPU)
         if lo < 0 or hi > 1:
-            raise ValueError(f"{name}: binary cross-entropy needs labels in [0, 1], found "
+            what = "binary" if kind == "bce" else "categorical"
+            raise ValueError(f"{name}: {what} cross-entropy needs labels in [0, 1], found "
                              f"[{lo}, {hi}]")
+    if kind == "cce" and n:
+        sums = (_device.to_host(a) if _device.is_device_array(a) else a).sum(axis=1)
+        # (float32 sums of O values are 1 to ~O ulp; 1e-4 is far above that, far below a bug)
+        bad = np.flatnonzero(np.abs(np.asarray(sums, dtype=np.float64) - 1.0) > 1e-4)
+        if len(bad):
+            raise ValueError(f"{name}: categorical cross-entropy needs one-hot (or probability) "
+                             f"rows summing to 1; row {bad[0]} sums to {float(sums[bad[0]])} "
+                             "(integer class labels go with sparse_categorical_crossentropy; "
+                             "utils.to_categorical makes one-hot rows)")
     return a
+
+
+def _one_hot(y: Any, n: int, classes: int, name: str) -> np.ndarray:
+    """Integer class labels (n,) or (n, 1) in [0, classes) as one-hot float32 rows."""
+    a = np.asarray(y)
+    if a.dtype == object or a.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: class labels must be numeric, got dtype {a.dtype}")
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise ValueError(f"{name}: sparse categorical labels are class ids, shape ({n},) or "
+                         f"({n}, 1); got {a.shape} (one-hot rows go with "
+                         "categorical_crossentropy)")
+    if a.shape[0] != n:
+        raise ValueError(f"{name}: {a.shape[0]} labels for {n} rows of x")
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            raise ValueError(f"{name}: class ids must be whole numbers")
+    bad = np.flatnonzero((a < 0) | (a >= classes))
+    if len(bad):
+        raise ValueError(f"{name}: class id {a[bad[0]].item()!r} (row {bad[0]}) is out of range for "
+                         f"{classes} classes [0, {classes})")
+    out = np.zeros((n, classes), np.float32)
+    out[np.arange(n), a.astype(np.int64)] = 1.0
+    return out
 
 
 def _label_shape(shape: tuple, n: int, outputs: int, name: str) -> tuple:

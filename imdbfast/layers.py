@@ -17,7 +17,7 @@ import numpy as np
 from . import regularizers as _regularizers
 from ._checks import check_int
 
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh")
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")  # softmax: output layer only
 # Keras's initializer class names, for configs (get_config writes them; from_config reads both).
 INITIALIZERS = {"glorot_uniform": "GlorotUniform", "glorot_normal": "GlorotNormal",
                 "he_uniform": "HeUniform", "he_normal": "HeNormal", "zeros": "Zeros",

@@ -1,6 +1,9 @@
-"""Keras 3's losses for these models: BinaryCrossentropy (from_logits, label_smoothing) and
-MeanSquaredError, as objects or by Keras's names ("binary_crossentropy", "mse",
-"mean_squared_error"). The arithmetic is the compiled core's (cpp/common.h)."""
+"""Keras 3's losses for these models: BinaryCrossentropy (from_logits, label_smoothing),
+CategoricalCrossentropy (one-hot labels), SparseCategoricalCrossentropy (integer labels) and
+MeanSquaredError, as objects or by Keras's names ("binary_crossentropy", "categorical_crossentropy",
+"sparse_categorical_crossentropy", "mse", "mean_squared_error"). The arithmetic is the compiled
+core's (cpp/common.h); categorical cross-entropy is computed from the softmax's logits (a stable
+log-softmax), as TF-Keras does for a softmax output."""
 
 from __future__ import annotations
 
@@ -72,6 +75,58 @@ class BinaryCrossentropy(Loss):
                 "label_smoothing": self.label_smoothing, "axis": -1}
 
 
+class CategoricalCrossentropy(Loss):
+    """Keras's categorical cross-entropy, -sum(y log p) per sample, on one-hot (or soft) label
+    rows that sum to 1. The output layer is a softmax, or linear with ``from_logits=True``;
+    ``label_smoothing`` s moves the labels to y (1 - s) + s / classes for the loss."""
+
+    kind, default_name = "cce", "categorical_crossentropy"
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1,
+                 reduction: str = "sum_over_batch_size",
+                 name: str = "categorical_crossentropy", dtype: Any = None):
+        super().__init__(reduction, name, dtype)
+        if from_logits not in (True, False):
+            raise ValueError(f"from_logits: expected True or False, got {from_logits!r}")
+        if axis != -1:
+            raise ValueError(f"axis: only -1 is supported, got {axis!r}")
+        s = check_float("label_smoothing", label_smoothing)
+        if not 0.0 <= s <= 1.0:
+            raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing!r}")
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = s
+
+    def smoothed(self, y: np.ndarray) -> np.ndarray:
+        if not self.label_smoothing:
+            return y
+        s = np.float32(self.label_smoothing)
+        return np.ascontiguousarray(y * (np.float32(1) - s) + s / np.float32(y.shape[1]),
+                                    dtype=np.float32)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing, "axis": -1}
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Categorical cross-entropy with integer class labels (n,) or (n, 1) in [0, classes)."""
+
+    kind, default_name = "sparse_cce", "sparse_categorical_crossentropy"
+
+    def __init__(self, from_logits: bool = False, ignore_class: Any = None,
+                 reduction: str = "sum_over_batch_size",
+                 name: str = "sparse_categorical_crossentropy", dtype: Any = None):
+        super().__init__(reduction, name, dtype)
+        if from_logits not in (True, False):
+            raise ValueError(f"from_logits: expected True or False, got {from_logits!r}")
+        if ignore_class is not None:
+            raise ValueError("ignore_class: not supported by imdbfast")
+        self.from_logits = bool(from_logits)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "from_logits": self.from_logits, "ignore_class": None}
+
+
 class MeanSquaredError(Loss):
     kind, default_name = "mse", "mean_squared_error"
 
@@ -81,8 +136,11 @@ class MeanSquaredError(Loss):
 
 
 _BY_STRING = {"binary_crossentropy": BinaryCrossentropy, "bce": BinaryCrossentropy,
+              "categorical_crossentropy": CategoricalCrossentropy,
+              "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
               "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError}
-_CLASSES = {"BinaryCrossentropy": BinaryCrossentropy, "MeanSquaredError": MeanSquaredError}
+_CLASSES = {c.__name__: c for c in (BinaryCrossentropy, CategoricalCrossentropy,
+                                    SparseCategoricalCrossentropy, MeanSquaredError)}
 
 
 def get(identifier: Any) -> Loss:

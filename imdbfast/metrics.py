@@ -1,12 +1,16 @@
-"""Keras 3's metrics for binary classifiers and regressors, computed by the compiled core
-(cpp/metrics.cpp): BinaryAccuracy, MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy,
-AUC (ROC, 200 thresholds, trapezoidal), Precision, Recall.
+"""Keras 3's metrics, computed by the compiled core (cpp/metrics.cpp): BinaryAccuracy,
+MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy, AUC (ROC, 200 thresholds,
+trapezoidal), Precision, Recall; for classes CategoricalAccuracy, SparseCategoricalAccuracy,
+TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy and CategoricalCrossentropy.
 
 Each works standalone as in Keras (``update_state``, ``result``, ``reset_state``) and in
 ``compile(metrics=[...])`` by object or by Keras's string names ("accuracy", "acc",
-"binary_accuracy", "mse", "mae", "binary_crossentropy", "AUC", "precision", "recall"); History
-names them as Keras does (the string given, else the object's name; repeats get _1, _2, ...).
-Compile metrics are unweighted, as Keras's ``metrics=`` are.
+"binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+"top_k_categorical_accuracy", "mse", "mae", "binary_crossentropy", "categorical_crossentropy",
+"AUC", "precision", "recall"); "accuracy" is binary accuracy for one output and categorical
+accuracy for several, as Keras resolves it. History names them as Keras does (the string
+given, else the object's name; repeats get _1, _2, ...). Compile metrics are unweighted, as
+Keras's ``metrics=`` are.
 """
 
 from __future__ import annotations
@@ -109,6 +113,73 @@ class BinaryAccuracy(Metric):
         return {**super().get_config(), "threshold": self.threshold}
 
 
+class CategoricalAccuracy(Metric):
+    """How often the output's argmax equals the label's (first index on ties, as argmax)."""
+
+    kind, default_name = "categorical_accuracy", "categorical_accuracy"
+
+    def _from_loss_kernel(self) -> bool:
+        return True  # (the loss kernel's accuracy for several outputs)
+
+
+class _SparseLabels:
+    """Standalone update_state with integer class labels (n,) or (n, 1): one-hot first (the
+    compiled loop gets one-hot labels already)."""
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        yp = _as_2d(y_pred, "y_pred")
+        ids = np.asarray(y_true)
+        if ids.ndim == 2 and ids.shape[1] == 1:
+            ids = ids[:, 0]
+        if ids.ndim != 1 or ids.shape[0] != yp.shape[0] or ids.dtype.kind not in "biuf":
+            raise ValueError(f"y_true: expected {yp.shape[0]} class ids, got shape "
+                             f"{np.shape(y_true)}")
+        if np.any((ids < 0) | (ids >= yp.shape[1])) or np.any(ids != np.round(ids)):
+            raise ValueError(f"y_true: class ids must be whole numbers in [0, {yp.shape[1]})")
+        one_hot = np.zeros(yp.shape, np.float32)
+        one_hot[np.arange(len(ids)), ids.astype(np.int64)] = 1.0
+        Metric.update_state(self, one_hot, yp, sample_weight)  # type: ignore[arg-type]
+
+
+class SparseCategoricalAccuracy(_SparseLabels, CategoricalAccuracy):
+    kind, default_name = "categorical_accuracy", "sparse_categorical_accuracy"
+
+
+class TopKCategoricalAccuracy(Metric):
+    """How often the true class is among the k largest outputs (ties count for it, as Keras's
+    in_top_k)."""
+
+    kind, default_name = "top_k", "top_k_categorical_accuracy"
+
+    def __init__(self, k: int = 5, name: str | None = None, dtype: Any = None):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 2**24:
+            raise ValueError(f"k: must be an int >= 1, got {k!r}")
+        super().__init__(name, dtype)
+        self.num_thresholds = int(k)  # (the core takes k in the thresholds' place)
+        self.k = int(k)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "k": self.k}
+
+
+class SparseTopKCategoricalAccuracy(_SparseLabels, TopKCategoricalAccuracy):
+    default_name = "sparse_top_k_categorical_accuracy"
+
+
+class CategoricalCrossentropy(Metric):
+    """Categorical cross-entropy of the outputs as probabilities (normalized, clipped), as
+    Keras's metric (from_logits=False)."""
+
+    kind, default_name = "cce", "categorical_crossentropy"
+
+    def __init__(self, name: str | None = None, dtype: Any = None, from_logits: bool = False,
+                 label_smoothing: float = 0.0, axis: int = -1):
+        if from_logits or label_smoothing or axis != -1:
+            raise ValueError("CategoricalCrossentropy: from_logits, label_smoothing and axis "
+                             "are not supported as a metric by imdbfast")
+        super().__init__(name, dtype)
+
+
 class MeanSquaredError(Metric):
     kind, default_name = "mse", "mean_squared_error"
 
@@ -186,22 +257,33 @@ class Recall(_AtThreshold):
 
 
 _BY_STRING = {"accuracy": BinaryAccuracy, "acc": BinaryAccuracy,
-              "binary_accuracy": BinaryAccuracy, "mse": MeanSquaredError,
+              "binary_accuracy": BinaryAccuracy, "categorical_accuracy": CategoricalAccuracy,
+              "sparse_categorical_accuracy": SparseCategoricalAccuracy,
+              "top_k_categorical_accuracy": TopKCategoricalAccuracy,
+              "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
+              "categorical_crossentropy": CategoricalCrossentropy,
+              "mse": MeanSquaredError,
               "mean_squared_error": MeanSquaredError, "mae": MeanAbsoluteError,
               "mean_absolute_error": MeanAbsoluteError, "binary_crossentropy": BinaryCrossentropy,
               "auc": AUC, "precision": Precision, "recall": Recall}
-_CLASSES = {c.__name__: c for c in (BinaryAccuracy, MeanSquaredError, MeanAbsoluteError,
+_CLASSES = {c.__name__: c for c in (BinaryAccuracy, CategoricalAccuracy,
+                                    SparseCategoricalAccuracy, TopKCategoricalAccuracy,
+                                    SparseTopKCategoricalAccuracy, CategoricalCrossentropy,
+                                    MeanSquaredError, MeanAbsoluteError,
                                     BinaryCrossentropy, AUC, Precision, Recall)}
 
 
-def get(identifier: Any) -> Metric:
-    """A metric from Keras's string name (kept as its name), a config dict or an instance."""
+def get(identifier: Any, outputs: int = 1) -> Metric:
+    """A metric from Keras's string name (kept as its name), a config dict or an instance;
+    "accuracy" / "acc" is categorical accuracy for a model of several outputs (as Keras)."""
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, dict):
         return deserialize(identifier, _CLASSES, "metrics")
     if isinstance(identifier, str):
         cls = _BY_STRING.get(identifier) or _BY_STRING.get(identifier.lower())
+        if cls is BinaryAccuracy and identifier.lower() in ("accuracy", "acc") and outputs > 1:
+            cls = CategoricalAccuracy
         if cls is not None:
             return cls(name=identifier)
     raise ValueError(f"metrics: unknown {identifier!r}; valid: {sorted(_BY_STRING)} (or AUC, "
@@ -216,8 +298,10 @@ def serialize(m: Metric, given: Any) -> Any:
             "registered_name": None}
 
 
-def compile_metrics(metrics: Any) -> list[tuple[str, Metric]]:
-    """(name, metric) for compile's list, named as Keras names them: unique, repeats _1, _2."""
+def compile_metrics(metrics: Any, outputs: int = 1) -> list[tuple[str, Metric]]:
+    """(name, metric) for compile's list, named as Keras names them: unique, repeats _1, _2.
+    outputs: the model's (how "accuracy" resolves). Class-id labels are made one-hot before
+    the compiled loop, so there every metric sees one-hot rows."""
     if metrics is None:
         return []
     if isinstance(metrics, (str, Metric, dict)) or not hasattr(metrics, "__iter__"):
@@ -226,7 +310,7 @@ def compile_metrics(metrics: Any) -> list[tuple[str, Metric]]:
     out: list[tuple[str, Metric]] = []
     taken: set[str] = set()
     for given in metrics:
-        m = get(given)
+        m = get(given, outputs)
         name, k = m.name, 0
         while name in taken:
             k += 1

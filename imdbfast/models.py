@@ -284,6 +284,8 @@ class Sequential:
             return "mse"  # inference only until compiled
         if self._loss.kind == "mse":
             return "mse"
+        if self._loss.kind in ("cce", "sparse_cce"):  # (compile checked the output layer)
+            return "cce_from_logits" if self._loss.from_logits else "cce_logits"
         if self._loss.from_logits:
             return "bce_from_logits"
         last_sigmoid = self._dense_layers()[-1].activation == "sigmoid"
@@ -365,9 +367,15 @@ class Sequential:
         loss_obj = _losses.get(loss)
         if bce not in ("logits", "clip"):
             raise ValueError(f"bce: expected 'logits' or 'clip', got {bce!r}")
-        named = _metrics.compile_metrics(metrics)
-        if not self.layers:
+        if not self._dense_layers():
             raise ValueError("compile: the model has no layers")
+        last = self._dense_layers()[-1]
+        if loss_obj.kind in ("cce", "sparse_cce") and not loss_obj.from_logits and \
+                last.activation != "softmax":
+            raise ValueError(f"loss: {loss_obj.name} needs a softmax output layer (or "
+                             f"from_logits=True on a linear one); the last layer "
+                             f"{last.name!r} has activation {last.activation!r}")
+        named = _metrics.compile_metrics(metrics, last.units)
         self.optimizer = opt
         self.loss = loss
         self._loss = loss_obj

@@ -40,6 +40,9 @@ def act(name: str, z: np.ndarray) -> np.ndarray:
         return np.tanh(z)
     if name == "sigmoid":
         return 1.0 / (1.0 + np.exp(-z))
+    if name == "softmax":  # per row
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
     return z.copy()
 
 
@@ -51,6 +54,8 @@ def act_grad(name: str, da: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndar
         return da * (1.0 - a * a)
     if name == "sigmoid":
         return da * a * (1.0 - a)
+    if name == "softmax":  # the row's Jacobian: a (da - sum(da a))
+        return a * (da - (da * a).sum(axis=1, keepdims=True))
     return da.copy()
 
 
@@ -60,11 +65,24 @@ def loss_and_grad(kind: str, z, a, y, sw=None):
     """Returns (per-sample weighted loss (B,), dz (B, O), per-sample accuracy (B,)).
 
     kind: 'bce_logits' (sigmoid output, loss from the logit z), 'bce_probs' (Keras's clipped
-    probability form on a = the output), 'mse'. The gradient is of sum(w_i l_i) / B w.r.t. z.
+    probability form on a = the output), 'mse', 'cce_logits' (softmax output: categorical
+    cross-entropy from z, summed over the outputs), 'cce_from_logits' (a is the logits). The
+    gradient is of sum(w_i l_i) / B w.r.t. z (the caller applies the output activation's
+    derivative but for the *_logits kinds of sigmoid / softmax outputs). Accuracy is Keras's
+    "accuracy": binary for one output, categorical (first argmax) for several.
     """
     B, O = z.shape
     w = np.ones(B) if sw is None else np.asarray(sw, dtype=np.float64)
     scale = (w / (O * B))[:, None]
+    acc = ((a > 0.5).astype(np.float64) == y).mean(axis=1) if O == 1 else \
+        (np.argmax(a, axis=1) == np.argmax(y, axis=1)).astype(np.float64)
+    if kind in ("cce_logits", "cce_from_logits"):
+        logits = z if kind == "cce_logits" else a
+        m = logits.max(axis=1, keepdims=True)
+        lse = m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
+        per = (y * (lse - logits)).sum(axis=1)
+        dz = (act("softmax", logits) * y.sum(axis=1, keepdims=True) - y) * (w / B)[:, None]
+        return w * per, dz, acc
     if kind == "bce_logits":
         elem = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
         dz = (a - y) * scale
@@ -79,7 +97,6 @@ def loss_and_grad(kind: str, z, a, y, sw=None):
         dz = 2 * (a - y) * scale
     else:
         raise ValueError(kind)
-    acc = ((a > 0.5).astype(np.float64) == y).mean(axis=1)
     return w * elem.mean(axis=1), dz, acc
 
 
@@ -104,7 +121,7 @@ def gradients(params, acts, loss, x, y, sw=None, masks=None):
     """Batch loss sum(w_i l_i)/B, accuracy sum, and the gradient of every parameter."""
     zs, as_ = forward(params, acts, x, masks)
     lrow, dz, acc = loss_and_grad(loss, zs[-1], as_[-1], y, sw)
-    if loss != "bce_logits":
+    if loss not in ("bce_logits", "cce_logits"):
         dz = act_grad(acts[-1], dz, zs[-1], as_[-1])
     grads = [None] * len(params)
     def mask(l):

@@ -54,10 +54,13 @@ OPTIMIZERS = [
 @st.composite
 def problems(draw):
     hidden = draw(st.lists(st.integers(1, 70), min_size=1, max_size=4))
-    outputs = draw(st.sampled_from([1, 1, 2, 3]))
-    loss = draw(st.sampled_from(["bce_logits", "bce_probs", "mse"]))
+    loss = draw(st.sampled_from(["bce_logits", "bce_probs", "mse", "cce_logits"]))
+    outputs = draw(st.sampled_from([2, 3, 5] if loss == "cce_logits" else [1, 1, 2, 3]))
     acts = [draw(st.sampled_from(ACTS)) for _ in hidden]
-    acts.append("sigmoid" if loss != "mse" else draw(st.sampled_from(ACTS)))
+    if loss == "cce_logits":
+        acts.append("softmax")
+    else:  # (mse also through a softmax output: its Jacobian in the core's row_loss)
+        acts.append("sigmoid" if loss != "mse" else draw(st.sampled_from(ACTS + ["softmax"])))
     optimizer, cfg = draw(st.sampled_from(OPTIMIZERS))
     batch_size = draw(st.integers(1, 600))
     n_batches = draw(st.integers(1, max(1, min(6, 2400 // batch_size))))
@@ -96,7 +99,10 @@ def make_data(p):
     else:
         dense = mask.astype(np.float32)
         x = imdbfast.multi_hot([np.flatnonzero(r) for r in mask], D)
-    y = rng.integers(0, 2, (n, O)).astype(np.float32)
+    if p["loss"] == "cce_logits":  # one-hot rows
+        y = np.eye(O, dtype=np.float32)[rng.integers(0, O, n)]
+    else:
+        y = rng.integers(0, 2, (n, O)).astype(np.float32)
     sw = rng.uniform(0.5, 1.5, n).astype(np.float32) if p["weighted"] else None
     return x, y, sw, dense.astype(np.float64), rng
 
@@ -175,7 +181,7 @@ def cancellation_margin(model, x, y, sw, masks=None):
     a gradient cancelled to 1e-3 moves float32 and float64 apart by more than rounding."""
     zs, as_ = ref.forward(model.params, model.acts, x, masks)
     _, dz, _ = ref.loss_and_grad(model.loss, zs[-1], as_[-1], y, sw)
-    if model.loss != "bce_logits":
+    if model.loss not in ("bce_logits", "cce_logits"):
         dz = ref.act_grad(model.acts[-1], dz, zs[-1], as_[-1])
     margin = np.inf
     for l in range(len(model.acts) - 1, -1, -1):
