@@ -45,7 +45,9 @@ template <int HC, bool kVals, class Idx>
 void gather_row(float* out, const Idx* cols, const float* vals, int64_t L, const float* W,
                 const float* bias, int64_t Hrt) {
     const int64_t H = HC > 0 ? HC : Hrt;
-    constexpr int64_t kMax = HC > 0 ? HC : 64;
+    // Wide rows in slices of up to 512 (8 KB of accumulators, in L1): each non-zero's row of W
+    // is streamed whole, contiguous, not re-walked once per narrow slice.
+    constexpr int64_t kMax = HC > 0 ? HC : 512;
     auto val = [&](int64_t k) { return kVals ? vals[k] : 1.0f; };
     for (int64_t h0 = 0; h0 < H; h0 += kMax) {
         const int64_t w = std::min<int64_t>(kMax, H - h0);
@@ -54,12 +56,15 @@ void gather_row(float* out, const Idx* cols, const float* vals, int64_t L, const
         int64_t k = 0;
         for (; k + 4 <= L; k += 4) {
             if (k + kPrefetch + 4 <= L)
-                for (int j = 0; j < 4; ++j) prefetch_row(W + int64_t(cols[k + kPrefetch + j]) * H + h0);
+                for (int j = 0; j < 4; ++j)  // every cache line of the slice (one for H = 16)
+                    for (int64_t l = 0; l < w; l += 16)
+                        prefetch_row(W + int64_t(cols[k + kPrefetch + j]) * H + h0 + l);
             const float* r0 = W + int64_t(cols[k]) * H + h0;
             const float* r1 = W + int64_t(cols[k + 1]) * H + h0;
             const float* r2 = W + int64_t(cols[k + 2]) * H + h0;
             const float* r3 = W + int64_t(cols[k + 3]) * H + h0;
             const float v0 = val(k), v1 = val(k + 1), v2 = val(k + 2), v3 = val(k + 3);
+            IMDBFAST_ROW_SIMD
             for (int64_t h = 0; h < w; ++h) {
                 a0[h] += kVals ? v0 * r0[h] : r0[h];
                 a1[h] += kVals ? v1 * r1[h] : r1[h];
@@ -342,6 +347,54 @@ void rows_times(float* out, const float* a, const float* M, const float* bias, i
             }
         }
     }
+    if constexpr (NC == 0) {
+        // Any other width: kRows rows at a time over column tiles of kTile, so each tile of M
+        // is read once per kRows rows (not once per row) while the kRows x kTile accumulators
+        // stay in registers (6 x 16: 12 of AVX2's 16, the rest for M and the broadcasts);
+        // each element is still one sum over k ascending from 0, then the bias.
+        constexpr int kRows = 6;
+        constexpr int64_t kTile = 16;
+        const int64_t n_full = N / kTile * kTile;
+        const int64_t b_full = b0 + (b1 - b0) / kRows * kRows;
+        // Column strips outermost: a strip of M (K x kTile) stays in cache for every row.
+        for (int64_t n0 = 0; n0 < n_full; n0 += kTile) {
+            for (b = b0; b < b_full; b += kRows) {
+                float o[kRows][kTile];
+                for (int r = 0; r < kRows; ++r)
+                    for (int64_t n = 0; n < kTile; ++n) o[r][n] = 0.0f;
+                const float* ar = a + b * K;
+                for (int64_t k = 0; k < K; ++k) {
+                    const float* m = M + k * N + n0;
+#pragma GCC unroll 6
+                    for (int r = 0; r < kRows; ++r) {
+                        const float ak = ar[r * K + k];
+                        IMDBFAST_ROW_SIMD
+                        for (int64_t n = 0; n < kTile; ++n) o[r][n] += ak * m[n];
+                    }
+                }
+                for (int r = 0; r < kRows; ++r) {
+                    float* dst = out + (b + r) * N + n0;
+                    IMDBFAST_ROW_SIMD
+                    for (int64_t n = 0; n < kTile; ++n)
+                        dst[n] = bias ? o[r][n] + bias[n0 + n] : o[r][n];
+                }
+            }
+        }
+        for (b = b0; b < b_full; b += kRows) {
+            for (int r = 0; r < kRows && n_full < N; ++r) {  // the last columns, row by row
+                float* acc = out + (b + r) * N;
+                const float* ab = a + (b + r) * K;
+                for (int64_t n = n_full; n < N; ++n) acc[n] = 0.0f;
+                for (int64_t k = 0; k < K; ++k) {
+                    const float ak = ab[k];
+                    const float* m = M + k * N;
+                    for (int64_t n = n_full; n < N; ++n) acc[n] += ak * m[n];
+                }
+                if (bias)
+                    for (int64_t n = n_full; n < N; ++n) acc[n] += bias[n];
+            }
+        }
+    }
     for (; b < b1; ++b) {
         float o[NC > 0 ? NC : 1];
         float* acc = NC > 0 ? o : out + b * N;
@@ -440,6 +493,42 @@ void batch_sum4(float* out, const float* dz, const float* x, int64_t B, int64_t 
     }
 }
 
+// batch_sum4 for any width H: rows i0 .. i0 + 3 of dW over column tiles of 16, each dz tile
+// read once for the four rows; every element in batch_sum's order.
+void batch_sum4_wide(float* out, const float* dz, const float* x, int64_t B, int64_t I,
+                     int64_t H, int64_t i0) {
+    constexpr int64_t kW = 16;
+    for (int64_t h0 = 0; h0 < H; h0 += kW) {
+        const int64_t w = std::min(kW, H - h0);
+        float p[4][4][kW];
+        for (int r = 0; r < 4; ++r)
+            for (int q = 0; q < 4; ++q)
+                for (int64_t h = 0; h < kW; ++h) p[r][q][h] = 0.0f;
+        if (w == kW) {
+            over_batch_rows(B, [&](int q, int64_t b) {
+                const float* d = dz + b * H + h0;
+                const float* xb = x + b * I + i0;
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; ++r) {
+                    const float xr = xb[r];
+                    IMDBFAST_ROW_SIMD
+                    for (int64_t h = 0; h < kW; ++h) p[r][q][h] += xr * d[h];
+                }
+            });
+        } else {
+            over_batch_rows(B, [&](int q, int64_t b) {
+                const float* d = dz + b * H + h0;
+                const float* xb = x + b * I + i0;
+                for (int r = 0; r < 4; ++r)
+                    for (int64_t h = 0; h < w; ++h) p[r][q][h] += xb[r] * d[h];
+            });
+        }
+        for (int r = 0; r < 4; ++r)
+            for (int64_t h = 0; h < w; ++h)
+                out[(i0 + r) * H + h0 + h] = (p[r][0][h] + p[r][1][h]) + (p[r][2][h] + p[r][3][h]);
+    }
+}
+
 // Rows [i0, i1) of dW for H = 1 (an output layer), vectorised across the rows: dW[i] = sum over
 // b of x[b, i] dz[b], in batch_sum's order for each element.
 void batch_sum_h1(float* out, const float* dz, const float* x, int64_t B, int64_t I, int64_t i0,
@@ -535,6 +624,8 @@ void dense_backward_weight(float* dW, const float* dz, const float* x, int64_t B
     int64_t i = i0;
     if (H == 16)
         for (; i + 4 <= i1; i += 4) batch_sum4<16>(dW, dz, x, B, I, i);
+    if (H > 64)  // wide layers: four rows per pass over dz, in column tiles
+        for (; i + 4 <= i1; i += 4) batch_sum4_wide(dW, dz, x, B, I, H, i);
 #define CALL(HC) batch_sum<HC>(dW + i * H, dz, x, B, I, i, H)
     for (; i < i1; ++i) {
         IMDBFAST_DISPATCH_H(H, CALL)

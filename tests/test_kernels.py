@@ -48,6 +48,19 @@ def test_sparse_forward(kernels, rng, sparse_batch, H):
     assert_close(z, dense[rows] @ W.astype(np.float64) + b, **REDUCE, what="sparse_forward")
 
 
+@pytest.mark.parametrize("H", [70, 512, 600])
+def test_sparse_forward_wide_rows_keep_the_gather_order(rng, sparse_batch, H):
+    """Wide rows are gathered in slices of up to 512 (one slice for 512, two for 600): each
+    element must still be common.h's gather_sum, as the simulator computes it, bit for bit."""
+    from conftest import _gpu_module
+    sim = _gpu_module("sim")
+    x, rows, _ = sparse_batch
+    W = f32(rng.normal(0, 0.1, (x.n_cols, H)))
+    b = f32(rng.normal(0, 0.1, H))
+    np.testing.assert_array_equal(_core.sparse_forward(x, rows, W, b),
+                                  sim.sparse_forward(x, rows, W, b))
+
+
 def test_sparse_forward_with_values(kernels, rng):
     dense = (rng.random((20, 40)) < 0.3) * rng.normal(0, 2, (20, 40))
     x = imdbfast.to_csr(dense)
@@ -119,15 +132,16 @@ def test_dense_forward_and_backward(kernels, rng, H):
     assert_close(db, dzd.sum(axis=0), **REDUCE, what="db")
 
 
-@pytest.mark.parametrize("H", [1, 16, 5])
+@pytest.mark.parametrize("H", [1, 16, 5, 83, 130])
 def test_dense_layer_summation_orders(rng, H):
-    """The CPU's weight gradient reads dz once for four rows (H = 16) or runs across the rows
-    (H = 1), and its forward runs four rows at a time; every element must still be
+    """The CPU's weight gradient reads dz once for four rows (H = 16, and wide layers in column
+    tiles) or runs across the rows (H = 1), and its forward runs four rows at a time (six over
+    column strips for other widths, with the last columns apart); every element must still be
     common.h's batch_sum_elem / dense_sum, which the simulator computes element by element: bit
-    for bit, with partial blocks of rows and of batch rows."""
+    for bit, with partial blocks of rows, of columns and of batch rows."""
     from conftest import _gpu_module
     sim = _gpu_module("sim")
-    for B, I in [(1, 16), (6, 37), (33, 16), (514, 37)]:
+    for B, I in [(1, 16), (6, 37), (33, 16), (514, 37), (13, 100)]:
         dz, x = f32(rng.normal(size=(B, H))), f32(rng.normal(size=(B, I)))
         W, b = f32(rng.normal(size=(I, H))), f32(rng.normal(size=H))
         np.testing.assert_array_equal(_core.dense_forward(x, W, b), sim.dense_forward(x, W, b))
