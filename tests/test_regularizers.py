@@ -351,3 +351,28 @@ def test_penalised_training_as_keras(tmp_path, rng):
     for key in ("loss", "val_loss", "accuracy"):
         np.testing.assert_allclose(h.history[key], k[key], rtol=1e-5, err_msg=key)
     np.testing.assert_allclose(m.predict(x, verbose=0), k["pred"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pen", [
+    [((0, 0.002), (0, 0)), ((0, 0.002), (0, 0)), ((0, 0), (0, 0))],          # l2, the book's
+    [((0.001, 0.001), (0, 0.001)), ((0.001, 0), (0, 0)), ((0, 0.001), (0, 0))],  # l1_l2
+], ids=["l2", "l1_l2"])
+def test_ten_epochs_follow_the_reference(kernels, rng, pen):
+    """#19's fidelity bar: over 10 epochs (40 steps) with the same weights and batch order, the
+    per-batch losses stay within reference.TRAJECTORY (1e-5 relative)."""
+    n, D, bs = 200, 600, 50
+    x, y, dense = data(rng, n, D)
+    dims, acts = [D, 16, 16, 1], ["relu", "relu", "sigmoid"]
+    # (kernels away from |w|'s kink at 0: see test_penalised_trajectory_matches_reference)
+    weights = [w + np.float32(0.05) * np.sign(w) if w.ndim == 2 else w
+               for w in ref.init_weights(rng, dims)]
+    net = make_net(kernels, dims, acts, "bce_logits", "rmsprop", layers=penalty_fields(pen))
+    net.set_weights(weights)
+    model = ref.Model(weights, acts, "bce_logits", "rmsprop",
+                      penalties=[p for k, b in pen for p in (k, b)], learning_rate=1e-3)
+    for epoch in range(10):
+        order = _core.shuffle_order(n, 2, epoch)
+        _, _, _, per_batch, _ = net.train_batches(x, y, None, order, bs, 0, 4, 1, True)
+        ref_batches, _, _ = model.train_epoch(dense, y.astype(np.float64), order, bs)
+        assert_close(per_batch, [b[0] for b in ref_batches], **ref.TRAJECTORY,
+                     what=f"epoch {epoch} batch losses")

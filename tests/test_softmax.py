@@ -342,3 +342,23 @@ def test_multiclass_training_as_keras(tmp_path, rng):
             np.testing.assert_allclose(v, k[f"{loss}/{key}"], rtol=1e-5, atol=1e-6,
                                        err_msg=f"{loss} {key}")
         np.testing.assert_allclose(m.predict(x, verbose=0), k[f"{loss}/pred"], atol=1e-6)
+
+
+def test_ten_epochs_follow_the_reference(kernels, rng):
+    """#19's fidelity bar: softmax + categorical cross-entropy over 10 epochs (40 steps) with
+    the same weights and batch order stays within reference.TRAJECTORY (1e-5 relative)."""
+    n, D, O, bs = 200, 600, 46, 50
+    seqs = synthetic_sequences(rng, n, D, mean_len=30)
+    x, dense = imdbfast.multi_hot(seqs, D), ref.multi_hot(seqs, D)
+    y = np.eye(O, dtype=np.float32)[rng.integers(0, O, n)]
+    dims, acts = [D, 64, 64, O], ["relu", "relu", "softmax"]
+    weights = ref.init_weights(rng, dims)
+    net = make_net(kernels, dims, acts, "cce_logits", "rmsprop")
+    net.set_weights(weights)
+    model = ref.Model(weights, acts, "cce_logits", "rmsprop", learning_rate=1e-3)
+    for epoch in range(10):
+        order = _core.shuffle_order(n, 2, epoch)
+        _, _, _, per_batch, _ = net.train_batches(x, y, None, order, bs, 0, 4, 1, True)
+        ref_batches, _, _ = model.train_epoch(dense, y.astype(np.float64), order, bs)
+        assert_close(per_batch, [b[0] for b in ref_batches], **ref.TRAJECTORY,
+                     what=f"epoch {epoch} batch losses")
