@@ -36,6 +36,18 @@ class Loss:
     def from_config(cls, config: dict) -> "Loss":
         return cls(**config)
 
+    def _logits_and_smoothing(self, from_logits: Any, label_smoothing: Any, axis: Any) -> None:
+        """The cross-entropies' shared arguments, checked."""
+        if from_logits not in (True, False):
+            raise ValueError(f"from_logits: expected True or False, got {from_logits!r}")
+        if axis != -1:
+            raise ValueError(f"axis: only -1 is supported, got {axis!r}")
+        s = check_float("label_smoothing", label_smoothing)
+        if not 0.0 <= s <= 1.0:
+            raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing!r}")
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = s
+
     def smoothed(self, y: np.ndarray) -> np.ndarray:
         """The labels the loss sees (Keras: y (1 - s) + s / 2 with label smoothing s)."""
         if not self.label_smoothing:
@@ -60,15 +72,7 @@ class BinaryCrossentropy(Loss):
                  reduction: str = "sum_over_batch_size", name: str = "binary_crossentropy",
                  dtype: Any = None):
         super().__init__(reduction, name, dtype)
-        if from_logits not in (True, False):
-            raise ValueError(f"from_logits: expected True or False, got {from_logits!r}")
-        if axis != -1:
-            raise ValueError(f"axis: only -1 is supported, got {axis!r}")
-        s = check_float("label_smoothing", label_smoothing)
-        if not 0.0 <= s <= 1.0:
-            raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing!r}")
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = s
+        self._logits_and_smoothing(from_logits, label_smoothing, axis)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "from_logits": self.from_logits,
@@ -86,15 +90,7 @@ class CategoricalCrossentropy(Loss):
                  reduction: str = "sum_over_batch_size",
                  name: str = "categorical_crossentropy", dtype: Any = None):
         super().__init__(reduction, name, dtype)
-        if from_logits not in (True, False):
-            raise ValueError(f"from_logits: expected True or False, got {from_logits!r}")
-        if axis != -1:
-            raise ValueError(f"axis: only -1 is supported, got {axis!r}")
-        s = check_float("label_smoothing", label_smoothing)
-        if not 0.0 <= s <= 1.0:
-            raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing!r}")
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = s
+        self._logits_and_smoothing(from_logits, label_smoothing, axis)
 
     def smoothed(self, y: np.ndarray) -> np.ndarray:
         if not self.label_smoothing:

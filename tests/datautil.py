@@ -155,3 +155,22 @@ def run_until_interrupted(model, x, y, batch_size) -> bool:
     except KeyboardInterrupt:
         return True
     return False
+
+
+def assert_gradients_match(grads, params, f, what=""):
+    """grads (one array per parameter) against central differences of the scalar f(params),
+    in float64 with h = 1e-6: truncation O(h^2) ~ 1e-12 and rounding ~ eps |f| / h ~ 1e-10, so
+    1e-6 relative agreement is a strict check (tests/test_gradcheck.py)."""
+    import numpy as np
+    h = 1e-6
+    for i, p in enumerate(params):
+        numeric = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            plus = [q.copy() for q in params]
+            minus = [q.copy() for q in params]
+            plus[i][idx] += h
+            minus[i][idx] -= h
+            numeric[idx] = (f(plus) - f(minus)) / (2 * h)
+        np.testing.assert_allclose(grads[i], numeric, rtol=1e-6, atol=1e-9,
+                                   err_msg=f"parameter {i} {what}")
+

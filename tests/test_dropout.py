@@ -22,7 +22,7 @@ from imdbfast import _core, layers
 
 import reference as ref
 from conftest import assert_close, synthetic_sequences
-from datautil import make_net
+from datautil import assert_gradients_match, make_net
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -151,17 +151,9 @@ def test_dropout_gradient_matches_finite_differences(rng):
     y = rng.integers(0, 2, (8, 1)).astype(np.float64)
     masks = [ref.dropout_factors(3, 0, np.arange(8), 6, 0.5),
              ref.dropout_factors(4, 0, np.arange(8), 5, 0.3), None]
-    grads = ref.gradients(params, acts, "bce_logits", x, y, None, masks)[2]
-    h = 1e-6
-    for i, p in enumerate(params):
-        for idx in np.ndindex(p.shape):
-            plus = [q.copy() for q in params]
-            minus = [q.copy() for q in params]
-            plus[i][idx] += h
-            minus[i][idx] -= h
-            num = (ref.gradients(plus, acts, "bce_logits", x, y, None, masks)[0] -
-                   ref.gradients(minus, acts, "bce_logits", x, y, None, masks)[0]) / (2 * h)
-            assert grads[i][idx] == pytest.approx(num, rel=1e-6, abs=1e-9)
+    assert_gradients_match(ref.gradients(params, acts, "bce_logits", x, y, None, masks)[2],
+                           params,
+                           lambda ps: ref.gradients(ps, acts, "bce_logits", x, y, None, masks)[0])
 
 
 def train_state(x, y, weights, threads, module=_core):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import reference as ref
+from datautil import assert_gradients_match
 
 CASES = [
     (["relu", "relu", "sigmoid"], "bce_logits"),
@@ -30,21 +31,8 @@ def test_reference_gradients_match_finite_differences(rng, acts, loss):
         params[-1] += 0.5  # keep probabilities inside the clip range, where the loss is smooth
     sw = rng.uniform(0.5, 2.0, 9)
     _, _, grads, _ = ref.gradients(params, acts, loss, x, y, sw)
-
-    def batch_loss(ps):
-        return ref.gradients(ps, acts, loss, x, y, sw)[0]
-
-    h = 1e-6
-    for i, p in enumerate(params):
-        numeric = np.zeros_like(p)
-        for idx in np.ndindex(p.shape):
-            plus = [q.copy() for q in params]
-            minus = [q.copy() for q in params]
-            plus[i][idx] += h
-            minus[i][idx] -= h
-            numeric[idx] = (batch_loss(plus) - batch_loss(minus)) / (2 * h)
-        np.testing.assert_allclose(grads[i], numeric, rtol=1e-6, atol=1e-9,
-                                   err_msg=f"parameter {i} of {acts} with {loss}")
+    assert_gradients_match(grads, params, lambda ps: ref.gradients(ps, acts, loss, x, y, sw)[0],
+                           f"of {acts} with {loss}")
 
 
 def test_reference_rmsprop_matches_keras_docstring():

@@ -213,6 +213,18 @@ def loss_slack(model, x, y, sw, masks=None):
     return float(np.sum(w * per_row) / len(x))
 
 
+def undecided_rows(model, x, masks) -> int:
+    """Rows whose accuracy float32 may decide the other way: an output within the trajectory
+    tolerance of 0.5 (one output), or two top outputs within it of each other (several: argmax).
+    A batch of identical rows (no words at all) decides them all at once."""
+    a = ref.forward(model.params, model.acts, x, masks)[1][-1]
+    tol = 2 * ref.TRAJECTORY["rtol"] * np.abs(a).max(axis=1) + 1e-7
+    if a.shape[1] == 1:
+        return int(np.sum(np.abs(a[:, 0] - 0.5) < tol))
+    top = np.sort(a, axis=1)
+    return int(np.sum(top[:, -1] - top[:, -2] < tol))
+
+
 def check_reference(p, weights, dense, y, sw, epochs):
     """Per-batch and per-epoch losses against the float64 reference, step by step, while the
     trajectory is well conditioned (kink_margin); returns the number of steps compared."""
@@ -223,7 +235,7 @@ def check_reference(p, weights, dense, y, sw, epochs):
     y64, sw64 = y.astype(np.float64), None if sw is None else sw.astype(np.float64)
     for e, (per_batch, loss_sum, correct) in enumerate(epochs):
         order = _core.shuffle_order(n, p["seed"], e)
-        ref_loss = ref_correct = epoch_slack = 0.0
+        ref_loss = ref_correct = epoch_slack = undecided = 0.0
         for k, start in enumerate(range(0, n, bs)):
             rows = order[start:start + bs]
             w_rows = None if sw is None else sw64[rows]
@@ -232,6 +244,7 @@ def check_reference(p, weights, dense, y, sw, epochs):
                 p["optimizer"] != "sgd" and cancellation_margin(model, dense[rows], y64[rows],
                                                                 w_rows, masks) < 1e-3)
             slack = loss_slack(model, dense[rows], y64[rows], w_rows, masks)
+            undecided += undecided_rows(model, dense[rows], masks)
             loss, acc = model.train_step(dense[rows], y64[rows], w_rows, rows)
             assert_close(per_batch[k], loss, rtol=ref.TRAJECTORY["rtol"],
                          atol=ref.TRAJECTORY["atol"] + slack, what=f"epoch {e} batch {k} loss")
@@ -243,9 +256,9 @@ def check_reference(p, weights, dense, y, sw, epochs):
             ref_correct += acc
         assert_close(loss_sum / n, ref_loss / n, rtol=ref.TRAJECTORY["rtol"],
                      atol=ref.TRAJECTORY["atol"] + epoch_slack / n, what=f"epoch {e} loss")
-        # accuracy counts a threshold: a float32 output within rounding of 0.5 may round the
-        # other way, so it is compared to one row in n, not exactly
-        assert abs(correct - ref_correct) <= 1.0 + 1e-9
+        # accuracy counts a threshold (or an argmax): a float32 output within rounding of it may
+        # decide the other way, so it is compared to one row plus the undecided ones
+        assert abs(correct - ref_correct) <= 1.0 + undecided + 1e-9
     return compared
 
 

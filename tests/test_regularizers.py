@@ -20,7 +20,7 @@ from imdbfast import _core, layers, regularizers
 
 import reference as ref
 from conftest import assert_close, synthetic_sequences
-from datautil import make_net
+from datautil import assert_gradients_match, make_net
 
 HAVE_KERAS = (importlib.util.find_spec("keras") is not None and
               any(importlib.util.find_spec(b) is not None for b in ("jax", "tensorflow", "torch")))
@@ -102,16 +102,8 @@ def test_penalty_gradient_matches_finite_differences(rng):
     params = [rng.normal(0, 0.5, (6, 4)), rng.normal(0, 0.5, 4)]
     params = [np.where(np.abs(p) < 0.05, 0.1, p) for p in params]
     pens = [(0.003, 0.02), (0.01, 0.0)]
-    grads = ref.penalty_grads(params, pens)
-    h = 1e-6
-    for i, p in enumerate(params):
-        for idx in np.ndindex(p.shape):
-            plus = [q.copy() for q in params]
-            minus = [q.copy() for q in params]
-            plus[i][idx] += h
-            minus[i][idx] -= h
-            num = (ref.penalty(plus, pens) - ref.penalty(minus, pens)) / (2 * h)
-            assert grads[i][idx] == pytest.approx(num, rel=1e-6, abs=1e-9)
+    assert_gradients_match(ref.penalty_grads(params, pens), params,
+                           lambda ps: ref.penalty(ps, pens))
 
 
 def train_weights(x, y, weights, threads, pen, optimizer="rmsprop"):

@@ -22,7 +22,7 @@ from imdbfast import _core, layers, losses, metrics, utils
 
 import reference as ref
 from conftest import assert_close, synthetic_sequences
-from datautil import make_net
+from datautil import assert_gradients_match, make_net
 
 HAVE_KERAS = (importlib.util.find_spec("keras") is not None and
               any(importlib.util.find_spec(b) is not None for b in ("jax", "tensorflow", "torch")))
@@ -71,17 +71,9 @@ def test_cce_gradient_matches_finite_differences(rng):
                   for p in ref.init_weights(rng, [9, 5, 4])]
         x = (rng.random((7, 9)) < 0.5).astype(np.float64)
         y = np.eye(4)[rng.integers(0, 4, 7)]
-        grads = ref.gradients(params, acts, loss, x, y)[2]
-        h = 1e-6
-        for i, p in enumerate(params):
-            for idx in np.ndindex(p.shape):
-                plus = [q.copy() for q in params]
-                minus = [q.copy() for q in params]
-                plus[i][idx] += h
-                minus[i][idx] -= h
-                num = (ref.gradients(plus, acts, loss, x, y)[0] -
-                       ref.gradients(minus, acts, loss, x, y)[0]) / (2 * h)
-                assert grads[i][idx] == pytest.approx(num, rel=1e-6, abs=1e-9), (acts, loss)
+        assert_gradients_match(ref.gradients(params, acts, loss, x, y)[2], params,
+                               lambda ps: ref.gradients(ps, acts, loss, x, y)[0],
+                               f"{acts} {loss}")
 
 
 @pytest.mark.parametrize("acts, loss, opt", [
