@@ -504,7 +504,7 @@ void batch_sum4_wide(float* out, const float* dz, const float* x, int64_t B, int
         for (int r = 0; r < 4; ++r)
             for (int q = 0; q < 4; ++q)
                 for (int64_t h = 0; h < kW; ++h) p[r][q][h] = 0.0f;
-        if (w == kW) {
+        if (w == kW) {  // (a constant width, vectorised; the last tile below runs scalar)
             over_batch_rows(B, [&](int q, int64_t b) {
                 const float* d = dz + b * H + h0;
                 const float* xb = x + b * I + i0;

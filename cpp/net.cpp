@@ -116,31 +116,25 @@ Net::Net(NetSpec spec)
         slots_[p].assign(n_slots(), AlignedFloats(static_cast<size_t>(param_size(p)), 0.0f));
     }
     synced_.assign(static_cast<size_t>(dims_[0]), 0);
-    pen_start_.push_back(0);
-    for (int p = 0; p < P; ++p) {
-        if (!spec_.penalized(p)) continue;
-        pen_params_.push_back(p);
-        pen_counts_.push_back(spec_.param_rows(p));
-        pen_start_.push_back(pen_start_.back() + spec_.param_rows(p));
-    }
+    pen_ = spec_.penalty_table();
 }
 
-void Net::penalty_table(double* out, int64_t r0, int64_t r1) const {
-    for (size_t k = 0; k < pen_params_.size(); ++k) {
-        const int p = pen_params_[k];
-        const int64_t lo = std::max(r0, pen_start_[k]), hi = std::min(r1, pen_start_[k + 1]);
+void Net::penalty_rows(double* out, int64_t r0, int64_t r1) const {
+    for (int k = 0; k < pen_.size(); ++k) {
+        const int p = pen_.params[k];
+        const int64_t lo = std::max(r0, pen_.start[k]), hi = std::min(r1, pen_.start[k + 1]);
         if (lo < hi)
             cpu::penalty_rows(out + (lo - r0), param(p), spec_.units(NetSpec::layer_of(p)),
-                              spec_.penalty_l1(p), spec_.penalty_l2(p), lo - pen_start_[k],
-                              hi - pen_start_[k]);
+                              spec_.penalty_l1(p), spec_.penalty_l2(p), lo - pen_.start[k],
+                              hi - pen_.start[k]);
     }
 }
 
 double Net::penalty() const {
-    if (pen_params_.empty()) return 0.0;
-    std::vector<double> rows(static_cast<size_t>(pen_start_.back()));
-    penalty_table(rows.data(), 0, pen_start_.back());
-    return penalty_total(rows.data(), pen_counts_.data(), static_cast<int>(pen_params_.size()));
+    if (pen_.size() == 0) return 0.0;
+    std::vector<double> rows(static_cast<size_t>(pen_.rows()));
+    penalty_rows(rows.data(), 0, pen_.rows());
+    return penalty_total(rows.data(), pen_.counts.data(), pen_.size());
 }
 
 void Net::get_param(int p, float* out) const { std::copy_n(param(p), param_size(p), out); }
@@ -338,7 +332,7 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
     // Weight penalties: each step's penalty rows, computed in phase 1 from the weights before
     // the step (W1's by the owners of its rows) and added up by thread 0 in phase 2; the
     // gradient factors in float32.
-    const int64_t pen_n = pen_start_.back();
+    const int64_t pen_n = pen_.rows();
     const int64_t pen_w1 = spec_.penalized(0) ? D : 0;  // W1's rows come first in the table
     std::vector<double> pen_rows(static_cast<size_t>(pen_n));
     std::vector<float> pen_l1(n_params()), pen_2l2(n_params());
@@ -404,10 +398,10 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
                     cpu::prefetch_lane_rows(xv, pos, K, rows + B, batch_rows(batch + 1), k0, k1, 0);
                 const int64_t b0 = part(Bb, tid, nt), b1 = part(Bb, tid + 1, nt);
                 if (pen_n > 0) {
-                    if (pen_w1 > 0) penalty_table(pen_rows.data() + cb[tid], cb[tid], cb[tid + 1]);
+                    if (pen_w1 > 0) penalty_rows(pen_rows.data() + cb[tid], cb[tid], cb[tid + 1]);
                     const int64_t q0 = pen_w1 + part(pen_n - pen_w1, tid, nt),
                                   q1 = pen_w1 + part(pen_n - pen_w1, tid + 1, nt);
-                    penalty_table(pen_rows.data() + q0, q0, q1);
+                    penalty_rows(pen_rows.data() + q0, q0, q1);
                 }
                 cpu::lanes_sum(z[0].data(), P, param(1), H0, Bb, b0, b1, pairs);
                 forward_after_first(z, a, &d, rows, it, b0, b1);
@@ -434,9 +428,9 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
             // ---- phase 2: gradients and updates, parameters split among threads
             errors.guard([&] {
                 if (tid == 0) {
-                    const double pen = pen_n > 0 ? penalty_total(pen_rows.data(), pen_counts_.data(),
-                                                                 static_cast<int>(pen_params_.size()))
-                                                 : 0.0;
+                    const double pen =
+                        pen_n > 0 ? penalty_total(pen_rows.data(), pen_.counts.data(), pen_.size())
+                                  : 0.0;
                     total.add_batch(loss_row.data(), correct_row.data(), Bb, pen,
                                     batch_loss ? batch_loss + s : nullptr,
                                     batch_acc ? batch_acc + s : nullptr);

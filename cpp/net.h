@@ -137,9 +137,8 @@ class Net {
     void for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
                        PerTile&& per_tile) const;
 
-    // The penalty rows of [r0, r1) of the table of every penalized parameter's rows, in order
-    // (pen_params_), into out[r - r0].
-    void penalty_table(double* out, int64_t r0, int64_t r1) const;
+    // Rows [r0, r1) of the penalty table (pen_) into out[r - r0].
+    void penalty_rows(double* out, int64_t r0, int64_t r1) const;
     float* param(int p) { return params_[p].data(); }
     const float* param(int p) const { return params_[p].data(); }
     float* slot(int p, int s) { return slots_[p][s].data(); }
@@ -156,9 +155,7 @@ class Net {
     std::vector<std::vector<AlignedFloats>> slots_;    // [param][slot]
     std::vector<AlignedFloats> grads_;                 // gradients; grads_[0] is W1's (kept zero)
     std::vector<int64_t> synced_;                      // W1 rows: slots current through step
-    // The penalized parameters in order, their penalty rows, and where each starts in the table.
-    std::vector<int> pen_params_;
-    std::vector<int64_t> pen_counts_, pen_start_;
+    PenaltyTable pen_;  // spec_.penalty_table()
     // Training scratch kept across calls (large; it would be page-faulted in again every
     // chunk): the first layer's lane partials, W1's touched rows and their flags.
     AlignedFloats lane_sums_;

@@ -70,6 +70,16 @@ inline float* slot_of(float* const* slots, int index) {
 
 }  // namespace cpu
 
+// The rows every penalized parameter contributes to the weight penalty, in Keras's parameter
+// order (common.h's penalty_total sums them so): parameter params[k] has counts[k] rows, from
+// row start[k] of the table (start has one more entry: the table's size).
+struct PenaltyTable {
+    std::vector<int> params;
+    std::vector<int64_t> counts, start{0};
+    int size() const { return static_cast<int>(params.size()); }
+    int64_t rows() const { return start.back(); }
+};
+
 struct NetSpec {
     int64_t input_dim = 0;
     std::vector<LayerSpec> layers;
@@ -110,6 +120,16 @@ struct NetSpec {
         return !l.trainable ? 0.0 : is_kernel(p) ? l.kernel_l2 : l.bias_l2;
     }
     bool penalized(int p) const { return penalty_l1(p) != 0.0 || penalty_l2(p) != 0.0; }
+    PenaltyTable penalty_table() const {
+        PenaltyTable t;
+        for (int p = 0; p < n_params(); ++p) {
+            if (!penalized(p)) continue;
+            t.params.push_back(p);
+            t.counts.push_back(param_rows(p));
+            t.start.push_back(t.start.back() + param_rows(p));
+        }
+        return t;
+    }
     // input_dim, then each layer's units.
     std::vector<int64_t> dims() const {
         std::vector<int64_t> d{input_dim};

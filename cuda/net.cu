@@ -56,34 +56,26 @@ DeviceNet::DeviceNet(int device, NetSpec spec)
     copy_to_device(dims_dev_.data(), dims_.data(), static_cast<int64_t>(dims_.size()));
     in_ptrs_.resize(L);
     dz_ptrs_.resize(L);
-    pen_start_.push_back(0);
-    for (int p = 0; p < n_params(); ++p) {
-        if (!spec_.penalized(p)) continue;
-        pen_params_.push_back(p);
-        pen_counts_.push_back(spec_.param_rows(p));
-        pen_start_.push_back(pen_start_.back() + spec_.param_rows(p));
-    }
-    if (!pen_params_.empty()) {
-        const int64_t n = static_cast<int64_t>(pen_counts_.size());
-        pen_counts_dev_.resize(n);
-        copy_to_device(pen_counts_dev_.data(), pen_counts_.data(), n);
-        pen_rows_.resize(pen_start_.back());
+    pen_ = spec_.penalty_table();
+    if (pen_.size() > 0) {
+        pen_counts_dev_.resize(pen_.size());
+        copy_to_device(pen_counts_dev_.data(), pen_.counts.data(), pen_.size());
+        pen_rows_.resize(pen_.rows());
     }
     synchronize();
 }
 
 void DeviceNet::penalty_into(double* out) {
-    for (size_t k = 0; k < pen_params_.size(); ++k) {
-        const int p = pen_params_[k];
-        penalty_rows(pen_rows_.data() + pen_start_[k], param(p), spec_.units(NetSpec::layer_of(p)),
-                     spec_.penalty_l1(p), spec_.penalty_l2(p), pen_counts_[k]);
+    for (int k = 0; k < pen_.size(); ++k) {
+        const int p = pen_.params[k];
+        penalty_rows(pen_rows_.data() + pen_.start[k], param(p), spec_.units(NetSpec::layer_of(p)),
+                     spec_.penalty_l1(p), spec_.penalty_l2(p), pen_.counts[k]);
     }
-    penalty_reduce(out, pen_rows_.data(), pen_counts_dev_.data(),
-                   static_cast<int>(pen_params_.size()));
+    penalty_reduce(out, pen_rows_.data(), pen_counts_dev_.data(), pen_.size());
 }
 
 double DeviceNet::penalty() {
-    if (pen_params_.empty()) return 0.0;
+    if (pen_.size() == 0) return 0.0;
     set_device(device_);
     pen_step_.resize(1);
     penalty_into(pen_step_.data());
@@ -215,7 +207,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
     }
 
     if (out) out_row_.resize(N * O);  // (grow-only)
-    const bool penalized = !pen_params_.empty();
+    const bool penalized = pen_.size() > 0;
     if (penalized) pen_step_.resize(steps);
     std::vector<float*> slots;
     for (auto& s : slots_) slots.push_back(s.data());
@@ -246,7 +238,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
                     offset_[1], offset_.back(), Bb);
         if (spec_.layers[0].trainable)
             sparse_backward_weight(G, index_, batch, dz_[0].data(), D, dims_[1]);
-        for (const int p : pen_params_)
+        for (const int p : pen_.params)
             penalty_grad_add(G + offset_[p], param(p), static_cast<float>(spec_.penalty_l1(p)),
                              static_cast<float>(2.0 * spec_.penalty_l2(p)), param_size(p));
         for (const auto& run : train_runs_) {

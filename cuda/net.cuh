@@ -137,10 +137,9 @@ class DeviceNet {
     Buffer<double> loss_row_, correct_row_;    // per epoch position (training)
     Buffer<float> out_row_;                    // (N, O) outputs per epoch position, when asked
     Buffer<double> eval_loss_, eval_correct_;  // per row (evaluate)
-    // The penalized parameters, their penalty rows and where each starts in the table; the
-    // table, its row counts and each step's penalty on the device.
-    std::vector<int> pen_params_;
-    std::vector<int64_t> pen_counts_, pen_start_;
+    // The penalty table (as the CPU's), its row counts, rows and each step's penalty on the
+    // device.
+    PenaltyTable pen_;  // spec_.penalty_table()
     Buffer<int64_t> pen_counts_dev_;
     Buffer<double> pen_rows_, pen_step_;
     // The epoch index, kept while the data, order and batch size stay the same.

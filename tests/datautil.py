@@ -174,3 +174,46 @@ def assert_gradients_match(grads, params, f, what=""):
         np.testing.assert_allclose(grads[i], numeric, rtol=1e-6, atol=1e-9,
                                    err_msg=f"parameter {i} {what}")
 
+
+def assert_gpu_fit_matches_cpu(module, cpu, x, y, loss="binary_crossentropy", check=None):
+    """A copy of the compiled CPU model `cpu` on the GPU backend `module` (its config and
+    weights), then the same 2-epoch fit on both: the histories agree to 1e-5 and the weights to
+    1e-4 (the backends sum the first layer in different orders, common.h: rounding apart).
+    check(gpu), if given, runs on the GPU model before its fit."""
+    import numpy as np
+    import imdbfast
+    from imdbfast import _backend
+    previous = _backend.use_cuda_module(module)
+    try:
+        gpu = imdbfast.Sequential.from_config(cpu.get_config(), device="cuda")
+        gpu.compile("rmsprop", loss, metrics=["accuracy"])
+        gpu.set_weights(cpu.get_weights())
+        if check is not None:
+            check(gpu)
+        hg = gpu.fit(x, y, epochs=2, batch_size=64, verbose=0, seed=2, validation_split=0.2)
+        wg = gpu.get_weights()
+    finally:
+        _backend.use_cuda_module(previous)
+    hc = cpu.fit(x, y, epochs=2, batch_size=64, verbose=0, seed=2, validation_split=0.2)
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(hg.history[key], hc.history[key], rtol=1e-5, err_msg=key)
+    for a, b in zip(wg, cpu.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def assert_epochs_follow_reference(net, model, x, y, dense, batch_size, epochs, seed=2):
+    """`epochs` epochs of the Net (one thread) and of the float64 reference model in the same
+    batch order: every batch loss within reference.TRAJECTORY."""
+    import numpy as np
+    import reference as ref
+    from conftest import assert_close
+    from imdbfast import _core
+    n = x.n_rows
+    for epoch in range(epochs):
+        order = _core.shuffle_order(n, seed, epoch)
+        per_batch = net.train_batches(x, y, None, order, batch_size, 0, -(-n // batch_size), 1,
+                                      True)[3]
+        ref_batches = model.train_epoch(dense, y.astype(np.float64), order, batch_size)[0]
+        assert_close(per_batch, [b[0] for b in ref_batches], **ref.TRAJECTORY,
+                     what=f"epoch {epoch} batch losses")
+

@@ -22,7 +22,7 @@ from imdbfast import _core, layers
 
 import reference as ref
 from conftest import assert_close, synthetic_sequences
-from datautil import assert_gradients_match, make_net
+from datautil import assert_gpu_fit_matches_cpu, assert_gradients_match, make_net
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -334,26 +334,9 @@ def test_a_last_dropout_predicts_but_does_not_train(rng):
                                   pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)])
 def test_dropout_on_the_gpu_matches_the_cpu(rng, kind):
     from conftest import _gpu_module
-    from imdbfast import _backend
 
-    module = _gpu_module(kind)
     x, y = xy(rng)
-    cpu = chapter_five()
-    previous = _backend.use_cuda_module(module)
-    try:
-        gpu = imdbfast.Sequential.from_config(cpu.get_config(), device="cuda")
-        gpu.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
-        gpu.set_weights(cpu.get_weights())
-        hg = gpu.fit(x, y, epochs=2, batch_size=64, verbose=0, seed=2, validation_split=0.2)
-        wg = gpu.get_weights()
-    finally:
-        _backend.use_cuda_module(previous)
-    hc = cpu.fit(x, y, epochs=2, batch_size=64, verbose=0, seed=2, validation_split=0.2)
-    # the same masks; the first layer summed in another order (common.h): rounding apart
-    for key in ("loss", "val_loss"):
-        np.testing.assert_allclose(hg.history[key], hc.history[key], rtol=1e-5, err_msg=key)
-    for a, b in zip(wg, cpu.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_gpu_fit_matches_cpu(_gpu_module(kind), chapter_five(), x, y)  # (the same masks)
 
 
 _KERAS_SIDE = r"""

@@ -20,7 +20,8 @@ from imdbfast import _core, layers, regularizers
 
 import reference as ref
 from conftest import assert_close, synthetic_sequences
-from datautil import assert_gradients_match, make_net
+from datautil import (assert_epochs_follow_reference, assert_gpu_fit_matches_cpu,
+                      assert_gradients_match, make_net)
 
 HAVE_KERAS = (importlib.util.find_spec("keras") is not None and
               any(importlib.util.find_spec(b) is not None for b in ("jax", "tensorflow", "torch")))
@@ -281,29 +282,16 @@ def test_a_custom_formula_is_refused_by_name():
                                   pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)])
 def test_penalised_models_on_the_gpu_match_the_cpu(rng, kind):
     from conftest import _gpu_module
-    from imdbfast import _backend
 
-    module = _gpu_module(kind)
     seqs = synthetic_sequences(rng, 400, 400, mean_len=30)
     x = imdbfast.multi_hot(seqs, 400)
     y = rng.integers(0, 2, 400).astype(np.float32)
     cpu = chapter_five(regularizers.l1_l2(0.001, 0.002), bias="l2")
-    previous = _backend.use_cuda_module(module)
-    try:
-        gpu = imdbfast.Sequential.from_config(cpu.get_config(), device="cuda")
-        gpu.compile("rmsprop", "binary_crossentropy", ["accuracy"])
-        gpu.set_weights(cpu.get_weights())
+
+    def same_penalty(gpu):  # the same table, order and sums in double
         assert gpu._net.penalty() == pytest.approx(cpu._net.penalty(), rel=1e-15)
-        hg = gpu.fit(x, y, epochs=2, batch_size=64, verbose=0, seed=2, validation_split=0.2)
-        wg = gpu.get_weights()
-    finally:
-        _backend.use_cuda_module(previous)
-    hc = cpu.fit(x, y, epochs=2, batch_size=64, verbose=0, seed=2, validation_split=0.2)
-    for key in ("loss", "val_loss"):
-        # the backends sum the first layer in different orders (common.h): rounding apart
-        np.testing.assert_allclose(hg.history[key], hc.history[key], rtol=1e-5, err_msg=key)
-    for a, b in zip(wg, cpu.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+    assert_gpu_fit_matches_cpu(_gpu_module(kind), cpu, x, y, check=same_penalty)
 
 
 _KERAS_SIDE = r"""
@@ -362,9 +350,4 @@ def test_ten_epochs_follow_the_reference(kernels, rng, pen):
     net.set_weights(weights)
     model = ref.Model(weights, acts, "bce_logits", "rmsprop",
                       penalties=[p for k, b in pen for p in (k, b)], learning_rate=1e-3)
-    for epoch in range(10):
-        order = _core.shuffle_order(n, 2, epoch)
-        _, _, _, per_batch, _ = net.train_batches(x, y, None, order, bs, 0, 4, 1, True)
-        ref_batches, _, _ = model.train_epoch(dense, y.astype(np.float64), order, bs)
-        assert_close(per_batch, [b[0] for b in ref_batches], **ref.TRAJECTORY,
-                     what=f"epoch {epoch} batch losses")
+    assert_epochs_follow_reference(net, model, x, y, dense, bs, 10)

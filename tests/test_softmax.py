@@ -22,7 +22,7 @@ from imdbfast import _core, layers, losses, metrics, utils
 
 import reference as ref
 from conftest import assert_close, synthetic_sequences
-from datautil import assert_gradients_match, make_net
+from datautil import assert_epochs_follow_reference, assert_gradients_match, make_net
 
 HAVE_KERAS = (importlib.util.find_spec("keras") is not None and
               any(importlib.util.find_spec(b) is not None for b in ("jax", "tensorflow", "torch")))
@@ -348,9 +348,4 @@ def test_ten_epochs_follow_the_reference(kernels, rng):
     net = make_net(kernels, dims, acts, "cce_logits", "rmsprop")
     net.set_weights(weights)
     model = ref.Model(weights, acts, "cce_logits", "rmsprop", learning_rate=1e-3)
-    for epoch in range(10):
-        order = _core.shuffle_order(n, 2, epoch)
-        _, _, _, per_batch, _ = net.train_batches(x, y, None, order, bs, 0, 4, 1, True)
-        ref_batches, _, _ = model.train_epoch(dense, y.astype(np.float64), order, bs)
-        assert_close(per_batch, [b[0] for b in ref_batches], **ref.TRAJECTORY,
-                     what=f"epoch {epoch} batch losses")
+    assert_epochs_follow_reference(net, model, x, y, dense, bs, 10)
