@@ -174,6 +174,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "imdbfast's compiled CPU core: multi-hot CSR encoding, dense layers, losses, "
               "optimizers and the training loop (OpenMP). See cpp/kernels.h.";
     m.attr("__version__") = IMDBFAST_VERSION;
+    m.attr("INFERENCE_TILE") = kTile;  // rows a thread takes at a time in predict/evaluate
     cpu::set_notice(notice_as_warning);
     bind::register_memory_error();
 

@@ -525,7 +525,7 @@ void Net::for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         Scratch& sc = scratch[thread_num()];
-#pragma omp for schedule(dynamic, 4)
+#pragma omp for schedule(dynamic, 1)  // a call may hold only a few tiles: one at a time
         for (int64_t t = 0; t < n_tiles; ++t) {
             if (errors.leaves_after(0)) continue;
             errors.guard([&] {

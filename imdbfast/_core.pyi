@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
+INFERENCE_TILE: int
 
 class CSR:
     """A CSR matrix with sorted unique columns per row."""

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 WORK_PER_CALL = 2e8
 ROWS_PER_CHUNK = 8192
 INFERENCE_CHUNK = 1 << 16
+MIN_TILES_PER_CALL = 8
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -51,7 +52,14 @@ def rows_per_call(model: Sequential, xs, train: bool = False) -> int:
     sparse = nnz * dims[1]
     dense = sum(dims[i] * dims[i + 1] for i in range(1, len(dims) - 1))
     per_row = 2 * sparse + 3 * dense if train else sparse + dense
-    return int(max(1, min(INFERENCE_CHUNK, WORK_PER_CALL / max(per_row, 1.0))))
+    rows = int(max(1, min(INFERENCE_CHUNK, WORK_PER_CALL / max(per_row, 1.0))))
+    if train:
+        return rows
+    # Inference shares whole tiles among the threads: a call gets at least MIN_TILES_PER_CALL
+    # of them, so that wide models keep every core busy. Independent of the thread count, as
+    # the chunks decide the order evaluate adds in.
+    tile = _core.INFERENCE_TILE
+    return max(MIN_TILES_PER_CALL, -(-rows // tile)) * tile
 
 
 class Tracker:

@@ -129,6 +129,29 @@ def test_ctrl_c_stops_fit_and_predict_after_a_bounded_amount_of_work(tmp_path):
     print({k: round(v, 1) for k, v in out.items() if k.endswith("delay_ms")})
 
 
+def test_inference_calls_share_whole_tiles_and_give_the_same_bits_for_any_thread_count(rng):
+    # A wide model's predict/evaluate call holds a few tiles only (about WORK_PER_CALL
+    # multiply-adds): each call must still hold whole tiles, at least MIN_TILES_PER_CALL, chosen
+    # without the thread count (the chunks fix the order evaluate adds in).
+    from imdbfast import _core, _loop
+
+    dim = 2000
+    x = imdbfast.multi_hot(synthetic_sequences(rng, 5000, dim, mean_len=150), dim)
+    y = rng.integers(0, 2, 5000)
+    m = imdbfast.Sequential([layers.Input((dim,)), layers.Dense(768, activation="relu"),
+                             layers.Dense(768, activation="relu"),
+                             layers.Dense(1, activation="sigmoid")], seed=3)
+    m.compile("rmsprop", "binary_crossentropy", ["accuracy"])
+    chunk = _loop.rows_per_call(m, x)
+    assert chunk % _core.INFERENCE_TILE == 0
+    assert chunk >= _loop.MIN_TILES_PER_CALL * _core.INFERENCE_TILE
+    assert chunk < x.n_rows  # several calls, so the test covers chunk boundaries
+    preds = [m.predict(x, verbose=0, threads=t) for t in (1, 2, 3)]
+    evals = [m.evaluate(x, y, verbose=0, threads=t) for t in (1, 2, 3)]
+    for p, e in zip(preds[1:], evals[1:]):
+        assert np.array_equal(p, preds[0]) and e == evals[0]
+
+
 def test_two_models_trained_concurrently_equal_sequential(rng):
     seqs = synthetic_sequences(rng, 3000, 500, mean_len=60)
     y = rng.integers(0, 2, 3000)
