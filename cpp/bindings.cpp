@@ -19,6 +19,7 @@
 #include "bind_kernels.h"
 #include "bind_net.h"
 #include "bind_util.h"
+#include "bind_vectorize.h"
 #include "kernels.h"
 #include "net.h"
 
@@ -368,6 +369,9 @@ PYBIND11_MODULE(_core, m) {
            py::arg("oov_char"), py::arg("index_from"), py::arg("threads") = 0,
            "Encode a list of str as (tokens, offsets); None-like arguments are passed as -1 "
            "(start_char, oov_char) or 0 (num_words).");
+
+    // ---- TextVectorization (vectorize.h) ---------------------------------------------------------
+    def_vectorize(m);
 
     // ---- single kernels (tests and embedding; the training loop calls the same functions) ----
     def_kernels<CpuKernels>(m);

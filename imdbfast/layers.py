@@ -1,5 +1,5 @@
-"""Layers: ``Dense`` (Keras's defaults: glorot-uniform kernel, zero bias), ``Dropout`` and
-``Input``.
+"""Layers: ``Dense`` (Keras's defaults: glorot-uniform kernel, zero bias), ``Dropout``, ``Input`` and
+``TextVectorization`` (in _text.py).
 
 Weights are drawn here, in NumPy, from the model's seeded generator, so that every backend
 starts from the same bytes; all the arithmetic happens in the compiled core. A layer belongs to
@@ -397,3 +397,6 @@ def attach(layer: Dense | Dropout, model: Any, index: int, taken: set) -> None:
                          "Update the `name` argument to pass a unique name.")
     layer._model_ref = weakref.ref(model)
     layer._index = index
+
+
+from ._text import TextVectorization  # noqa: E402  (it needs nothing above; exported here)

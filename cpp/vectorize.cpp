@@ -1,0 +1,366 @@
+// vectorize.cpp: TextVectorization's terms, counts and lookups (see vectorize.h). Every loop over
+// texts gives each thread a contiguous block of texts and joins the blocks in text order, and
+// counts are integers: results do not depend on the thread count.
+#include "vectorize.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "parallel.h"
+
+#ifdef IMDBFAST_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace imdbfast {
+
+// ---- the term table ------------------------------------------------------------------------
+
+TermTable::TermTable() : off_{0}, slots_(64, -1) {}
+
+uint64_t TermTable::hash_of(std::string_view s) {
+    // Eight bytes at a time through a multiply-xorshift mix; the hash only places terms in the
+    // table (never decides an order), so any good mix will do.
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ s.size();
+    size_t i = 0;
+    for (; i + 8 <= s.size(); i += 8) {
+        uint64_t w;
+        std::memcpy(&w, s.data() + i, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 29;
+    }
+    uint64_t w = 0;
+    std::memcpy(&w, s.data() + i, s.size() - i);
+    h = (h ^ w) * 0x94D049BB133111EBull;
+    return h ^ (h >> 31);
+}
+
+void TermTable::grow() {
+    std::vector<int64_t> slots(slots_.size() * 2, -1);
+    const uint64_t mask = slots.size() - 1;
+    for (int64_t i = 0; i < size(); ++i) {
+        uint64_t p = hash_[i] & mask;
+        while (slots[p] >= 0) p = (p + 1) & mask;
+        slots[p] = i;
+    }
+    slots_.swap(slots);
+}
+
+int64_t TermTable::find(std::string_view s, uint64_t h) const {
+    const uint64_t mask = slots_.size() - 1;
+    for (uint64_t p = h & mask;; p = (p + 1) & mask) {
+        const int64_t i = slots_[p];
+        if (i < 0) return -1;
+        if (hash_[i] == h && term(i) == s) return i;
+    }
+}
+
+int64_t TermTable::insert(std::string_view s, uint64_t h, bool& added) {
+    const uint64_t mask = slots_.size() - 1;
+    uint64_t p = h & mask;
+    for (;; p = (p + 1) & mask) {
+        const int64_t i = slots_[p];
+        if (i < 0) break;
+        if (hash_[i] == h && term(i) == s) {
+            added = false;
+            return i;
+        }
+    }
+    const int64_t id = size();
+    bytes_.append(s.data(), s.size());
+    off_.push_back(static_cast<int64_t>(bytes_.size()));
+    hash_.push_back(h);
+    slots_[p] = id;
+    if (static_cast<uint64_t>(size()) * 2 > slots_.size()) grow();  // at most half full
+    added = true;
+    return id;
+}
+
+TermIndex::TermIndex(const std::vector<std::string>& terms, int64_t first) : first_(first) {
+    for (const std::string& t : terms) {
+        bool added = false;
+        table_.insert(t, TermTable::hash_of(t), added);
+        if (!added) throw std::invalid_argument("vocabulary: the term '" + t + "' appears twice");
+    }
+}
+
+int64_t TermIndex::find(std::string_view s) const {
+    const int64_t i = table_.find(s, TermTable::hash_of(s));
+    return i < 0 ? -1 : first_ + i;
+}
+
+namespace cpu {
+namespace {
+
+// Keras's punctuation class [!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\'] (Python's
+// string.punctuation) and the bytes tf.strings.split takes for whitespace.
+struct TextBytes {
+    uint8_t punct[256] = {}, space[256] = {};
+    TextBytes() {
+        for (unsigned char c : std::string("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")) punct[c] = 1;
+        for (unsigned char c : std::string(" \t\n\v\f\r")) space[c] = 1;
+    }
+};
+const TextBytes kText;
+
+// One thread's buffers for turning texts into terms.
+struct TermMaker {
+    std::string text, gram;
+    std::vector<std::pair<int64_t, int64_t>> tokens;  // [begin, end) in text
+
+    // Calls f(term) for each term of s, in Keras's order.
+    template <class F>
+    void terms(const char* s, int64_t n, const TextRules& r, F&& f) {
+        text.clear();
+        for (int64_t i = 0; i < n; ++i) {
+            const unsigned char c = static_cast<unsigned char>(s[i]);
+            if (r.strip_punctuation && kText.punct[c]) continue;
+            text.push_back(r.lower && c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : static_cast<char>(c));
+        }
+        tokens.clear();
+        const int64_t m = static_cast<int64_t>(text.size());
+        const auto* t = reinterpret_cast<const unsigned char*>(text.data());
+        if (r.split == SPLIT_NONE) {
+            tokens.emplace_back(0, m);
+        } else if (r.split == SPLIT_WHITESPACE) {
+            for (int64_t i = 0; i < m;) {
+                while (i < m && kText.space[t[i]]) ++i;
+                const int64_t b = i;
+                while (i < m && !kText.space[t[i]]) ++i;
+                if (i > b) tokens.emplace_back(b, i);
+            }
+        } else {  // one token per code point (valid UTF-8: a lead byte gives the length)
+            for (int64_t i = 0; i < m;) {
+                const unsigned char c = t[i];
+                const int64_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+                const int64_t e = std::min(m, i + len);
+                tokens.emplace_back(i, e);
+                i = e;
+            }
+        }
+        auto token = [&](size_t k) {
+            return std::string_view(text.data() + tokens[k].first,
+                                    static_cast<size_t>(tokens[k].second - tokens[k].first));
+        };
+        if (r.ngrams.empty()) {
+            for (size_t k = 0; k < tokens.size(); ++k) f(token(k));
+            return;
+        }
+        for (int w : r.ngrams) {
+            const size_t W = static_cast<size_t>(w);
+            for (size_t k = 0; k + W <= tokens.size(); ++k) {
+                if (W == 1) {
+                    f(token(k));
+                    continue;
+                }
+                gram.assign(token(k));
+                for (size_t j = 1; j < W; ++j) {
+                    gram.push_back(' ');
+                    gram.append(token(k + j));
+                }
+                f(std::string_view(gram));
+            }
+        }
+    }
+};
+
+inline int thread_num() {
+#ifdef IMDBFAST_HAVE_OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+int text_threads(const Texts& x, int threads) {
+    int64_t bytes = 0;
+    for (int64_t i = 0; i < x.n; ++i) bytes += x.lengths[i];
+    return threads_for(threads, bytes, 1 << 20);
+}
+
+// Runs f(thread, first, last) on nt contiguous blocks of the texts, one per thread.
+template <class F>
+void over_blocks(const Texts& x, int nt, F&& f) {
+    RegionErrors errors;  // the buffers grow as texts are read: allocation may fail
+    run_region(nt, [&] {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        errors.guard([&] {
+            const int t = thread_num();
+            f(t, x.n * t / nt, x.n * (t + 1) / nt);
+        });
+    });
+    errors.rethrow();
+}
+
+// One table's terms with their counts, document counts and the last document that counted.
+struct Counted {
+    TermTable table;
+    std::vector<int64_t> counts, docs, last;
+
+    void add(std::string_view s, uint64_t h, int64_t n, int64_t d, int64_t doc) {
+        bool added = false;
+        const int64_t i = table.insert(s, h, added);
+        if (added) {
+            counts.push_back(0);
+            docs.push_back(0);
+            last.push_back(-1);
+        }
+        counts[i] += n;
+        if (doc < 0) {
+            docs[i] += d;
+        } else if (last[i] != doc) {
+            last[i] = doc;
+            ++docs[i];
+        }
+    }
+};
+
+}  // namespace
+
+TermCounts count_terms(const Texts& x, const TextRules& rules,
+                       const std::vector<std::string>& exclude, int64_t keep, int threads) {
+    const int nt = text_threads(x, threads);
+    std::vector<Counted> part(static_cast<size_t>(nt));
+    over_blocks(x, nt, [&](int t, int64_t i0, int64_t i1) {
+        TermMaker mk;
+        Counted& c = part[t];
+        for (int64_t i = i0; i < i1; ++i)
+            mk.terms(x.data[i], x.lengths[i], rules,
+                     [&](std::string_view s) { c.add(s, TermTable::hash_of(s), 1, 0, i); });
+    });
+    // Merge: thread t gathers the terms whose hash falls in its share from every block's table.
+    std::vector<Counted> merged(static_cast<size_t>(nt));
+    if (nt == 1) {
+        merged[0] = std::move(part[0]);
+    } else {
+        over_blocks(Texts{nullptr, nullptr, nt}, nt, [&](int t, int64_t, int64_t) {
+            for (const Counted& p : part)
+                for (int64_t i = 0; i < p.table.size(); ++i)
+                    if (static_cast<int>((p.table.hash(i) >> 40) % static_cast<uint64_t>(nt)) == t)
+                        merged[t].add(p.table.term(i), p.table.hash(i), p.counts[i], p.docs[i], -1);
+        });
+        part.clear();
+    }
+    struct Ref {
+        int64_t count;
+        std::string_view term;
+        int64_t docs;
+    };
+    std::vector<Ref> all;
+    for (const Counted& m : merged)
+        for (int64_t i = 0; i < m.table.size(); ++i)
+            if (std::find(exclude.begin(), exclude.end(), m.table.term(i)) == exclude.end())
+                all.push_back({m.counts[i], m.table.term(i), m.docs[i]});
+    // Keras: np.lexsort((tokens, counts))[::-1], i.e. count descending, then bytes descending
+    // (char_traits compares as unsigned bytes, as NumPy compares bytes).
+    auto before = [](const Ref& a, const Ref& b) {
+        return a.count != b.count ? a.count > b.count : a.term > b.term;
+    };
+    const int64_t n = static_cast<int64_t>(all.size());
+    const int64_t k = keep >= 0 ? std::min(keep, n) : n;
+    if (k < n) {
+        std::nth_element(all.begin(), all.begin() + k, all.end(), before);
+        all.resize(static_cast<size_t>(k));
+    }
+    std::sort(all.begin(), all.end(), before);
+    TermCounts out;
+    out.offsets.reserve(all.size() + 1);
+    out.offsets.push_back(0);
+    for (const Ref& r : all) {
+        out.bytes.append(r.term.data(), r.term.size());
+        out.offsets.push_back(static_cast<int64_t>(out.bytes.size()));
+        out.counts.push_back(r.count);
+        out.docs.push_back(r.docs);
+    }
+    return out;
+}
+
+std::vector<int64_t> texts_to_ids(int64_t& L, const Texts& x, const TextRules& rules,
+                                  const TermIndex& index, int64_t oov, int64_t seq_len,
+                                  int threads) {
+    const int nt = text_threads(x, threads);
+    std::vector<std::vector<int64_t>> ids(static_cast<size_t>(nt));
+    std::vector<int64_t> offsets(static_cast<size_t>(x.n) + 1, 0);  // block-relative ends
+    over_blocks(x, nt, [&](int t, int64_t i0, int64_t i1) {
+        TermMaker mk;
+        std::vector<int64_t>& out = ids[t];
+        for (int64_t i = i0; i < i1; ++i) {
+            mk.terms(x.data[i], x.lengths[i], rules, [&](std::string_view s) {
+                const int64_t id = s.empty() ? 0 : index.find(s);
+                out.push_back(id < 0 ? oov : id);
+            });
+            offsets[i + 1] = static_cast<int64_t>(out.size());
+        }
+    });
+    std::vector<int64_t> begin(static_cast<size_t>(x.n), 0), block(static_cast<size_t>(x.n), 0);
+    int64_t longest = 0;
+    for (int t = 0; t < nt; ++t)
+        for (int64_t i = x.n * t / nt; i < x.n * (t + 1) / nt; ++i) {
+            begin[i] = i == x.n * t / nt ? 0 : offsets[i];
+            block[i] = t;
+            longest = std::max(longest, offsets[i + 1] - begin[i]);
+        }
+    L = seq_len >= 0 ? seq_len : longest;
+    std::vector<int64_t> out(static_cast<size_t>(x.n * L), 0);
+    for (int64_t i = 0; i < x.n; ++i) {
+        const int64_t n = std::min(L, offsets[i + 1] - begin[i]);
+        std::copy_n(ids[block[i]].data() + begin[i], n, out.data() + i * L);
+    }
+    return out;
+}
+
+CSR texts_to_bag(const Texts& x, const TextRules& rules, const TermIndex& index, int64_t oov,
+                 int64_t n_cols, int mode, const float* idf, int threads) {
+    const int nt = text_threads(x, threads);
+    struct Part {
+        std::vector<int32_t> cols;
+        std::vector<float> vals;
+    };
+    std::vector<Part> part(static_cast<size_t>(nt));
+    std::vector<int64_t> ends(static_cast<size_t>(x.n) + 1, 0);  // block-relative
+    over_blocks(x, nt, [&](int t, int64_t i0, int64_t i1) {
+        TermMaker mk;
+        std::vector<int32_t> row;
+        Part& p = part[t];
+        for (int64_t i = i0; i < i1; ++i) {
+            row.clear();
+            mk.terms(x.data[i], x.lengths[i], rules, [&](std::string_view s) {
+                if (s.empty()) return;
+                const int64_t id = index.find(s);
+                row.push_back(static_cast<int32_t>(id < 0 ? oov : id));
+            });
+            std::sort(row.begin(), row.end());
+            for (size_t a = 0; a < row.size();) {
+                size_t b = a;
+                while (b < row.size() && row[b] == row[a]) ++b;
+                p.cols.push_back(row[a]);
+                const float count = static_cast<float>(b - a);
+                if (mode == BAG_COUNT) p.vals.push_back(count);
+                else if (mode == BAG_TF_IDF) p.vals.push_back(count * idf[row[a]]);
+                a = b;
+            }
+            ends[i + 1] = static_cast<int64_t>(p.cols.size());
+        }
+    });
+    CSR out;
+    out.n_rows = x.n;
+    out.n_cols = n_cols;
+    out.binary = mode == BAG_MULTI_HOT;
+    out.indptr.assign(static_cast<size_t>(x.n) + 1, 0);
+    int64_t base = 0;
+    for (int t = 0; t < nt; ++t) {
+        for (int64_t i = x.n * t / nt; i < x.n * (t + 1) / nt; ++i) out.indptr[i + 1] = base + ends[i + 1];
+        base += static_cast<int64_t>(part[t].cols.size());
+    }
+    out.indices.reserve(static_cast<size_t>(base));
+    if (!out.binary) out.values.reserve(static_cast<size_t>(base));
+    for (Part& p : part) {
+        out.indices.insert(out.indices.end(), p.cols.begin(), p.cols.end());
+        out.values.insert(out.values.end(), p.vals.begin(), p.vals.end());
+    }
+    return out;
+}
+
+}  // namespace cpu
+}  // namespace imdbfast
