@@ -48,12 +48,28 @@ class TermTable {
     uint64_t hash(int64_t i) const { return hash_[i]; }
     static uint64_t hash_of(std::string_view s);
 
+    // Prefetching for a stream of terms (the table is far larger than the caches): the slot
+    // a hash starts at; the id found there (a guess: -1 when another hash sits there); that
+    // term's offset, and its bytes.
+    void prefetch_slot(uint64_t h) const { __builtin_prefetch(&slots_[h & (slots_.size() - 1)]); }
+    int64_t guess(uint64_t h) const {
+        const Slot& q = slots_[h & (slots_.size() - 1)];
+        return q.hash == h ? q.id : -1;
+    }
+    void prefetch_offset(int64_t id) const { __builtin_prefetch(&off_[id]); }
+    void prefetch_bytes(int64_t id) const { __builtin_prefetch(bytes_.data() + off_[id]); }
+
    private:
     void grow();
+    struct Slot {
+        uint64_t hash;
+        int64_t id;  // -1: empty
+    };
     std::string bytes_;
-    std::vector<int64_t> off_;     // (size + 1)
-    std::vector<uint64_t> hash_;   // (size)
-    std::vector<int64_t> slots_;   // power of two, -1 = empty
+    std::vector<int64_t> off_;    // (size + 1)
+    std::vector<uint64_t> hash_;  // (size)
+    std::vector<Slot> slots_;     // a power of two of them, at most half full; the hash beside
+                                  // the id, so a probe rarely touches a term's bytes
 };
 
 // adapt's result: terms in Keras's vocabulary order (count descending, then the bytes
