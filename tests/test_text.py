@@ -74,6 +74,46 @@ def test_load_aclimdb_folder_and_archive(tmp_path):
     assert list(from_tar[0]) == [[1, 6, 5], [1, 4, 6], [1, 4, 2], [1, 2, 2, 5]]
 
 
+@pytest.mark.parametrize("fmt, mode", [(tarfile.USTAR_FORMAT, "w:gz"), (tarfile.GNU_FORMAT, "w:gz"),
+                                       (tarfile.PAX_FORMAT, "w:gz"), (tarfile.PAX_FORMAT, "w:bz2"),
+                                       (tarfile.PAX_FORMAT, "w:xz"), (tarfile.GNU_FORMAT, "w")])
+def test_archives_of_every_tar_format_read_as_the_folder(tmp_path, fmt, mode):
+    # gzip'd ustar/GNU tars take the direct header walk; pax per-file headers (here: a long,
+    # non-ASCII folder name) and other compressions fall back to tarfile. All read alike.
+    root = make_acl(tmp_path / "src")
+    for split in ("train", "test"):
+        make_acl(tmp_path / "src", split=split)
+    deep = "d" * 120 + "é"
+    archive = tmp_path / "acl.tar"
+    with tarfile.open(archive, mode, format=fmt) as tar:
+        tar.add(root / "aclImdb", arcname=f"{deep}/aclImdb")
+    want = imdb.read_aclimdb_splits(root)
+    got = imdb.read_aclimdb_splits(archive)
+    for w, g in zip(want, got):
+        assert w[0] == g[0] and w[1].tolist() == g[1].tolist() and w[2].tolist() == g[2].tolist()
+    assert imdb.read_aclimdb(archive, "test")[0] == want[1][0]
+
+
+def test_a_truncated_or_corrupt_archive_is_refused(tmp_path):
+    root = make_acl(tmp_path / "src")
+    archive = tmp_path / "acl.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root / "aclImdb", arcname="aclImdb")
+    data = archive.read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable aclImdb archive"):
+        imdb.read_aclimdb(tmp_path / "cut.tar.gz")
+    import gzip
+
+    raw = gzip.decompress(data)
+    # a header whose size runs past the end
+    bad = bytearray(raw)
+    bad[124:136] = b"77777777777\0"
+    (tmp_path / "long.tar.gz").write_bytes(gzip.compress(bytes(bad)))
+    with pytest.raises(ValueError, match="not a readable aclImdb archive"):
+        imdb.read_aclimdb(tmp_path / "long.tar.gz")
+
+
 @pytest.mark.parametrize("setup, exc, match", [
     (lambda p: None, FileNotFoundError, "no aclImdb"),
     (lambda p: make_acl(p, files={"pos": {"x.txt": "a"}, "neg": {"1_1.txt": "b"}}), ValueError, "<id>_<rating>"),
