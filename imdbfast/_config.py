@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .layers import Dense, Dropout, Input
+from .layers import Dense, Dropout, Input, TextVectorization
 
 
 def _wrap(class_name: str, config: dict, **extra: Any) -> dict:
@@ -17,7 +17,7 @@ def _wrap(class_name: str, config: dict, **extra: Any) -> dict:
 def model_config(model: Any) -> dict:
     dims = model._dims() if model._input_dim is not None else None
     layers = []
-    if dims is not None:
+    if dims is not None and model._text is None:  # (a text model's input is strings)
         layers.append(_wrap("InputLayer", {**model._input.get_config(),
                                            "batch_shape": [None, dims[0]]}))
     for layer in model.layers:
@@ -25,7 +25,7 @@ def model_config(model: Any) -> dict:
         extra = {"build_config": {"input_shape": [None, dims[layer._index]]}} if built else {}
         layers.append(_wrap(type(layer).__name__, layer.get_config(), **extra))
     config = {"name": model.name, "trainable": True, "dtype": "float32", "layers": layers}
-    if dims is not None:
+    if dims is not None and model._text is None:
         config["build_input_shape"] = [None, dims[0]]
     config.update(seed=model.seed, threads=model.threads, device=model.device)
     if any(isinstance(l, Dropout) for l in model.layers):
@@ -55,9 +55,11 @@ def layers_from_config(config: dict) -> list:
             out.append(Dense.from_config(cfg))
         elif cls == "Dropout":
             out.append(Dropout.from_config(cfg))
+        elif cls == "TextVectorization":
+            out.append(TextVectorization.from_config(cfg))
         else:
             raise ValueError(f"from_config: layer {i} ({cfg.get('name', '?')!r}) is a Keras "
-                             f"{cls}; imdbfast models hold Input, Dense and Dropout layers only")
+                             f"{cls}; imdbfast models hold Input, TextVectorization, Dense and Dropout layers only")
     if not any(isinstance(l, Input) for l in out) and config.get("build_input_shape"):
         out.insert(0, Input(batch_shape=config["build_input_shape"]))
     return out

@@ -52,6 +52,13 @@ def inputs(model: Sequential, x: Any, name: str):
     with the width x implies."""
     if x is None:
         raise ValueError(f"{name}: no input data")
+    if model._text is not None:  # strings, vectorised by the model's first layer
+        from ._text import as_texts
+
+        csr = model._text(as_texts(x, name))
+        if not model.built:
+            model.build()
+        return csr
     mod = _backend.cuda_module() if model.device != "cpu" else None
     if mod is not None and isinstance(x, mod.DeviceCSR):
         _require_dim(model, x.n_cols, name)

@@ -110,7 +110,16 @@ def compile_config(model: Any) -> dict | None:
             "jit_compile": False}
 
 
+def _no_text_layer(model: Any, what: str) -> None:
+    if model._text is not None:
+        raise ValueError(f"{what}: Keras's files for a model that starts with TextVectorization "
+                         "(its vocabulary as Keras assets) are not written by imdbfast; save to "
+                         "imdbfast's format instead (model.save('model.npz')), which keeps the "
+                         "vocabulary and IDF weights")
+
+
 def save_keras(model: Any, path: str | os.PathLike) -> None:
+    _no_text_layer(model, "save")
     h5py_module("save")
     weights = io.BytesIO()
     _write_weights(model, weights)
@@ -134,6 +143,7 @@ def save_keras(model: Any, path: str | os.PathLike) -> None:
 
 
 def save_weights(model: Any, path: str | os.PathLike) -> None:
+    _no_text_layer(model, "save_weights")
     model._require_built("save_weights")
     h5py_module("save_weights")
     write_atomically(path, lambda f: _write_weights(model, f), "save_weights")

@@ -48,6 +48,12 @@ def archive(model: Any) -> dict:
             word_index = None
     if word_index is not None:
         arrays["word_index"] = np.frombuffer(json.dumps(word_index).encode("utf-8"), dtype=np.uint8)
+    text = model._text
+    if text is not None and text._vocabulary_set:  # the vocabulary (UTF-8 JSON), IDF weights
+        arrays["text_vocabulary"] = np.frombuffer(json.dumps(text._terms).encode("utf-8"),
+                                                  dtype=np.uint8)
+        if text._idf is not None:
+            arrays["text_idf"] = text._idf
     if model.built:
         # One moment of the model, exactly (even while another thread trains it).
         weights, slots_list, synced, iterations = model._net.state()
@@ -136,6 +142,11 @@ def _load_model(f: NpzReader, where: str, device: str | None) -> "Sequential":
         raise ValueError(f"load_model: {where} is corrupt (checksum mismatch)")
     try:  # a config that passes the checksum can still be nonsense (written by hand)
         model = _sequential().from_config(config, device)
+        if model._text is not None and "text_vocabulary" in arrays:
+            terms = json.loads(arrays["text_vocabulary"].tobytes().decode("utf-8"))
+            if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+                raise ValueError("member 'text_vocabulary' is not a list of str")
+            model._text._restore(terms, arrays.get("text_idf"))
         comp = config.get("compile")
         built = config.get("built", True)  # (versions 1 and 2: always built)
         if built:

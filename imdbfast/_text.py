@@ -173,10 +173,11 @@ class TextVectorization:
         self._reserved = reserved
         self._terms: list[str] = []
         self._idf: np.ndarray | None = None  # (width,) float32, tf_idf only
-        self._index: Any = None
+        self._lookup: Any = None
         self._vocabulary_set = False
         self._input_vocabulary = None if vocabulary is None else list(vocabulary)
         self._input_idf = None if idf_weights is None else list(np.asarray(idf_weights, np.float64).tolist())
+        self.trainable = True  # (no weights: Keras's flag, kept for the summary)
         self._model_ref: Any = None
         if vocabulary is not None:
             self.set_vocabulary(vocabulary, idf_weights)
@@ -291,7 +292,7 @@ class TextVectorization:
             raise _surrogate_error(terms, "vocabulary") from None
         if idf is not None and self.pad_to_max_tokens:
             idf = np.concatenate([idf, np.zeros(self._width_for(len(terms)) - len(idf), np.float32)])
-        self._terms, self._idf, self._index, self._vocabulary_set = terms, idf, index, True
+        self._terms, self._idf, self._lookup, self._vocabulary_set = terms, idf, index, True
 
     def _check_unbuilt(self, what: str) -> None:
         model = self._model_ref() if self._model_ref is not None else None
@@ -319,6 +320,20 @@ class TextVectorization:
         return self._width_for(len(self._terms))
 
     @property
+    def units(self) -> int:
+        """The output width, as a model's summary shows it."""
+        return self.output_width
+
+    def _restore(self, terms: list[str], idf: np.ndarray | None) -> None:
+        """A saved vocabulary and IDF weights (padded as saved), exactly."""
+        if (idf is None) != (self.output_mode != "tf_idf") or (
+                idf is not None and len(idf) != self._width_for(len(terms))):
+            raise ValueError("the saved IDF weights do not fit the layer's vocabulary")
+        self._terms, self._idf = list(terms), None if idf is None else np.asarray(idf, np.float32)
+        self._lookup = _core.TermIndex(self._terms, self._reserved)
+        self._vocabulary_set = True
+
+    @property
     def idf_weights(self) -> np.ndarray | None:
         """The IDF weight of each output column ("tf_idf"; None otherwise), OOV's first."""
         return None if self._idf is None else self._idf.copy()
@@ -342,8 +357,8 @@ class TextVectorization:
         try:
             if self.output_mode == "int":
                 seq = -1 if self.output_sequence_length is None else self.output_sequence_length
-                return self._index.ids(texts, *self._rules(), 1, seq, self._nthreads())
-            return self._index.bag(texts, *self._rules(), 0, self.output_width,
+                return self._lookup.ids(texts, *self._rules(), 1, seq, self._nthreads())
+            return self._lookup.bag(texts, *self._rules(), 0, self.output_width,
                                    BAG_CODES[self.output_mode], self._idf, self._nthreads())
         except UnicodeEncodeError:
             raise _surrogate_error(texts, "inputs") from None
@@ -375,14 +390,14 @@ class TextVectorization:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_index"] = None  # rebuilt from the terms
+        state["_lookup"] = None  # rebuilt from the terms
         state["_model_ref"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if self._vocabulary_set:
-            self._index = _core.TermIndex(self._terms, self._reserved)
+            self._lookup = _core.TermIndex(self._terms, self._reserved)
 
     # Keras's layer surface: no weights of its own to train.
     weights = trainable_weights = non_trainable_weights = property(lambda self: [])

@@ -375,7 +375,7 @@ def _activation(name: Any) -> str:
     return name
 
 
-def attach(layer: Dense | Dropout, model: Any, index: int, taken: set) -> None:
+def attach(layer: Any, model: Any, index: int, taken: set) -> None:
     """Make ``layer`` the model's Dense layer ``index`` (a Dropout: the one it follows): named
     as Keras names it (dense, dense_1, ..., dropout, ... when it has no name), refused when it
     already belongs to another model or its name is taken."""
@@ -385,7 +385,8 @@ def attach(layer: Dense | Dropout, model: Any, index: int, taken: set) -> None:
                          "layer's weights live in one model (make a new layer, e.g. "
                          "Dense.from_config(layer.get_config()))")
     if layer.name is None:
-        base = "dropout" if isinstance(layer, Dropout) else "dense"
+        base = {"Dropout": "dropout", "TextVectorization": "text_vectorization"}.get(
+            type(layer).__name__, "dense")
         k, name = 0, base
         while name in taken:
             k += 1

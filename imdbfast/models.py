@@ -25,7 +25,7 @@ from . import metrics as _metrics
 from ._files import write_atomically
 from ._persist import load_model  # noqa: F401 (imdbfast.models.load_model, as before)
 from .callbacks import Callback, CallbackList, History, ProgbarLogger
-from .layers import Dense, Dropout, Input
+from .layers import Dense, Dropout, Input, TextVectorization
 
 
 
@@ -54,7 +54,8 @@ class Sequential:
         if trainable is not True:
             raise ValueError("trainable: freeze layers one by one (layer.trainable = False)")
         self.name = name or "sequential"
-        self.layers: list[Dense | Dropout] = []
+        self.layers: list[Any] = []  # Dense and Dropout, after an optional TextVectorization
+        self._text: TextVectorization | None = None  # the first layer, when it takes strings
         self.seed = _checks.check_seed(seed)
         # The Dropout layers' masks derive from it (saved with the model): from the seed, else
         # drawn once.
@@ -109,8 +110,20 @@ class Sequential:
                                  "an Input must come first, once")
             self._input_dim, self._input = layer.shape[0], layer
             return
+        if isinstance(layer, TextVectorization):
+            if self.layers or self._input_dim is not None:
+                raise ValueError("add: a TextVectorization takes the model's strings: it must be "
+                                 "the first layer (without an Input)")
+            if layer.output_mode == "int":
+                raise ValueError("add: a TextVectorization with output_mode='int' gives token "
+                                 "ids, which need an Embedding layer (not in imdbfast); use "
+                                 "'multi_hot', 'count' or 'tf_idf' before Dense layers")
+            _layers.attach(layer, self, 0, set())
+            self.layers.append(layer)
+            self._text = layer
+            return
         if isinstance(layer, Dropout):
-            if not self.layers or isinstance(self.layers[-1], Dropout):
+            if not self.layers or not isinstance(self.layers[-1], Dense):
                 raise ValueError("add: a Dropout must follow a Dense layer (imdbfast drops a "
                                  "Dense layer's outputs, not the inputs, and one Dropout each)")
             _layers.attach(layer, self, len(self._dense_layers()) - 1,
@@ -120,7 +133,8 @@ class Sequential:
                 self._make_net(self.get_weights())
             return
         if not isinstance(layer, Dense):
-            raise TypeError(f"add: expected an imdbfast.layers.Dense, Dropout or Input, got "
+            raise TypeError(f"add: expected an imdbfast.layers.Dense, Dropout, Input or "
+                            f"TextVectorization, got "
                             f"{layer!r}")
         if layer.input_dim is not None:
             if self.layers:
@@ -150,6 +164,8 @@ class Sequential:
         layer = self.layers.pop()
         layer._model_ref = None
         self._net = None
+        if layer is self._text:
+            self._text, self._input_dim = None, None
         if kept is not None and self._dense_layers() and rebuild:
             self._make_net(kept)
         return layer
@@ -265,6 +281,16 @@ class Sequential:
         if not self._dense_layers():
             raise ValueError(f"Sequential model {self.name} cannot be built because it has no "
                              "layers. Call `model.add(layer)`.")
+        if self._text is not None:
+            # Its vocabulary sets the width; the input itself is strings: (None,) or (None, 1).
+            if input_shape is not None and tuple(input_shape) not in ((None,), (None, 1)):
+                raise ValueError(f"build: this model takes strings (its first layer is "
+                                 f"TextVectorization): input_shape (None,) or none, got "
+                                 f"{input_shape!r}")
+            if not self._text._vocabulary_set:
+                raise ValueError("build: adapt the TextVectorization layer first (or give it "
+                                 "vocabulary=): its vocabulary sets the Dense layers' input width")
+            input_shape, self._input_dim = None, self._text.output_width
         dim = _input_dim_arg(input_shape) if input_shape is not None else self._input_dim
         if dim is None:
             raise ValueError("build: the input dimension is unknown; give the first layer "
@@ -298,8 +324,9 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Dense):
                 layers.append(layer._spec())
-            elif i + 1 < len(self.layers):  # (a last Dropout: the identity for inference; fit
-                layers[-1].update(layer._spec(self._dropout_seed))  # refuses it)
+            elif isinstance(layer, Dropout) and i + 1 < len(self.layers):
+                # (a last Dropout: the identity for inference; fit refuses it)
+                layers[-1].update(layer._spec(self._dropout_seed))
         return {"input_dim": self._input_dim, "layers": layers,
                 "loss": self._core_loss(), "optimizer": opt._spec()}
 
