@@ -590,9 +590,15 @@ class Sequential:
         """Probabilities for raw review strings: each is encoded as the training data was
         (``self.text_encoding``, recorded by fit from load_data's output, else load_data's
         defaults with the model's input dimension as num_words) with ``word_index`` (else the
-        model's own, else Keras's word index found as load_data finds its file)."""
+        model's own, else Keras's word index found as load_data finds its file). A model that
+        starts with TextVectorization reads the strings itself (no word index)."""
         from .datasets import imdb
 
+        if self._text is not None:
+            if word_index is not None:
+                raise ValueError("predict_texts: this model's TextVectorization has its own "
+                                 "vocabulary; word_index does not apply")
+            return self.predict(texts, verbose=0, threads=threads)
         self._require_built("predict_texts")
         enc = dict(self.text_encoding or {}, num_words=self._input_dim)  # (else its defaults)
         x = imdb.texts_to_sequences(texts, word_index or self.word_index, **enc)
