@@ -21,12 +21,21 @@ namespace imdbfast {
 
 TermTable::TermTable() : off_{0}, slots_(64, Slot{0, -1}) {}
 
-uint64_t TermTable::hash_of(std::string_view s) {
+void TermTable::grow() {
+    std::vector<Slot> slots(slots_.size() * 2, Slot{0, -1});
+    const uint64_t mask = slots.size() - 1;
+    for (int64_t i = 0; i < size(); ++i) {
+        uint64_t p = hash_[i] & mask;
+        while (slots[p].id >= 0) p = (p + 1) & mask;
+        slots[p] = Slot{hash_[i], i};
+    }
+    slots_.swap(slots);
+}
+
+uint64_t TermHash::piece(const char* p, size_t n) {
     // Eight bytes at a time through a multiply-xorshift mix, the last (partial) word read as
-    // the final eight bytes or, for short terms, two overlapping four-byte words: fixed-size
+    // the final eight bytes or, for short pieces, two overlapping four-byte words: fixed-size
     // loads, no call. The hash only places terms in the table (it never decides an order).
-    const char* p = s.data();
-    const size_t n = s.size();
     auto load64 = [](const char* q) { uint64_t w; std::memcpy(&w, q, 8); return w; };
     auto load32 = [](const char* q) { uint32_t w; std::memcpy(&w, q, 4); return uint64_t{w}; };
     auto mix = [](uint64_t h, uint64_t w) {
@@ -48,58 +57,33 @@ uint64_t TermTable::hash_of(std::string_view s) {
     return h ^ (h >> 31);
 }
 
-void TermTable::grow() {
-    std::vector<Slot> slots(slots_.size() * 2, Slot{0, -1});
-    const uint64_t mask = slots.size() - 1;
-    for (int64_t i = 0; i < size(); ++i) {
-        uint64_t p = hash_[i] & mask;
-        while (slots[p].id >= 0) p = (p + 1) & mask;
-        slots[p] = Slot{hash_[i], i};
-    }
-    slots_.swap(slots);
-}
-
-int64_t TermTable::find(std::string_view s, uint64_t h) const {
-    const uint64_t mask = slots_.size() - 1;
-    for (uint64_t p = h & mask;; p = (p + 1) & mask) {
-        const Slot& q = slots_[p];
-        if (q.id < 0) return -1;
-        if (q.hash == h && term(q.id) == s) return q.id;
-    }
-}
-
-int64_t TermTable::insert(std::string_view s, uint64_t h, bool& added) {
-    const uint64_t mask = slots_.size() - 1;
-    uint64_t p = h & mask;
-    for (;; p = (p + 1) & mask) {
-        const Slot& q = slots_[p];
-        if (q.id < 0) break;
-        if (q.hash == h && term(q.id) == s) {
-            added = false;
-            return q.id;
+std::pair<uint64_t, int> TermHash::token(const char* p, size_t n) {
+    const void* sp = std::memchr(p, ' ', n);
+    if (!sp) return {piece(p, n), 1};  // (whitespace-split tokens hold no space)
+    TermHash t;
+    size_t b = 0;
+    for (size_t i = 0; i <= n; ++i)
+        if (i == n || p[i] == ' ') {
+            t.add({piece(p + b, i - b), 1});
+            b = i + 1;
         }
-    }
-    const int64_t id = size();
-    bytes_.append(s.data(), s.size());
-    off_.push_back(static_cast<int64_t>(bytes_.size()));
-    hash_.push_back(h);
-    slots_[p] = Slot{h, id};
-    if (static_cast<uint64_t>(size()) * 2 > slots_.size()) grow();
-    added = true;
-    return id;
+    int pieces = 1;
+    for (size_t i = 0; i < n; ++i) pieces += p[i] == ' ';
+    return {t.h, pieces};
+}
+
+uint64_t TermTable::hash_of(std::string_view s) {
+    TermHash t;
+    t.add(TermHash::token(s.data(), s.size()));
+    return TermHash::done(t.h);
 }
 
 TermIndex::TermIndex(const std::vector<std::string>& terms, int64_t first) : first_(first) {
     for (const std::string& t : terms) {
         bool added = false;
-        table_.insert(t, TermTable::hash_of(t), added);
+        table_.insert(ViewKey{t, TermTable::hash_of(t)}, added);
         if (!added) throw std::invalid_argument("vocabulary: the term '" + t + "' appears twice");
     }
-}
-
-int64_t TermIndex::find(std::string_view s) const {
-    const int64_t i = table_.find(s, TermTable::hash_of(s));
-    return i < 0 ? -1 : first_ + i;
 }
 
 namespace cpu {
@@ -118,10 +102,12 @@ const TextBytes kText;
 
 // One thread's buffers for turning texts into terms.
 struct TermMaker {
-    std::string text, gram;
+    std::string text;
     std::vector<std::pair<int64_t, int64_t>> tokens;  // [begin, end) in text
+    std::vector<std::pair<uint64_t, int>> token_hash;  // TermHash::token of each
 
-    // Calls f(term) for each term of s, in Keras's order.
+    // Calls f(TokenKey) for each term of s, in Keras's order: the widths in turn, each
+    // n-gram from the first token on. The keys point into this object's buffers.
     template <class F>
     void terms(const char* s, int64_t n, const TextRules& r, F&& f) {
         text.resize(static_cast<size_t>(n));
@@ -153,29 +139,21 @@ struct TermMaker {
                 i = e;
             }
         }
-        auto token = [&](size_t k) {
-            return std::string_view(text.data() + tokens[k].first,
-                                    static_cast<size_t>(tokens[k].second - tokens[k].first));
+        token_hash.resize(tokens.size());
+        for (size_t k = 0; k < tokens.size(); ++k)
+            token_hash[k] = TermHash::token(text.data() + tokens[k].first,
+                                            static_cast<size_t>(tokens[k].second - tokens[k].first));
+        auto key = [&](size_t k, int w) {
+            TermHash h;
+            for (int j = 0; j < w; ++j) h.add(token_hash[k + j]);
+            return TokenKey{text.data(), tokens.data() + k, w, TermHash::done(h.h)};
         };
         if (r.ngrams.empty()) {
-            for (size_t k = 0; k < tokens.size(); ++k) f(token(k));
+            for (size_t k = 0; k < tokens.size(); ++k) f(key(k, 1));
             return;
         }
-        for (int w : r.ngrams) {
-            const size_t W = static_cast<size_t>(w);
-            for (size_t k = 0; k + W <= tokens.size(); ++k) {
-                if (W == 1) {
-                    f(token(k));
-                    continue;
-                }
-                gram.assign(token(k));
-                for (size_t j = 1; j < W; ++j) {
-                    gram.push_back(' ');
-                    gram.append(token(k + j));
-                }
-                f(std::string_view(gram));
-            }
-        }
+        for (int w : r.ngrams)
+            for (size_t k = 0; k + static_cast<size_t>(w) <= tokens.size(); ++k) f(key(k, w));
     }
 };
 
@@ -238,9 +216,10 @@ struct Counted {
         }
     }
 
-    void add(std::string_view s, uint64_t h, int64_t n, int64_t d, int64_t doc) {
+    template <class Key>
+    void add(const Key& key, int64_t n, int64_t d, int64_t doc) {
         bool added = false;
-        const int64_t i = table.insert(s, h, added);
+        const int64_t i = table.insert(key, added);
         if (added) c.emplace_back();
         Count& e = c[i];
         e.count += n;
@@ -262,24 +241,12 @@ TermCounts count_terms(const Texts& x, const TextRules& rules,
     over_blocks(x, nt, [&](int t, int64_t i0, int64_t i1) {
         TermMaker mk;
         Counted& c = part[t];
-        std::string arena;  // one text's terms, back to back, with their offsets and hashes
-        std::vector<int64_t> off;
-        std::vector<uint64_t> hashes;
+        std::vector<TokenKey> keys;  // one text's terms
         for (int64_t i = i0; i < i1; ++i) {
-            arena.clear();
-            off.assign(1, 0);
-            hashes.clear();
-            mk.terms(x.data[i], x.lengths[i], rules, [&](std::string_view s) {
-                arena.append(s);
-                off.push_back(static_cast<int64_t>(arena.size()));
-                hashes.push_back(TermTable::hash_of(s));
-            });
-            c.add_stream(static_cast<int64_t>(hashes.size()), [&](int64_t j) { return hashes[j]; },
-                         [&](int64_t j) {
-                             c.add(std::string_view(arena.data() + off[j],
-                                                    static_cast<size_t>(off[j + 1] - off[j])),
-                                   hashes[j], 1, 0, i);
-                         });
+            keys.clear();
+            mk.terms(x.data[i], x.lengths[i], rules, [&](const TokenKey& k) { keys.push_back(k); });
+            c.add_stream(static_cast<int64_t>(keys.size()), [&](int64_t j) { return keys[j].hash; },
+                         [&](int64_t j) { c.add(keys[j], 1, 0, i); });
         }
     });
     // Merge: thread t gathers the terms whose hash falls in its share from every block's table.
@@ -298,7 +265,8 @@ TermCounts count_terms(const Texts& x, const TextRules& rules,
                 m.add_stream(static_cast<int64_t>(mine.size()),
                              [&](int64_t j) { return p.table.hash(mine[j]); }, [&](int64_t j) {
                                  const int64_t i = mine[j];
-                                 m.add(p.table.term(i), p.table.hash(i), p.c[i].count, p.c[i].docs, -1);
+                                 m.add(ViewKey{p.table.term(i), p.table.hash(i)}, p.c[i].count,
+                                       p.c[i].docs, -1);
                              });
             }
         });
@@ -359,8 +327,8 @@ std::vector<int64_t> texts_to_ids(int64_t& L, const Texts& x, const TextRules& r
         TermMaker mk;
         std::vector<int64_t>& out = ids[t];
         for (int64_t i = i0; i < i1; ++i) {
-            mk.terms(x.data[i], x.lengths[i], rules, [&](std::string_view s) {
-                const int64_t id = s.empty() ? 0 : index.find(s);
+            mk.terms(x.data[i], x.lengths[i], rules, [&](const TokenKey& k) {
+                const int64_t id = k.size() == 0 ? 0 : index.find(k);
                 out.push_back(id < 0 ? oov : id);
             });
             offsets[i + 1] = static_cast<int64_t>(out.size());
@@ -401,9 +369,9 @@ CSR texts_to_bag(const Texts& x, const TextRules& rules, const TermIndex& index,
         Part& p = part[t];
         for (int64_t i = i0; i < i1; ++i) {
             row.clear();
-            mk.terms(x.data[i], x.lengths[i], rules, [&](std::string_view s) {
-                if (s.empty()) return;
-                const int64_t id = index.find(s);
+            mk.terms(x.data[i], x.lengths[i], rules, [&](const TokenKey& k) {
+                if (k.size() == 0) return;
+                const int64_t id = index.find(k);
                 const int32_t col = static_cast<int32_t>(id < 0 ? oov : id);
                 if (count[col]++ == 0) row.push_back(col);
             });

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kernels.h"
@@ -33,19 +35,90 @@ struct Texts {
     int64_t n = 0;
 };
 
+// A term to look up or count: bytes (ViewKey), or n consecutive tokens of a text joined by
+// single spaces (TokenKey: n-grams are never copied out), with the term's hash.
+struct ViewKey {
+    std::string_view s;
+    uint64_t hash;
+    size_t size() const { return s.size(); }
+    bool equals(std::string_view t) const { return t == s; }
+    void append_to(std::string& out) const { out.append(s); }
+};
+
+struct TokenKey {
+    const char* text;                             // the standardised text
+    const std::pair<int64_t, int64_t>* tokens;    // [begin, end) of each token in it
+    int n;
+    uint64_t hash;
+    size_t size() const {
+        int64_t b = n - 1;
+        for (int j = 0; j < n; ++j) b += tokens[j].second - tokens[j].first;
+        return static_cast<size_t>(b);
+    }
+    bool equals(std::string_view t) const {
+        if (t.size() != size()) return false;
+        size_t at = 0;
+        for (int j = 0; j < n; ++j) {
+            const size_t len = static_cast<size_t>(tokens[j].second - tokens[j].first);
+            if (j > 0 && t[at++] != ' ') return false;
+            if (std::memcmp(t.data() + at, text + tokens[j].first, len) != 0) return false;
+            at += len;
+        }
+        return true;
+    }
+    void append_to(std::string& out) const {
+        for (int j = 0; j < n; ++j) {
+            if (j > 0) out.push_back(' ');
+            out.append(text + tokens[j].first, static_cast<size_t>(tokens[j].second - tokens[j].first));
+        }
+    }
+};
+
 // Distinct terms, each once: ids 0, 1, ... in insertion order. Open addressing on a 64-bit hash;
 // the terms' bytes are stored back to back.
 class TermTable {
    public:
     TermTable();
     // The term's id, adding it when absent (then added is set).
-    int64_t insert(std::string_view s, uint64_t h, bool& added);
-    int64_t find(std::string_view s, uint64_t h) const;  // -1 when absent
+    template <class Key>
+    int64_t insert(const Key& k, bool& added) {
+        const uint64_t mask = slots_.size() - 1;
+        uint64_t p = k.hash & mask;
+        for (;; p = (p + 1) & mask) {
+            const Slot& q = slots_[p];
+            if (q.id < 0) break;
+            if (q.hash == k.hash && k.equals(term(q.id))) {
+                added = false;
+                return q.id;
+            }
+        }
+        const int64_t id = size();
+        k.append_to(bytes_);
+        off_.push_back(static_cast<int64_t>(bytes_.size()));
+        hash_.push_back(k.hash);
+        slots_[p] = Slot{k.hash, id};
+        if (static_cast<uint64_t>(size()) * 2 > slots_.size()) grow();  // at most half full
+        added = true;
+        return id;
+    }
+    template <class Key>
+    int64_t find(const Key& k) const {  // -1 when absent
+        const uint64_t mask = slots_.size() - 1;
+        for (uint64_t p = k.hash & mask;; p = (p + 1) & mask) {
+            const Slot& q = slots_[p];
+            if (q.id < 0) return -1;
+            if (q.hash == k.hash && k.equals(term(q.id))) return q.id;
+        }
+    }
     int64_t size() const { return static_cast<int64_t>(hash_.size()); }
     std::string_view term(int64_t i) const {
         return std::string_view(bytes_.data() + off_[i], static_cast<size_t>(off_[i + 1] - off_[i]));
     }
     uint64_t hash(int64_t i) const { return hash_[i]; }
+
+    // A term's hash, from its bytes. Defined piece by piece (the pieces between spaces) so that
+    // an n-gram's hash follows from its tokens' (TermHash): a polynomial in the pieces' hashes,
+    // then a final mix.
     static uint64_t hash_of(std::string_view s);
 
     // Prefetching for a stream of terms (the table is far larger than the caches): the slot
@@ -72,6 +145,25 @@ class TermTable {
                                   // the id, so a probe rarely touches a term's bytes
 };
 
+// The hash of a term, built as TermTable::hash_of defines it: start(); add(token) for each
+// token joined by a space; done().
+struct TermHash {
+    static constexpr uint64_t kBase = 0x100000001B3ull;  // odd: the polynomial's base
+    uint64_t h = 0;
+    // A token's own polynomial value and piece count (a token may hold spaces: split=None).
+    static std::pair<uint64_t, int> token(const char* p, size_t n);
+    static uint64_t piece(const char* p, size_t n);
+    void add(const std::pair<uint64_t, int>& t) {
+        for (int j = 0; j < t.second; ++j) h *= kBase;
+        h += t.first;
+    }
+    static uint64_t done(uint64_t h) {
+        h ^= h >> 32;
+        h *= 0xD6E8FEB86659FD93ull;
+        return h ^ (h >> 32);
+    }
+};
+
 // adapt's result: terms in Keras's vocabulary order (count descending, then the bytes
 // descending), their counts (occurrences) and document counts, and the number of documents.
 struct TermCounts {
@@ -84,7 +176,11 @@ struct TermCounts {
 class TermIndex {
    public:
     TermIndex(const std::vector<std::string>& terms, int64_t first);
-    int64_t find(std::string_view s) const;  // -1 when absent
+    template <class Key>
+    int64_t find(const Key& k) const {  // -1 when absent
+        const int64_t i = table_.find(k);
+        return i < 0 ? -1 : first_ + i;
+    }
     int64_t size() const { return table_.size(); }
 
    private:
