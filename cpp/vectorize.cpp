@@ -1,6 +1,7 @@
-// vectorize.cpp: TextVectorization's terms, counts and lookups (see vectorize.h). Every loop over
-// texts gives each thread a contiguous block of texts and joins the blocks in text order, and
-// counts are integers: results do not depend on the thread count.
+// vectorize.cpp: TextVectorization's terms, counts and lookups (see vectorize.h). Lookups give
+// each thread a contiguous block of texts and join the blocks in text order; counting gives each
+// thread a share of the terms (by hash) over all texts; counts are integers: results do not
+// depend on the thread count.
 #include "vectorize.h"
 
 #include <algorithm>
@@ -216,16 +217,15 @@ struct Counted {
         }
     }
 
+    // One occurrence of the term in text `doc` (texts come in order).
     template <class Key>
-    void add(const Key& key, int64_t n, int64_t d, int64_t doc) {
+    void add(const Key& key, int64_t doc) {
         bool added = false;
         const int64_t i = table.insert(key, added);
         if (added) c.emplace_back();
         Count& e = c[i];
-        e.count += n;
-        if (doc < 0) {
-            e.docs += d;
-        } else if (e.last != doc) {
+        ++e.count;
+        if (e.last != doc) {
             e.last = doc;
             ++e.docs;
         }
@@ -236,42 +236,25 @@ struct Counted {
 
 TermCounts count_terms(const Texts& x, const TextRules& rules,
                        const std::vector<std::string>& exclude, int64_t keep, int threads) {
+    // Each thread reads every text and counts the terms whose hash falls in its share: no
+    // merge, and each distinct term is in one table only (the tables fill the memory, not the
+    // tokenising, which is cheap next to them).
     const int nt = text_threads(x, threads);
-    std::vector<Counted> part(static_cast<size_t>(nt));
-    over_blocks(x, nt, [&](int t, int64_t i0, int64_t i1) {
+    std::vector<Counted> merged(static_cast<size_t>(nt));
+    over_blocks(Texts{x.data, x.lengths, nt}, nt, [&](int t, int64_t, int64_t) {
         TermMaker mk;
-        Counted& c = part[t];
-        std::vector<TokenKey> keys;  // one text's terms
-        for (int64_t i = i0; i < i1; ++i) {
+        Counted& c = merged[t];
+        std::vector<TokenKey> keys;  // one text's terms in this thread's share
+        for (int64_t i = 0; i < x.n; ++i) {
             keys.clear();
-            mk.terms(x.data[i], x.lengths[i], rules, [&](const TokenKey& k) { keys.push_back(k); });
+            mk.terms(x.data[i], x.lengths[i], rules, [&](const TokenKey& k) {
+                if (nt == 1 || static_cast<int>((k.hash >> 40) % static_cast<uint64_t>(nt)) == t)
+                    keys.push_back(k);
+            });
             c.add_stream(static_cast<int64_t>(keys.size()), [&](int64_t j) { return keys[j].hash; },
-                         [&](int64_t j) { c.add(keys[j], 1, 0, i); });
+                         [&](int64_t j) { c.add(keys[j], i); });
         }
     });
-    // Merge: thread t gathers the terms whose hash falls in its share from every block's table.
-    std::vector<Counted> merged(static_cast<size_t>(nt));
-    if (nt == 1) {
-        merged[0] = std::move(part[0]);
-    } else {
-        over_blocks(Texts{nullptr, nullptr, nt}, nt, [&](int t, int64_t, int64_t) {
-            std::vector<int64_t> mine;  // the ids of this thread's share of each block's table
-            for (const Counted& p : part) {
-                mine.clear();
-                for (int64_t i = 0; i < p.table.size(); ++i)
-                    if (static_cast<int>((p.table.hash(i) >> 40) % static_cast<uint64_t>(nt)) == t)
-                        mine.push_back(i);
-                Counted& m = merged[t];
-                m.add_stream(static_cast<int64_t>(mine.size()),
-                             [&](int64_t j) { return p.table.hash(mine[j]); }, [&](int64_t j) {
-                                 const int64_t i = mine[j];
-                                 m.add(ViewKey{p.table.term(i), p.table.hash(i)}, p.c[i].count,
-                                       p.c[i].docs, -1);
-                             });
-            }
-        });
-        part.clear();
-    }
     struct Ref {
         int64_t count;
         std::string_view term;
