@@ -94,6 +94,25 @@ def test_archives_of_every_tar_format_read_as_the_folder(tmp_path, fmt, mode):
     assert imdb.read_aclimdb(archive, "test")[0] == want[1][0]
 
 
+def test_the_archive_stream_skips_unsup_and_reads_multi_member_gzip(tmp_path):
+    root = make_acl(tmp_path / "src")
+    make_acl(tmp_path / "src", split="test")
+    make_acl(tmp_path / "src", files={"unsup": {"0_0.txt": "unlabelled " * 1000}})
+    import gzip
+    import io
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(root / "aclImdb", arcname="aclImdb")
+    raw = buf.getvalue()
+    # two gzip members (as `cat a.gz b.gz` makes), cut mid-tar-block
+    (tmp_path / "two.tar.gz").write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    train, test = imdb.read_aclimdb_splits(tmp_path / "two.tar.gz")
+    want = imdb.read_aclimdb_splits(root)
+    assert train[0] == want[0][0] and test[0] == want[1][0]
+    assert not any("unlabelled" in t for t in train[0])
+
+
 def test_a_truncated_or_corrupt_archive_is_refused(tmp_path):
     root = make_acl(tmp_path / "src")
     archive = tmp_path / "acl.tar.gz"
