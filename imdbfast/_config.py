@@ -17,12 +17,19 @@ def _wrap(class_name: str, config: dict, **extra: Any) -> dict:
 def model_config(model: Any) -> dict:
     dims = model._dims() if model._input_dim is not None else None
     layers = []
-    if dims is not None and model._text is None:  # (a text model's input is strings)
+    if model._text is not None:  # Keras's input of strings, one per row
+        layers.append(_wrap("InputLayer", {"batch_shape": [None, 1], "dtype": "string",
+                                           "sparse": False, "ragged": False,
+                                           "name": "input_layer", "optional": False}))
+    elif dims is not None:
         layers.append(_wrap("InputLayer", {**model._input.get_config(),
                                            "batch_shape": [None, dims[0]]}))
     for layer in model.layers:
-        built = dims is not None and isinstance(layer, Dense)  # (Keras: none for a Dropout)
-        extra = {"build_config": {"input_shape": [None, dims[layer._index]]}} if built else {}
+        extra = {}
+        if dims is not None and isinstance(layer, Dense):  # (Keras: none for a Dropout)
+            extra = {"build_config": {"input_shape": [None, dims[layer._index]]}}
+        elif layer is model._text:
+            extra = {"build_config": {"input_shape": [None, 1]}}
         layers.append(_wrap(type(layer).__name__, layer.get_config(), **extra))
     config = {"name": model.name, "trainable": True, "dtype": "float32", "layers": layers}
     if dims is not None and model._text is None:
@@ -48,6 +55,8 @@ def layers_from_config(config: dict) -> list:
         if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
             raise ValueError(f"from_config: layer {i} is not a Keras layer config")
         cls, cfg = entry.get("class_name"), dict(entry["config"])
+        if cls == "InputLayer" and cfg.get("dtype") == "string":
+            continue  # (strings: the TextVectorization after it takes them)
         if cls == "InputLayer":
             shape = cfg.get("batch_shape") or [None] + list(cfg.get("shape") or [])
             out.append(Input(batch_shape=shape, name=cfg.get("name")))
@@ -60,6 +69,7 @@ def layers_from_config(config: dict) -> list:
         else:
             raise ValueError(f"from_config: layer {i} ({cfg.get('name', '?')!r}) is a Keras "
                              f"{cls}; imdbfast models hold Input, TextVectorization, Dense and Dropout layers only")
-    if not any(isinstance(l, Input) for l in out) and config.get("build_input_shape"):
+    if not any(isinstance(l, (Input, TextVectorization)) for l in out) and \
+            config.get("build_input_shape"):
         out.insert(0, Input(batch_shape=config["build_input_shape"]))
     return out

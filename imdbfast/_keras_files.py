@@ -14,6 +14,7 @@ import datetime
 import io
 import json
 import os
+import re
 import zipfile
 from typing import Any
 
@@ -48,11 +49,11 @@ def h5py_module(what: str) -> Any:
 
 def layer_keys(layers: list) -> list[str]:
     """The layers' groups in Keras's files: the class's snake-case name, counted per class
-    (dense, dense_1, ..., dropout, ...), whatever the layers are called."""
+    (dense, dense_1, ..., dropout, text_vectorization, ...), whatever the layers are called."""
     seen: dict[str, int] = {}
     keys = []
     for layer in layers:
-        base = type(layer).__name__.lower()
+        base = re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
         k = seen.get(base, 0)
         seen[base] = k + 1
         keys.append(base if k == 0 else f"{base}_{k}")
@@ -80,8 +81,16 @@ def _write_weights(model: Any, f: Any) -> None:
         weights = model.get_weights() if model.built else None  # (unbuilt: no variables yet)
         layers = h5.create_group("layers")
         for layer, key in zip(model.layers, layer_keys(model.layers)):
-            g = layers.create_group(key).create_group("vars")
+            group = layers.create_group(key)
+            g = group.create_group("vars")
             g.attrs["name"] = layer.name
+            if layer is model._text:  # Keras: the IDF weights, in the layer and its lookup
+                lookup = group.create_group("_lookup_layer").create_group("vars")
+                lookup.attrs["name"] = "string_lookup"
+                if layer._idf is not None:
+                    g.create_dataset("idf_weights", data=layer._idf)
+                    lookup.create_dataset("idf_weights", data=layer._idf)
+                continue
             if weights is not None and not isinstance(layer, Dropout):
                 g.create_dataset("0", data=weights[2 * layer._index])
                 g.create_dataset("1", data=weights[2 * layer._index + 1])
@@ -110,16 +119,21 @@ def compile_config(model: Any) -> dict | None:
             "jit_compile": False}
 
 
-def _no_text_layer(model: Any, what: str) -> None:
-    if model._text is not None:
-        raise ValueError(f"{what}: Keras's files for a model that starts with TextVectorization "
-                         "(its vocabulary as Keras assets) are not written by imdbfast; save to "
-                         "imdbfast's format instead (model.save('model.npz')), which keeps the "
-                         "vocabulary and IDF weights")
+# Where Keras 3 keeps a TextVectorization's vocabulary in a .keras file (also under its inner
+# StringLookup, "_lookup_layer"), one term per line, the special tokens first.
+_TEXT_ASSETS = ("assets/layers/{key}/vocabulary.txt", "assets/layers/{key}/_lookup_layer/vocabulary.txt")
+
+
+def _text_assets(model: Any) -> dict[str, bytes]:
+    text = model._text
+    if text is None or text._input_vocabulary is not None or not text._vocabulary_set:
+        return {}  # (Keras: a constructor vocabulary travels in the config)
+    key = layer_keys(model.layers)[0]
+    data = "\n".join(text.get_vocabulary()).encode("utf-8")
+    return {a.format(key=key): data for a in _TEXT_ASSETS}
 
 
 def save_keras(model: Any, path: str | os.PathLike) -> None:
-    _no_text_layer(model, "save")
     h5py_module("save")
     weights = io.BytesIO()
     _write_weights(model, weights)
@@ -138,26 +152,30 @@ def save_keras(model: Any, path: str | os.PathLike) -> None:
             z.writestr("metadata.json", json.dumps(metadata))
             z.writestr("config.json", json.dumps(config))
             z.writestr("model.weights.h5", weights.getvalue())
+            for name, data in _text_assets(model).items():
+                z.writestr(name, data)
 
     write_atomically(path, write, "save")
 
 
 def save_weights(model: Any, path: str | os.PathLike) -> None:
-    _no_text_layer(model, "save_weights")
     model._require_built("save_weights")
     h5py_module("save_weights")
     write_atomically(path, lambda f: _write_weights(model, f), "save_weights")
 
 
 # ---- reading ---------------------------------------------------------------------------------
-def _read_zip(path: Any, what: str) -> tuple[dict, bytes]:
+def _read_zip(path: Any, what: str) -> tuple[dict, bytes, dict]:
+    """(config, weights file, {asset name: bytes} of the text vocabularies)."""
     try:
         with open_regular(path, what) as f, zipfile.ZipFile(f) as z:
             names = set(z.namelist())
             if "config.json" not in names or "model.weights.h5" not in names:
                 raise ValueError(f"{what}: {os.fspath(path)!r} is not a Keras 3 .keras file "
                                  "(config.json or model.weights.h5 is missing)")
-            return json.loads(z.read("config.json")), z.read("model.weights.h5")
+            assets = {n: z.read(n) for n in names
+                      if n.startswith("assets/") and n.endswith("/vocabulary.txt")}
+            return json.loads(z.read("config.json")), z.read("model.weights.h5"), assets
     except FileNotFoundError:
         raise ValueError(f"{what}: file not found: {os.fspath(path)!r}") from None
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -207,6 +225,8 @@ def _read_weights(model: Any, h5: Any, where: str, with_optimizer: bool) -> None
     weights = []
     for layer, key in zip(model.layers, layer_keys(model.layers)):
         path = f"layers/{key}/vars"
+        if layer is model._text:  # (its IDF weights come with its vocabulary: load_keras)
+            continue
         if isinstance(layer, Dropout):  # (no variables: Keras writes an empty group)
             if path in h5 and len(h5[path]):
                 raise ValueError(f"{where}: {path!r} holds variables; a Dropout has none")
@@ -269,13 +289,15 @@ def load_keras(path: str | os.PathLike, device: str, compile: bool = True) -> An
     from .models import Sequential
 
     where = f"load_model: {os.fspath(path)!r}"
-    config, weights = _read_zip(path, "load_model")
+    config, weights, assets = _read_zip(path, "load_model")
     if config.get("class_name") != "Sequential":
         raise ValueError(f"{where}: a Keras {config.get('class_name')!r} model; imdbfast reads "
                          "Sequential models of Dense layers")
     model = Sequential.from_config(config.get("config") or {}, device=device)
+    if model._text is not None:
+        _restore_text(model, weights, assets, where)
     shape = (config.get("build_config") or {}).get("input_shape")
-    if not model.built and shape is not None:
+    if not model.built and shape is not None and (model._text is None or model._text._vocabulary_set):
         model.build(shape)
     cc = config.get("compile_config")
     if compile and cc:
@@ -288,6 +310,37 @@ def load_keras(path: str | os.PathLike, device: str, compile: bool = True) -> An
     return model
 
 
+def _restore_text(model: Any, weights: bytes, assets: dict, where: str) -> None:
+    """A TextVectorization's vocabulary (assets) and IDF weights (its variables), as Keras
+    saved them; nothing when its config carried the vocabulary."""
+    text = model._text
+    key = layer_keys(model.layers)[0]
+    data = next((assets[a.format(key=key)] for a in _TEXT_ASSETS if a.format(key=key) in assets), None)
+    if data is None:
+        return
+    try:
+        vocab = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: the TextVectorization vocabulary is not UTF-8 ({e})") from None
+    special = text.get_vocabulary()[:text._reserved]  # (what the file's first lines must be)
+    if vocab[:len(special)] != special:
+        raise ValueError(f"{where}: the TextVectorization vocabulary does not start with {special}")
+    idf = None
+    if text.output_mode == "tf_idf":
+        h5py = h5py_module("load_model")
+        with h5py.File(io.BytesIO(weights), "r") as h5:
+            path = f"layers/{key}/vars/idf_weights"
+            if path not in h5:
+                path = f"layers/{key}/_lookup_layer/vars/idf_weights"
+            if path not in h5:
+                raise ValueError(f"{where}: the TextVectorization's idf_weights are missing")
+            idf = np.asarray(h5[path], dtype=np.float32)
+    try:
+        text._restore(vocab[len(special):], idf)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
 def load_weights(model: Any, path: str | os.PathLike) -> None:
     """Weights (and, when compiled, optimizer state) from a .weights.h5 or .keras file."""
     model._require_built("load_weights")
@@ -295,7 +348,7 @@ def load_weights(model: Any, path: str | os.PathLike) -> None:
     p = os.fspath(path)
     h5py = h5py_module("load_weights")
     if p.endswith(".keras"):
-        _, data = _read_zip(path, "load_weights")
+        _, data, _ = _read_zip(path, "load_weights")
         source: Any = io.BytesIO(data)
     else:
         with open_regular(path, "load_weights") as f:

@@ -214,7 +214,7 @@ class Sequential:
     def input_shape(self) -> tuple:
         if self._input_dim is None:
             raise AttributeError(f"Sequential model '{self.name}' has no defined input shape yet.")
-        return (None, self._input_dim)
+        return (None, 1) if self._text is not None else (None, self._input_dim)  # (strings)
 
     @property
     def output_shape(self) -> tuple:

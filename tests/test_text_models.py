@@ -4,6 +4,7 @@ vocabulary, and the errors of such a model."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -82,10 +83,43 @@ def test_save_load_and_pickle_keep_the_vocabulary_and_idf(rng, tmp_path):
     again = pickle.loads(pickle.dumps(m))
     np.testing.assert_array_equal(again.predict(texts, verbose=0), want)
     again.fit(texts, y, epochs=1, verbose=0)  # and it trains on
-    with pytest.raises(ValueError, match="imdbfast's format"):
-        m.save(tmp_path / "m.keras")
-    with pytest.raises(ValueError, match="imdbfast's format"):
+
+
+def test_keras_files_of_a_text_model_round_trip(rng, tmp_path):
+    pytest.importorskip("h5py")
+    texts, y = corpus(rng)
+    for mode in ("multi_hot", "tf_idf"):
+        tv = layers.TextVectorization(max_tokens=80, output_mode=mode, ngrams=2)
+        tv.adapt(texts)
+        m = text_model(tv, seed=4)
+        m.fit(texts, y, epochs=2, verbose=0)
+        m.save(tmp_path / "m.keras")  # the vocabulary as Keras's assets, the IDF as variables
+        back = imdbfast.load_model(tmp_path / "m.keras")
+        assert back.layers[0].get_vocabulary() == tv.get_vocabulary()
+        np.testing.assert_array_equal(back.predict(texts, verbose=0), m.predict(texts, verbose=0))
         m.save_weights(tmp_path / "m.weights.h5")
+        fresh = text_model(layers.TextVectorization.from_config(tv.get_config()), seed=9)
+        fresh.layers[0].set_vocabulary(tv.get_vocabulary(), tv.idf_weights[1:] if mode == "tf_idf" else None)
+        fresh.build()
+        fresh.load_weights(tmp_path / "m.weights.h5")
+        for a, b in zip(fresh.get_weights(), m.get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_loads_a_text_model_keras_saved():
+    # tests/data/keras_text_model.keras: TextVectorization(tf_idf, bigrams) -> Dense -> Dropout
+    # -> Dense, saved by Keras 3.15 (tests/data/make_text_vectorization_fixture.py)
+    pytest.importorskip("h5py")
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    want = json.loads((data / "keras_text_vectorization.json").read_text(encoding="utf-8"))["model"]
+    m = imdbfast.load_model(data / "keras_text_model.keras")
+    assert isinstance(m.layers[0], layers.TextVectorization) and m.layers[0].output_mode == "tf_idf"
+    # float32 sums of a few products in another order than Keras's: within 1e-6, as the other
+    # Keras-file tests (test_keras_port.KERAS_ATOL)
+    np.testing.assert_allclose(m.predict(want["texts"], verbose=0).ravel(), want["predictions"],
+                               atol=1e-6, rtol=0)
 
 
 def test_what_a_text_model_refuses(rng):
@@ -110,3 +144,40 @@ def test_what_a_text_model_refuses(rng):
     assert not m.built  # nothing was built by refused calls... until a good one
     m.predict(texts[:3], verbose=0)
     assert m.built
+
+
+_KERAS_LOADS = r"""
+import json, os, sys
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras, tensorflow as tf
+m = keras.models.load_model(sys.argv[1])
+texts = json.load(open(sys.argv[2]))
+print(json.dumps({"vocabulary": [str(t) for t in m.layers[0].get_vocabulary()],
+                  "predictions": m(tf.constant([[t] for t in texts])).numpy().ravel().tolist()}))
+"""
+
+
+def test_keras_loads_a_text_model_imdbfast_saved(rng, tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    exe = os.environ.get("IMDBFAST_KERAS_PYTHON")
+    if not exe or not Path(exe).exists():
+        pytest.skip("IMDBFAST_KERAS_PYTHON does not name a Python with Keras 3 and TensorFlow")
+    pytest.importorskip("h5py")
+    texts, y = corpus(rng)
+    tv = layers.TextVectorization(max_tokens=80, output_mode="tf_idf", ngrams=2)
+    tv.adapt(texts)
+    m = text_model(tv, seed=5)
+    m.fit(texts, y, epochs=2, verbose=0)
+    m.save(tmp_path / "m.keras")
+    (tmp_path / "texts.json").write_text(json.dumps(texts[:50]))
+    r = subprocess.run([exe, "-c", _KERAS_LOADS, str(tmp_path / "m.keras"), str(tmp_path / "texts.json")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["vocabulary"] == tv.get_vocabulary()
+    np.testing.assert_allclose(out["predictions"], m.predict(texts[:50], verbose=0).ravel(),
+                               atol=1e-6, rtol=0)  # (as test_loads_a_text_model_keras_saved)

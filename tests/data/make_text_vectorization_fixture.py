@@ -1,6 +1,7 @@
 """Writes tests/data/keras_text_vectorization.json: Keras 3's TextVectorization (TensorFlow ops)
 on hostile synthetic texts, for each configuration in CASES, and the texts themselves, so that
-tests/test_text_vectorization.py compares imdbfast with Keras without Keras installed.
+tests/test_text_vectorization.py compares imdbfast with Keras without Keras installed; and
+tests/data/keras_text_model.keras, a small text model Keras saved, with its predictions.
 
     pip install tensorflow-cpu keras        # Keras 3 with its TensorFlow text ops
     python tests/data/make_text_vectorization_fixture.py [OUT.json] [--texts FILE.json]
@@ -97,6 +98,29 @@ def run(texts: list[str]) -> list[dict]:
     return results
 
 
+def save_model(texts: list[str], path: str) -> dict:
+    """A small text model saved by Keras (its vocabulary as assets, its IDF weights as
+    variables), and its predictions, for load_model's test."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    tv = layers.TextVectorization(max_tokens=60, ngrams=2, output_mode="tf_idf")
+    tv.adapt(np.array(texts, dtype=object))
+    # Untrained (Keras 3.15 cannot fit a model holding the string layer, and the weights'
+    # values do not matter here): glorot-uniform kernels, zero biases, from the seed.
+    model = keras.Sequential([keras.Input(shape=(1,), dtype="string"), tv,
+                              layers.Dense(8, activation="relu"), layers.Dropout(0.5),
+                              layers.Dense(1, activation="sigmoid")])
+    model.compile("rmsprop", "binary_crossentropy", ["accuracy"])
+    model.save(path)
+    probe = texts[:20]
+    return {"texts": probe,
+            "predictions": model(tf.constant([[t] for t in probe])).numpy().ravel().tolist()}
+
+
 def main() -> None:
     args = sys.argv[1:]
     texts = synthetic_texts()
@@ -109,6 +133,8 @@ def main() -> None:
     import keras
 
     doc = {"keras": keras.__version__, "texts": texts, "cases": run(texts)}
+    if "--texts" not in sys.argv:
+        doc["model"] = save_model(texts, os.path.join(os.path.dirname(out), "keras_text_model.keras"))
     with open(out, "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
 
