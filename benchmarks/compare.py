@@ -4,6 +4,8 @@
     IMDBFAST_DATA=../shared/data python benchmarks/compare.py [--threads 2] [--json]
     IMDBFAST_DATA=../shared/data python benchmarks/compare.py --units 512 \
         --frameworks imdbfast,torch-embeddingbag         # chapter 5's bigger model
+    IMDBFAST_DATA=../shared/data python benchmarks/compare.py --workload text [...]
+                                          # raw reviews: benchmarks/compare_text.py's options
 
 Each framework runs the book's workflow in a fresh process (so peak memory is its own): the
 data as load_data(num_words=10000) gives it (the same loader for all, timed separately), the
@@ -260,7 +262,16 @@ def worker(name: str, threads: int, epochs: int) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:3] == ["--workload", "text"]:  # the text workload has its own script
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import compare_text
+
+        sys.argv = [sys.argv[0]] + sys.argv[3:]
+        compare_text.main()
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workload", choices=("book",), default="book",
+                    help="book (this script), or text as the first argument (compare_text.py)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--units", type=int, default=16, help="hidden width (512: chapter 5's bigger model)")

@@ -187,9 +187,13 @@ def test_train_text_on_the_real_reviews_reaches_chapter_elevens_accuracy(tmp_pat
     d = data_dir()
     if d is None or not (d / "aclImdb_v1.tar.gz").exists():
         pytest.skip("the aclImdb archive was not found (IMDBFAST_DATA or ../shared/data)")
-    r = run(["train", "--text", str(d / "aclImdb_v1.tar.gz"), "--json", "--seed", "0"], tmp_path)
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    accs = []
+    for seed in range(5):
+        r = run(["train", "--text", str(d / "aclImdb_v1.tar.gz"), "--json", "--seed", str(seed)],
+                tmp_path)
+        assert r.returncode == 0, r.stderr
+        accs.append(json.loads(r.stdout)["test_accuracy"])
     # bigram multi-hot, Dense(16) + Dropout(0.5), the best of 10 epochs by validation loss:
-    # 0.897-0.902 over seeds 0-4 (docs/PERFORMANCE.md); the book reports 0.904
-    assert out["test_accuracy"] > 0.89
+    # 0.8973-0.9017 over seeds 0-4, mean 0.899 (docs/PERFORMANCE.md); #20's bar is a mean of
+    # 0.895, and any one seed above 0.89
+    assert np.mean(accs) >= 0.895 and min(accs) > 0.89, accs

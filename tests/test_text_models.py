@@ -159,12 +159,12 @@ print(json.dumps({"vocabulary": [str(t) for t in m.layers[0].get_vocabulary()],
 
 
 def test_keras_loads_a_text_model_imdbfast_saved(rng, tmp_path):
-    import os
     import subprocess
-    from pathlib import Path
 
-    exe = os.environ.get("IMDBFAST_KERAS_PYTHON")
-    if not exe or not Path(exe).exists():
+    from test_text_vectorization import _keras_python
+
+    exe = _keras_python()
+    if exe is None:
         pytest.skip("IMDBFAST_KERAS_PYTHON does not name a Python with Keras 3 and TensorFlow")
     pytest.importorskip("h5py")
     texts, y = corpus(rng)

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -336,8 +337,14 @@ def data_dir():
 
 
 def _keras_python() -> str | None:
+    """IMDBFAST_KERAS_PYTHON, else this Python when it has Keras and TensorFlow."""
+    import importlib.util
+
     exe = os.environ.get("IMDBFAST_KERAS_PYTHON")
-    return exe if exe and Path(exe).exists() else None
+    if exe:
+        return exe if Path(exe).exists() else None
+    have = all(importlib.util.find_spec(m) is not None for m in ("keras", "tensorflow"))
+    return sys.executable if have else None
 
 
 @pytest.mark.realdata
