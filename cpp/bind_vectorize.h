@@ -76,9 +76,12 @@ inline void def_vectorize(py::module_& m) {
 
     py::class_<TermIndex, std::shared_ptr<TermIndex>>(m, "TermIndex", "A vocabulary's term -> index lookup.")
         .def(py::init([](const std::vector<std::string>& terms, int64_t first) {
+                 if (first < 0 || first > INT32_MAX - static_cast<int64_t>(terms.size()))
+                     throw py::value_error("first: the indices must lie in [0, 2**31)");
                  return std::make_shared<TermIndex>(terms, first);
              }),
              py::arg("terms"), py::arg("first"))
+        .def_property_readonly("end", &TermIndex::end)
         .def("__len__", &TermIndex::size)
         .def("ids", [](const TermIndex& ix, py::list texts, bool lower, bool strip, int split,
                        std::vector<int> ngrams, int64_t oov, int64_t seq_len, int threads) {
@@ -99,7 +102,8 @@ inline void def_vectorize(py::module_& m) {
                        py::object idf, int threads) {
             const TextRules r = text_rules(lower, strip, split, ngrams);
             if (mode < BAG_MULTI_HOT || mode > BAG_TF_IDF) throw py::value_error("mode: unknown code");
-            if (n_cols < ix.size() || n_cols > INT32_MAX) throw py::value_error("n_cols: out of range");
+            if (n_cols < ix.end() || n_cols > INT32_MAX)
+                throw py::value_error("n_cols: must hold every index of the vocabulary, and fit int32");
             if (oov < 0 || oov >= n_cols) throw py::value_error("oov: outside [0, n_cols)");
             const float* w = nullptr;
             py::array idf_arr;

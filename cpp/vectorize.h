@@ -182,6 +182,7 @@ class TermIndex {
         return i < 0 ? -1 : first_ + i;
     }
     int64_t size() const { return table_.size(); }
+    int64_t end() const { return first_ + table_.size(); }  // one past the largest index
 
    private:
     TermTable table_;

@@ -295,6 +295,35 @@ def test_bad_texts_leave_the_vocabulary_as_it_was(data, exc, match):
         v(data)
 
 
+def test_the_core_checks_its_arguments():
+    from imdbfast import _core
+
+    ix = _core.TermIndex(["a", "b"], 1)
+    assert ix.end == 3 and len(ix) == 2
+    rules = (True, True, 1, [])
+    with pytest.raises(ValueError, match="n_cols"):
+        ix.bag(["a b"], *rules, 0, 2, 0, None)  # index 2 would not fit
+    with pytest.raises(ValueError, match="oov"):
+        ix.bag(["a b"], *rules, 3, 3, 0, None)
+    with pytest.raises(ValueError, match="mode"):
+        ix.bag(["a b"], *rules, 0, 3, 7, None)
+    with pytest.raises(TypeError, match="idf"):
+        ix.bag(["a b"], *rules, 0, 3, 2, np.ones(3))  # float64: not cast
+    with pytest.raises(ValueError, match="idf"):
+        ix.bag(["a b"], *rules, 0, 3, 2, np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="appears twice"):
+        _core.TermIndex(["a", "a"], 0)
+    with pytest.raises(ValueError, match="first"):
+        _core.TermIndex(["a"], -1)
+    with pytest.raises(ValueError, match="split"):
+        _core.count_terms(["a"], True, True, 5, [], [], -1)
+    with pytest.raises(ValueError, match="ngrams"):
+        _core.count_terms(["a"], True, True, 1, [0], [], -1)
+    with pytest.raises(TypeError, match="element 1"):
+        _core.count_terms(["a", b"b"], True, True, 1, [], [], -1)
+    assert ix.bag(["a b", "q"], *rules, 0, 3, 1, None).to_dense().tolist() == [[0, 1, 1], [1, 0, 0]]
+
+
 def test_calling_before_a_vocabulary_exists():
     with pytest.raises(RuntimeError, match="you must set the layer's vocabulary"):
         layers.TextVectorization(output_mode="multi_hot")(["a"])
