@@ -88,15 +88,18 @@ void texts_to_sequences(std::vector<int32_t>& tokens, std::vector<int64_t>& offs
 #pragma omp parallel num_threads(nt) if (nt > 1)
         errors.guard([&] {
 #ifdef IMDBFAST_HAVE_OPENMP
-            const int t = omp_get_thread_num();
+            const int first = omp_get_thread_num(), team = omp_get_num_threads();
 #else
-            const int t = 0;
+            const int first = 0, team = 1;
 #endif
             std::string word;
-            std::vector<int32_t>& out = part[t];
-            for (int64_t i = N * t / nt; i < N * (t + 1) / nt; ++i) {
-                encode_one(out, word, texts[i], lengths[i], vocab, e);
-                offsets[i + 1] = static_cast<int64_t>(out.size());  // relative to the block
+            // (a smaller team than asked, OMP_DYNAMIC: its threads take the blocks in turn)
+            for (int t = first; t < nt; t += team) {
+                std::vector<int32_t>& out = part[t];
+                for (int64_t i = N * t / nt; i < N * (t + 1) / nt; ++i) {
+                    encode_one(out, word, texts[i], lengths[i], vocab, e);
+                    offsets[i + 1] = static_cast<int64_t>(out.size());  // relative to the block
+                }
             }
         });
     });

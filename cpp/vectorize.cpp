@@ -172,15 +172,23 @@ int text_threads(const Texts& x, int threads) {
     return threads_for(threads, bytes, 1 << 20);
 }
 
-// Runs f(thread, first, last) on nt contiguous blocks of the texts, one per thread.
+inline int team_size() {
+#ifdef IMDBFAST_HAVE_OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+// Runs f(block, first, last) on nt contiguous blocks of the texts. OpenMP may give a smaller
+// team than asked (OMP_DYNAMIC, OMP_THREAD_LIMIT): its threads then take the blocks in turn.
 template <class F>
 void over_blocks(const Texts& x, int nt, F&& f) {
     RegionErrors errors;  // the buffers grow as texts are read: allocation may fail
     run_region(nt, [&] {
 #pragma omp parallel num_threads(nt) if (nt > 1)
         errors.guard([&] {
-            const int t = thread_num();
-            f(t, x.n * t / nt, x.n * (t + 1) / nt);
+            for (int t = thread_num(); t < nt; t += team_size()) f(t, x.n * t / nt, x.n * (t + 1) / nt);
         });
     });
     errors.rethrow();

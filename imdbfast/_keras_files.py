@@ -129,6 +129,11 @@ def _text_assets(model: Any) -> dict[str, bytes]:
     if text is None or text._input_vocabulary is not None or not text._vocabulary_set:
         return {}  # (Keras: a constructor vocabulary travels in the config)
     key = layer_keys(model.layers)[0]
+    bad = next((t for t in text._terms if "\n" in t), None)
+    if bad is not None:
+        raise ValueError(f"save: the TextVectorization's term {bad!r} holds a newline, which "
+                         "Keras's vocabulary.txt (one term per line) cannot hold; save to "
+                         "imdbfast's format (model.save('model.npz')) instead")
     data = "\n".join(text.get_vocabulary()).encode("utf-8")
     return {a.format(key=key): data for a in _TEXT_ASSETS}
 

@@ -56,10 +56,12 @@ def rows_per_call(model: Sequential, xs, train: bool = False) -> int:
     if train:
         return rows
     # Inference shares whole tiles among the threads: a call gets at least MIN_TILES_PER_CALL
-    # of them, so that wide models keep every core busy. Independent of the thread count, as
-    # the chunks decide the order evaluate adds in.
+    # of them (so that wide models keep every core busy) while they hold at most 4 x
+    # WORK_PER_CALL (huge models: fewer, down to one). Independent of the thread count, as the
+    # chunks decide the order evaluate adds in.
     tile = _core.INFERENCE_TILE
-    return max(MIN_TILES_PER_CALL, -(-rows // tile)) * tile
+    floor = min(MIN_TILES_PER_CALL, max(1, int(4 * WORK_PER_CALL / max(per_row, 1.0) / tile)))
+    return max(floor, -(-rows // tile)) * tile
 
 
 class Tracker:

@@ -175,12 +175,18 @@ class TextVectorization:
         self._idf: np.ndarray | None = None  # (width,) float32, tf_idf only
         self._lookup: Any = None
         self._vocabulary_set = False
-        self._input_vocabulary = None if vocabulary is None else list(vocabulary)
+        is_path = isinstance(vocabulary, (str, bytes)) or hasattr(vocabulary, "__fspath__")
+        # (a file's vocabulary is not kept in the config, as Keras: it travels as the terms)
+        self._input_vocabulary = None if vocabulary is None or is_path else list(vocabulary)
         self._input_idf = None if idf_weights is None else list(np.asarray(idf_weights, np.float64).tolist())
         self.trainable = True  # (no weights: Keras's flag, kept for the summary)
         self._model_ref: Any = None
         if vocabulary is not None:
-            self.set_vocabulary(vocabulary, idf_weights)
+            self._in_constructor = True
+            try:
+                self.set_vocabulary(vocabulary, idf_weights)
+            finally:
+                del self._in_constructor
         self._has_input_vocabulary = vocabulary is not None
 
     # ---- the rules, as the core takes them --------------------------------------------------
@@ -222,11 +228,14 @@ class TextVectorization:
                                                     self._nthreads())
         except UnicodeEncodeError:
             raise _surrogate_error(texts, "data") from None
+        if len(terms) == 0:
+            raise ValueError("adapt: the data holds no terms (every text is empty after "
+                             "standardize and split); the vocabulary is unchanged")
         idf = None
         if self.output_mode == "tf_idf":
             # Keras: log(1 + N / (1 + df)) in float64, cast to float32; OOV gets their mean.
             w = np.log(1.0 + len(texts) / (1.0 + docs.astype(np.float64))).astype(np.float32)
-            oov = np.float32(np.mean(w, dtype=np.float64)) if len(w) else np.float32(0.0)
+            oov = np.float32(np.mean(w, dtype=np.float64))
             idf = np.concatenate([[oov], w]).astype(np.float32)
         self._install(list(terms), idf)
 
@@ -252,8 +261,14 @@ class TextVectorization:
                              else list(vocabulary), "vocabulary")
         if not vocab:
             raise ValueError(f"Cannot set an empty vocabulary. Received: vocabulary={vocab}")
+        try:
+            "".join(vocab).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _surrogate_error(vocab, "vocabulary") from None
         special = [MASK, OOV] if mode == "int" else [OOV]
-        if vocab[:len(special)] == special:
+        passed = len(vocab)
+        with_specials = vocab[:len(special)] == special
+        if with_specials:
             vocab = vocab[len(special):]
         seen: set = set()
         repeated = sorted({t for t in vocab if t in seen or seen.add(t)})  # type: ignore[func-returns-value]
@@ -276,13 +291,16 @@ class TextVectorization:
             w = np.asarray(idf_weights, dtype=np.float64)
             if w.ndim != 1:
                 raise ValueError(f"TF-IDF data must be a 1-index array. Received: {w.shape}")
-            if len(w) != len(vocab):
+            if len(w) != passed:
                 raise ValueError("`idf_weights` must be the same length as vocabulary. "
-                                 f"len(idf_weights) is {len(w)}; len(vocabulary) is {len(vocab)}")
+                                 f"len(idf_weights) is {len(w)}; len(vocabulary) is {passed}")
             if not np.all(np.isfinite(w)):
                 raise ValueError("idf_weights: every weight must be finite")
-            idf = np.concatenate([[np.average(w)], w]).astype(np.float32)  # Keras: OOV = mean
+            # Keras: with the special token given, its weight is the first; else their mean
+            idf = (w if with_specials else np.concatenate([[np.average(w)], w])).astype(np.float32)
         self._install(vocab, idf)
+        if not getattr(self, "_in_constructor", False):
+            self._input_vocabulary = self._input_idf = None  # (the config no longer holds it)
 
     def _install(self, terms: list[str], idf: np.ndarray | None) -> None:
         """The new vocabulary, all at once (the lookup is built before anything is replaced)."""
@@ -329,9 +347,11 @@ class TextVectorization:
         if (idf is None) != (self.output_mode != "tf_idf") or (
                 idf is not None and len(idf) != self._width_for(len(terms))):
             raise ValueError("the saved IDF weights do not fit the layer's vocabulary")
+        if "" in terms:
+            raise ValueError("the saved vocabulary holds an empty term")
+        lookup = _core.TermIndex(list(terms), self._reserved)  # (refuses duplicates) before any change
         self._terms, self._idf = list(terms), None if idf is None else np.asarray(idf, np.float32)
-        self._lookup = _core.TermIndex(self._terms, self._reserved)
-        self._vocabulary_set = True
+        self._lookup, self._vocabulary_set = lookup, True
 
     @property
     def idf_weights(self) -> np.ndarray | None:

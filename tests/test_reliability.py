@@ -138,14 +138,17 @@ def test_inference_calls_share_whole_tiles_and_give_the_same_bits_for_any_thread
     dim = 2000
     x = imdbfast.multi_hot(synthetic_sequences(rng, 5000, dim, mean_len=150), dim)
     y = rng.integers(0, 2, 5000)
-    m = imdbfast.Sequential([layers.Input((dim,)), layers.Dense(768, activation="relu"),
-                             layers.Dense(768, activation="relu"),
+    m = imdbfast.Sequential([layers.Input((dim,)), layers.Dense(512, activation="relu"),
+                             layers.Dense(512, activation="relu"),
                              layers.Dense(1, activation="sigmoid")], seed=3)
     m.compile("rmsprop", "binary_crossentropy", ["accuracy"])
     chunk = _loop.rows_per_call(m, x)
     assert chunk % _core.INFERENCE_TILE == 0
     assert chunk >= _loop.MIN_TILES_PER_CALL * _core.INFERENCE_TILE
     assert chunk < x.n_rows  # several calls, so the test covers chunk boundaries
+    class Huge:  # a model whose row is ~17 M multiply-adds: one tile a call, not eight
+        _dims = staticmethod(lambda: [dim, 4096, 4096, 1])
+    assert _loop.rows_per_call(Huge, x) == _core.INFERENCE_TILE
     preds = [m.predict(x, verbose=0, threads=t) for t in (1, 2, 3)]
     evals = [m.evaluate(x, y, verbose=0, threads=t) for t in (1, 2, 3)]
     for p, e in zip(preds[1:], evals[1:]):

@@ -111,6 +111,9 @@ def test_the_archive_stream_skips_unsup_and_reads_multi_member_gzip(tmp_path):
     want = imdb.read_aclimdb_splits(root)
     assert train[0] == want[0][0] and test[0] == want[1][0]
     assert not any("unlabelled" in t for t in train[0])
+    # zero padding after the last member (as some writers leave it): read as tarfile reads it
+    (tmp_path / "pad.tar.gz").write_bytes(gzip.compress(raw) + b"\0" * 700)
+    assert imdb.read_aclimdb_splits(tmp_path / "pad.tar.gz")[0][0] == want[0][0]
 
 
 def test_a_truncated_or_corrupt_archive_is_refused(tmp_path):

@@ -99,11 +99,27 @@ def test_keras_files_of_a_text_model_round_trip(rng, tmp_path):
         np.testing.assert_array_equal(back.predict(texts, verbose=0), m.predict(texts, verbose=0))
         m.save_weights(tmp_path / "m.weights.h5")
         fresh = text_model(layers.TextVectorization.from_config(tv.get_config()), seed=9)
-        fresh.layers[0].set_vocabulary(tv.get_vocabulary(), tv.idf_weights[1:] if mode == "tf_idf" else None)
+        fresh.layers[0].set_vocabulary(tv.get_vocabulary(), tv.idf_weights if mode == "tf_idf" else None)
         fresh.build()
         fresh.load_weights(tmp_path / "m.weights.h5")
         for a, b in zip(fresh.get_weights(), m.get_weights()):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_term_keras_files_cannot_hold_is_refused_and_a_damaged_vocabulary_too(tmp_path):
+    pytest.importorskip("h5py")
+    tv = layers.TextVectorization(split="character", output_mode="count")
+    tv.adapt(["ab\nc"])  # learns the term "\n"
+    m = text_model(tv)
+    m.build()
+    with pytest.raises(ValueError, match="newline"):
+        m.save(tmp_path / "m.keras")
+    assert not (tmp_path / "m.keras").exists()
+    m.save(tmp_path / "m.npz")  # imdbfast's format holds any term
+    assert imdbfast.load_model(tmp_path / "m.npz").layers[0].get_vocabulary() == tv.get_vocabulary()
+    with pytest.raises(ValueError, match="empty term"):
+        tv._restore(["a", ""], None)
+    assert tv.get_vocabulary()[1:] == tv._terms  # unchanged
 
 
 def test_loads_a_text_model_keras_saved():

@@ -182,6 +182,10 @@ def test_matches_the_reference_for_any_texts_and_thread_count(texts, cfg):
     if cfg.get("split", "whitespace") is None:
         cfg.pop("ngrams", None)  # Keras's n-grams need split tokens
     want = ref_vectorize(texts, cfg)
+    if len(want["vocabulary"]) == (2 if cfg.get("output_mode", "int") == "int" else 1):
+        with pytest.raises(ValueError, match="holds no terms"):  # nothing to learn
+            ours(texts, cfg)
+        return
     for threads in (1, 2, 3):
         got = ours(texts, cfg, threads)
         got.pop("width", None)
@@ -335,11 +339,35 @@ def test_calling_before_a_vocabulary_exists():
         layers.TextVectorization(vocabulary=["a"])("a")
 
 
-def test_an_empty_corpus_gives_only_the_special_tokens():
+def test_data_without_terms_is_refused_and_the_vocabulary_kept():
     v = layers.TextVectorization(output_mode="tf_idf")
-    v.adapt([])
-    assert v.get_vocabulary() == ["[UNK]"] and v.idf_weights.tolist() == [0.0]
-    assert v(["x"]).to_dense().tolist() == [[0.0]]
+    v.adapt(["keep me"])
+    for data in ([], ["", " !!! "]):
+        with pytest.raises(ValueError, match="holds no terms"):
+            v.adapt(data)
+    assert v.get_vocabulary() == ["[UNK]", "me", "keep"]
+
+
+def test_vocabulary_files_specials_and_their_idf(tmp_path):
+    f = tmp_path / "vocab.txt"
+    f.write_text("x\ny\n", encoding="utf-8")
+    v = layers.TextVectorization(vocabulary=str(f))
+    assert v.get_vocabulary() == ["", "[UNK]", "x", "y"] and v.get_config()["vocabulary"] is None
+    # the special token given with its own weight (what get_vocabulary/idf_weights return)
+    t = layers.TextVectorization(vocabulary=["[UNK]", "a", "b"], idf_weights=[0.5, 1.0, 2.0],
+                                 output_mode="tf_idf")
+    assert t.idf_weights.tolist() == [0.5, 1.0, 2.0]
+    again = layers.TextVectorization(vocabulary=t.get_vocabulary(), idf_weights=t.idf_weights,
+                                     output_mode="tf_idf")
+    assert again.idf_weights.tolist() == [0.5, 1.0, 2.0]
+    with pytest.raises(ValueError, match="same length"):
+        layers.TextVectorization(vocabulary=["[UNK]", "a", "b"], idf_weights=[1.0, 2.0],
+                                 output_mode="tf_idf")
+    with pytest.raises(ValueError, match=r"vocabulary\[1\]: a lone surrogate"):
+        layers.TextVectorization(vocabulary=["a", "\ud800"])
+    s = layers.TextVectorization(vocabulary=["p"])
+    s.set_vocabulary(["q", "r"])  # the config's vocabulary is no longer the layer's
+    assert s.get_config()["vocabulary"] is None
 
 
 def test_config_round_trip_and_pickle():

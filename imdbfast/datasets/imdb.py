@@ -368,17 +368,21 @@ class _GzipStream:
         self._zlib, self.f = zlib, f
         self.d = zlib.decompressobj(31)
         self.buf, self.pos = bytearray(), 0
+        self.trailer = False  # bytes after the last member that are not gzip (padding): ignored
 
     def _more(self) -> bool:
         while True:
-            raw = self.f.read(1 << 20)
+            raw = b"" if self.trailer else self.f.read(1 << 20)
             if not raw:
-                if not self.d.eof:
+                if not self.d.eof and not self.trailer:
                     raise _BadTar("the gzip stream ends early")
                 return False
             out = b""
             while raw:
-                if self.d.eof:  # another gzip member follows
+                if self.d.eof:  # another gzip member follows, or padding (as gzip readers allow)
+                    if raw[:2] != b"\x1f\x8b":
+                        self.trailer = True
+                        break
                     self.d = self._zlib.decompressobj(31)
                 out += self.d.decompress(raw)
                 raw = self.d.unused_data if self.d.eof else b""
