@@ -34,23 +34,12 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import _peak_mb, _threads_env  # noqa: E402  (the same thread and memory rules)
+
 FRAMEWORKS = ("imdbfast", "sklearn-logreg", "sklearn-mlp", "keras-vectorize")
 NEEDS = {"sklearn-logreg": "sklearn", "sklearn-mlp": "sklearn"}
 HELD = 5000
-
-
-def _threads_env(n: int) -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-        os.environ[var] = str(n)
-
-
-def _peak_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_imdbfast(d: dict, threads: int) -> dict:

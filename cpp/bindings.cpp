@@ -342,25 +342,14 @@ PYBIND11_MODULE(_core, m) {
         .def("__len__", &Vocabulary::size)
         .def("encode", [](const Vocabulary& v, py::list texts, int64_t num_words, int64_t skip_top,
                           int64_t start_char, int64_t oov_char, int64_t index_from, int threads) {
-            const int64_t N = static_cast<int64_t>(texts.size());
-            std::vector<const char*> ptr(static_cast<size_t>(N));
-            std::vector<int64_t> len(static_cast<size_t>(N));
-            for (int64_t i = 0; i < N; ++i) {
-                PyObject* o = texts[i].ptr();
-                if (!PyUnicode_Check(o))
-                    throw py::type_error("texts: element " + std::to_string(i) + " is not a str");
-                Py_ssize_t n = 0;
-                const char* s = PyUnicode_AsUTF8AndSize(o, &n);  // cached by the str: stays valid
-                if (!s) throw py::error_already_set();
-                ptr[i] = s;
-                len[i] = n;
-            }
+            const TextArgs t(texts);  // (bind_vectorize.h: the UTF-8 of each str)
+            const int64_t N = t.view().n;
             TextEncoding e{num_words, skip_top, start_char, oov_char, index_from};
             std::vector<int32_t> tokens;
             std::vector<int64_t> offsets;
             {
                 py::gil_scoped_release nogil;
-                cpu::texts_to_sequences(tokens, offsets, ptr.data(), len.data(), N, v, e, threads);
+                cpu::texts_to_sequences(tokens, offsets, t.ptr.data(), t.len.data(), N, v, e, threads);
             }
             const py::ssize_t total = static_cast<py::ssize_t>(tokens.size());
             return py::make_tuple(vector_to_array(std::move(tokens), {total}),

@@ -15,10 +15,6 @@
 #include "kernels.h"
 #include "parallel.h"
 
-#ifdef IMDBFAST_HAVE_OPENMP
-#include <omp.h>
-#endif
-
 namespace imdbfast {
 
 const std::vector<int64_t>& CSR::column_prefix() const {
@@ -88,14 +84,6 @@ cpu::LanePlan cpu::lane_plan(const CSR& x, int64_t batch_size, int threads) {
 
 namespace cpu {
 namespace {
-
-int thread_id() {
-#ifdef IMDBFAST_HAVE_OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 // Keeps the smallest bad row seen by any thread (-1: none).
 struct FirstBad {
@@ -192,7 +180,7 @@ CSR multi_hot(const int32_t* tokens, const int64_t* offsets, int64_t N, int64_t 
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 256) if (nt > 1)
         for (int64_t r = 0; r < N; ++r) {
             int64_t n = 0;
-            if (!dedup[thread_id()].count(tokens + offsets[r], offsets[r + 1] - offsets[r], D, &n))
+            if (!dedup[thread_num()].count(tokens + offsets[r], offsets[r + 1] - offsets[r], D, &n))
                 bad.note(r);
             out.indptr[r + 1] = n;
         }
@@ -212,7 +200,7 @@ CSR multi_hot(const int32_t* tokens, const int64_t* offsets, int64_t N, int64_t 
     run_region(nt, [&] {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 256) if (nt > 1)
         for (int64_t r = 0; r < N; ++r)
-            dedup[thread_id()].fill(tokens + offsets[r], offsets[r + 1] - offsets[r],
+            dedup[thread_num()].fill(tokens + offsets[r], offsets[r + 1] - offsets[r],
                                     out.indices.data() + out.indptr[r]);
     });
     return out;

@@ -26,9 +26,6 @@
 #include <mutex>
 #include <stdexcept>
 
-#ifdef IMDBFAST_HAVE_OPENMP
-#include <omp.h>
-#endif
 
 namespace imdbfast {
 namespace cpu {
@@ -65,22 +62,6 @@ void shuffle_order(int64_t* order, int64_t n, uint64_t seed, int64_t epoch) {
 }  // namespace cpu
 
 namespace {
-
-int thread_num() {
-#ifdef IMDBFAST_HAVE_OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-int team_size() {
-#ifdef IMDBFAST_HAVE_OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
 
 // [lo, hi) of n items for part t of nt.
 inline int64_t part(int64_t n, int t, int nt) { return n * t / nt; }
@@ -368,10 +349,10 @@ bool Net::train_team(int nt, const CSR& x, const float* y, const float* sw, cons
     cpu::run_region(nt, [&] {
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        const int tid = thread_num();
+        const int tid = cpu::thread_num();
         const int64_t preempted0 = cpu::thread_preemptions();
         int64_t long_waits = 0;
-        if (team_size() != nt) {  // leave before any work or barrier
+        if (cpu::team_size() != nt) {  // leave before any work or barrier
             errors.request_leave(-1);
         } else {
         const int k0 = K * tid / nt, k1 = K * (tid + 1) / nt;
@@ -524,7 +505,7 @@ void Net::for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
     cpu::run_region(nt, [&] {
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        Scratch& sc = scratch[thread_num()];
+        Scratch& sc = scratch[cpu::thread_num()];
 #pragma omp for schedule(dynamic, 1)  // a call may hold only a few tiles: one at a time
         for (int64_t t = 0; t < n_tiles; ++t) {
             if (errors.leaves_after(0)) continue;

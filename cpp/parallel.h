@@ -10,6 +10,10 @@
 #include <mutex>
 #include <string>
 
+#ifdef IMDBFAST_HAVE_OPENMP
+#include <omp.h>
+#endif
+
 namespace imdbfast {
 namespace cpu {
 
@@ -22,6 +26,22 @@ int resolve_threads(int requested);
 // Threads worth using for `work` units when each thread should get at least `grain` of them,
 // and that the system lets start now (see parallel.cpp; every region's team comes from here).
 int threads_for(int requested, int64_t work, int64_t grain);
+// Inside a region: this thread's number and the team's size (OpenMP may give fewer threads
+// than asked: OMP_DYNAMIC, OMP_THREAD_LIMIT). 0 and 1 without OpenMP.
+inline int thread_num() {
+#ifdef IMDBFAST_HAVE_OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+inline int team_size() {
+#ifdef IMDBFAST_HAVE_OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
 // Where a one-time notice goes (the bindings turn it into a Python RuntimeWarning).
 void set_notice(std::function<void(const std::string&)> notice);
 // For the tests: with `on`, threads_for ignores the grain, so every call with little work runs

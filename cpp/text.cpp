@@ -9,9 +9,6 @@
 #include "kernels.h"
 #include "parallel.h"
 
-#ifdef IMDBFAST_HAVE_OPENMP
-#include <omp.h>
-#endif
 
 namespace imdbfast {
 
@@ -87,11 +84,7 @@ void texts_to_sequences(std::vector<int32_t>& tokens, std::vector<int64_t>& offs
     run_region(nt, [&] {
 #pragma omp parallel num_threads(nt) if (nt > 1)
         errors.guard([&] {
-#ifdef IMDBFAST_HAVE_OPENMP
-            const int first = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-            const int first = 0, team = 1;
-#endif
+            const int first = thread_num(), team = team_size();
             std::string word;
             // (a smaller team than asked, OMP_DYNAMIC: its threads take the blocks in turn)
             for (int t = first; t < nt; t += team) {

@@ -12,9 +12,6 @@
 
 #include "parallel.h"
 
-#ifdef IMDBFAST_HAVE_OPENMP
-#include <omp.h>
-#endif
 
 namespace imdbfast {
 
@@ -158,13 +155,6 @@ struct TermMaker {
     }
 };
 
-inline int thread_num() {
-#ifdef IMDBFAST_HAVE_OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 int text_threads(const Texts& x, int threads) {
     int64_t bytes = 0;
@@ -172,13 +162,6 @@ int text_threads(const Texts& x, int threads) {
     return threads_for(threads, bytes, 1 << 20);
 }
 
-inline int team_size() {
-#ifdef IMDBFAST_HAVE_OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
 
 // Runs f(block, first, last) on nt contiguous blocks of the texts. OpenMP may give a smaller
 // team than asked (OMP_DYNAMIC, OMP_THREAD_LIMIT): its threads then take the blocks in turn.

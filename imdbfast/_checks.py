@@ -105,6 +105,21 @@ def check_seed(seed: Any) -> int | None:
     return check_int(seed, "seed", 0, 2**64 - 1, none_ok=True)
 
 
+def check_layer_name(name: Any) -> str | None:
+    """A layer's name: None (the model names it) or a non-empty string without '/' (it names a
+    group in Keras's files)."""
+    if name is not None and (not isinstance(name, str) or not name or "/" in name):
+        raise ValueError(f"name: expected a non-empty string without '/', got {name!r}")
+    return name
+
+
+def check_layer_dtype(dtype: Any) -> None:
+    """A layer's dtype: None or float32, as a name or Keras's DTypePolicy record."""
+    dtype_name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+    if dtype_name not in (None, "float32"):
+        raise ValueError(f"dtype: imdbfast computes in float32, got {dtype!r}")
+
+
 def check_threads(threads: Any, name: str = "threads") -> int | None:
     """None (the default) or 1 to 2**31 - 1."""
     return check_int(threads, name, 1, 2**31 - 1, none_ok=True)

@@ -55,10 +55,10 @@ def inputs(model: Sequential, x: Any, name: str):
     if model._text is not None:  # strings, vectorised by the model's first layer
         from ._text import as_texts
 
-        csr = model._text(as_texts(x, name))
+        texts = as_texts(x, name)
         if not model.built:
-            model.build()
-        return csr
+            model.build()  # (refused while the layer has no vocabulary)
+        return model._text._vectorize(texts, name)
     mod = _backend.cuda_module() if model.device != "cpu" else None
     if mod is not None and isinstance(x, mod.DeviceCSR):
         _require_dim(model, x.n_cols, name)

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from . import _core
-from ._checks import check_int, check_threads
+from ._checks import check_int, check_layer_dtype, check_layer_name, check_threads
 
 MASK, OOV = "", "[UNK]"
 STANDARDIZE = ("lower_and_strip_punctuation", "lower", "strip_punctuation")
@@ -98,7 +98,8 @@ class TextVectorization:
                  vocabulary: Any = None, idf_weights: Any = None, sparse: bool = False,
                  ragged: bool = False, encoding: str = "utf-8", name: str | None = None,
                  **kwargs: Any):
-        for arg in ("trainable", "dtype", "vocabulary_size", "has_input_vocabulary"):
+        check_layer_dtype(kwargs.pop("dtype", None))
+        for arg in ("trainable", "vocabulary_size", "has_input_vocabulary"):
             kwargs.pop(arg, None)  # configs carry them; nothing to learn from them here
         for arg, v in kwargs.items():
             raise TypeError(f"TextVectorization: unsupported argument {arg}={v!r}")
@@ -159,9 +160,7 @@ class TextVectorization:
         if vocabulary is not None and output_mode == "tf_idf" and idf_weights is None:
             raise ValueError("When specifying the `vocabulary` argument, in TF-IDF output mode, "
                              "the `idf_weights` argument must also be provided.")
-        if name is not None and (not isinstance(name, str) or not name or "/" in name):
-            raise ValueError(f"name: expected a non-empty string without '/', got {name!r}")
-        self.name = name
+        self.name = check_layer_name(name)
         self.max_tokens = max_tokens
         self.standardize = standardize
         self.split = split
@@ -303,14 +302,13 @@ class TextVectorization:
             self._input_vocabulary = self._input_idf = None  # (the config no longer holds it)
 
     def _install(self, terms: list[str], idf: np.ndarray | None) -> None:
-        """The new vocabulary, all at once (the lookup is built before anything is replaced)."""
-        try:
-            index = _core.TermIndex(terms, self._reserved)
-        except UnicodeEncodeError:
-            raise _surrogate_error(terms, "vocabulary") from None
-        if idf is not None and self.pad_to_max_tokens:
+        """The new vocabulary, all at once (the lookup is built, refusing duplicates, before
+        anything is replaced); IDF weights shorter than the output are padded with zeros."""
+        lookup = _core.TermIndex(terms, self._reserved)
+        if idf is not None and len(idf) < self._width_for(len(terms)):
             idf = np.concatenate([idf, np.zeros(self._width_for(len(terms)) - len(idf), np.float32)])
-        self._terms, self._idf, self._lookup, self._vocabulary_set = terms, idf, index, True
+        self._terms, self._idf = terms, None if idf is None else np.asarray(idf, np.float32)
+        self._lookup, self._vocabulary_set = lookup, True
 
     def _check_unbuilt(self, what: str) -> None:
         model = self._model_ref() if self._model_ref is not None else None
@@ -349,9 +347,7 @@ class TextVectorization:
             raise ValueError("the saved IDF weights do not fit the layer's vocabulary")
         if "" in terms:
             raise ValueError("the saved vocabulary holds an empty term")
-        lookup = _core.TermIndex(list(terms), self._reserved)  # (refuses duplicates) before any change
-        self._terms, self._idf = list(terms), None if idf is None else np.asarray(idf, np.float32)
-        self._lookup, self._vocabulary_set = lookup, True
+        self._install(list(terms), idf)
 
     @property
     def idf_weights(self) -> np.ndarray | None:
@@ -373,7 +369,10 @@ class TextVectorization:
         if isinstance(inputs, (str, bytes)):
             raise TypeError("inputs: expected a list of strings (a batch), got a single "
                             f"{type(inputs).__name__}; wrap it in a list")
-        texts = as_texts(inputs, "inputs")
+        return self._vectorize(as_texts(inputs, "inputs"), "inputs")
+
+    def _vectorize(self, texts: list[str], name: str) -> Any:
+        """The output for texts already checked by as_texts (a model's fit/predict)."""
         try:
             if self.output_mode == "int":
                 seq = -1 if self.output_sequence_length is None else self.output_sequence_length
@@ -381,7 +380,7 @@ class TextVectorization:
             return self._lookup.bag(texts, *self._rules(), 0, self.output_width,
                                    BAG_CODES[self.output_mode], self._idf, self._nthreads())
         except UnicodeEncodeError:
-            raise _surrogate_error(texts, "inputs") from None
+            raise _surrogate_error(texts, name) from None
 
     call = __call__
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import regularizers as _regularizers
-from ._checks import check_int
+from ._checks import check_int, check_layer_dtype, check_layer_name
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")  # softmax: output layer only
 # Keras's initializer class names, for configs (get_config writes them; from_config reads both).
@@ -117,9 +117,7 @@ class Dense:
                 raise ValueError(f"input_shape: expected (features,), got {input_shape!r}")
             input_dim = input_shape[0]
         self.input_dim = check_int(input_dim, "input_dim", 1, 2**31 - 1, none_ok=True)
-        if name is not None and (not isinstance(name, str) or not name or "/" in name):
-            raise ValueError(f"name: expected a non-empty string without '/', got {name!r}")
-        self.name = name  # None until the model names it (dense, dense_1, ...)
+        self.name = check_layer_name(name)  # None until the model names it (dense, dense_1, ...)
         self.trainable = trainable
         self._model_ref: Any = None  # the model holding the weights (weakref)
         self._index = 0  # the layer's position in it
@@ -264,12 +262,8 @@ class Dropout:
         self.seed = check_int(seed, "seed", 0, 2**63 - 1, none_ok=True)
         for arg, v in unsupported.items():
             raise TypeError(f"Dropout: unsupported argument {arg}={v!r}")
-        dtype_name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
-        if dtype_name not in (None, "float32"):
-            raise ValueError(f"dtype: imdbfast computes in float32, got {dtype!r}")
-        if name is not None and (not isinstance(name, str) or not name or "/" in name):
-            raise ValueError(f"name: expected a non-empty string without '/', got {name!r}")
-        self.name = name
+        check_layer_dtype(dtype)
+        self.name = check_layer_name(name)
         if trainable not in (True, False):
             raise ValueError(f"trainable: expected True or False, got {trainable!r}")
         self.trainable = bool(trainable)
