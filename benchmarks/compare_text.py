@@ -4,6 +4,7 @@ Keras's TextVectorization, on the same texts, machine and thread count.
     IMDBFAST_DATA=../shared/data python benchmarks/compare_text.py [--threads 2] [--json]
         [--frameworks imdbfast,sklearn-logreg,sklearn-mlp,keras-vectorize]
         [--keras-python PATH]     # a Python with Keras 3 + TensorFlow (TextVectorization's ops)
+        [--repeat N]              # N rounds, the frameworks in turn in each (default 3)
 
 The reviews are read once, here (imdbfast.datasets.imdb.read_aclimdb_splits, timed), and
 handed to each framework's fresh process. The 25,000 training reviews are shuffled (seed 0);
@@ -19,7 +20,9 @@ the first 5,000 are held out for validation. Each framework then runs its road:
 - keras-vectorize: Keras 3's TextVectorization, the same settings as imdbfast's: adapt and
   vectorise only (its model would be Keras's; the vectorising is what is compared).
 
-The table prints each phase's seconds, the total from the texts to the test accuracy (reading
+Each round runs every framework once, in turn, each in a fresh process, so that the machine's
+drift (10-20 % over minutes here) reaches all of them alike; the table prints the median over the
+rounds of each phase's seconds, the total from the texts to the test accuracy (reading
 excluded: the same for all), the accuracy, peak RSS and the total as a multiple of imdbfast's.
 """
 
@@ -137,12 +140,26 @@ def worker(name: str, threads: int, texts_path: str) -> None:
     print("RESULT " + json.dumps(result))
 
 
+def _median_run(rs: list[dict]) -> dict:
+    """One framework's rounds as one result: each phase's median, the total's median (not the
+    sum of the medians), every round's total kept."""
+    import statistics
+
+    r = dict(rs[-1])
+    r["phases"] = {k: statistics.median(x["phases"][k] for x in rs) for k in rs[0]["phases"]}
+    r["totals_s"] = [sum(x["phases"].values()) for x in rs]
+    r["total_s"] = statistics.median(r["totals_s"])
+    r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in rs)
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     ap.add_argument("--keras-python", default=sys.executable,
                     help="the Python that runs keras-vectorize (needs Keras 3 and TensorFlow)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds (medians are reported)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--texts", help=argparse.SUPPRESS)
@@ -165,28 +182,36 @@ def main() -> None:
     tr, y = [tr[i] for i in order], y[order]
     d = {"train": tr[HELD:], "y_train": y[HELD:], "val": tr[:HELD], "y_val": y[:HELD],
          "test": te, "y_test": yt}
-    results = []
+    runs: dict[str, list[dict]] = {}
+    names = args.frameworks.split(",")
+    for name in names:
+        if name not in RUNNERS:
+            sys.exit(f"compare_text.py: unknown framework {name!r}; valid: {', '.join(FRAMEWORKS)}")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "texts.pkl")
         with open(path, "wb") as f:
             pickle.dump(d, f)
-        for name in args.frameworks.split(","):
-            if name not in RUNNERS:
-                sys.exit(f"compare_text.py: unknown framework {name!r}; valid: {', '.join(FRAMEWORKS)}")
-            exe = args.keras_python if name.startswith("keras") else sys.executable
-            if exe == sys.executable and name in NEEDS and importlib.util.find_spec(NEEDS[name]) is None:
-                print(f"# {name}: skipped ({NEEDS[name]} is not installed)", file=sys.stderr)
-                continue
-            out = subprocess.run([exe, __file__, "--worker", name, "--threads", str(args.threads),
-                                  "--texts", path], capture_output=True, text=True)
-            line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if out.returncode != 0 or line is None:
-                print(f"# {name}: failed:\n{out.stderr[-1500:]}", file=sys.stderr)
-                continue
-            results.append(json.loads(line[7:]))
+        skipped: set[str] = set()
+        for _ in range(args.repeat):
+            for name in names:
+                exe = args.keras_python if name.startswith("keras") else sys.executable
+                if name in skipped:
+                    continue
+                if exe == sys.executable and name in NEEDS and importlib.util.find_spec(NEEDS[name]) is None:
+                    print(f"# {name}: skipped ({NEEDS[name]} is not installed)", file=sys.stderr)
+                    skipped.add(name)
+                    continue
+                out = subprocess.run([exe, __file__, "--worker", name, "--threads", str(args.threads),
+                                      "--texts", path], capture_output=True, text=True)
+                line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+                if out.returncode != 0 or line is None:
+                    print(f"# {name}: failed:\n{out.stderr[-1500:]}", file=sys.stderr)
+                    skipped.add(name)
+                    continue
+                runs.setdefault(name, []).append(json.loads(line[7:]))
+    results = [_median_run(runs[name]) for name in names if name in runs]
     base = next((r for r in results if r["framework"] == "imdbfast"), None)
     for r in results:
-        r["total_s"] = sum(r["phases"].values())
         if base:
             r["total_vs_imdbfast"] = r["total_s"] / base["total_s"]
     if args.json:
@@ -200,7 +225,10 @@ def main() -> None:
               f"{p.get('train_s', 0):>7.2f}s{p.get('evaluate_s', 0):>8.3f}s{r['total_s']:>7.2f}s"
               f"{r['test_accuracy']:>9.4f}{r['peak_rss_mb']:>8.0f}MB"
               f"{r.get('total_vs_imdbfast', float('nan')):>8.1f}x")
-    print(f"# {args.threads} threads; reading the archive ({read_s:.2f}s, imdbfast's reader) is "
+    for r in results:
+        print(f"# {r['framework']}: totals " + " ".join(f"{t:.2f}s" for t in r["totals_s"]))
+    print(f"# medians of {args.repeat} rounds; {args.threads} threads; reading the archive "
+          f"({read_s:.2f}s, imdbfast's reader) is "
           "shared and excluded; keras-vectorize: TextVectorization's adapt and calls only")
 
 
