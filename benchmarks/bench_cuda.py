@@ -49,7 +49,10 @@ def epoch_timer(benchmark, x, y, n, batch_size, rounds, warmup_rounds):
 @pytest.mark.benchmark(group="cuda_epoch_bs512")
 def test_cuda_epoch_batch512(benchmark, data, placed):
     loss = epoch_timer(benchmark, placed[0], placed[1], data.x.n_rows, 512, rounds=30, warmup_rounds=3)
-    assert 0.1 < loss < 0.75
+    # 33 epochs on one net: the training loss falls towards 0 (~0.003 on the real data); random
+    # synthetic labels stay near log 2. Finite and below the untrained 0.69 either way.
+    assert np.isfinite(loss) and 0.0 <= loss < 0.75
+    benchmark.extra_info["loss_after_33_epochs"] = loss
     benchmark.extra_info["target_s"] = 1e-3
 
 
@@ -75,7 +78,10 @@ def test_cuda_book_20_epochs(benchmark, data):
 
     val_loss, val_acc = benchmark.pedantic(run, setup=lambda: ((book_net(module=cuda),), {}),
                                            rounds=5, warmup_rounds=1)
-    assert val_acc > 0.8  # overfit by epoch 20, still ~0.87 in the book
+    assert np.isfinite(val_loss) and 0.0 <= val_acc <= 1.0
+    if data.real:  # overfit by epoch 20, still ~0.87 in the book; synthetic labels are random
+        assert val_acc > 0.8
+    benchmark.extra_info["val_accuracy"] = val_acc
     benchmark.extra_info["target_s"] = 30e-3
 
 

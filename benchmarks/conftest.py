@@ -24,10 +24,12 @@ class Data:
         if d is not None:
             (self.tokens, self.offsets, self.y), (self.t_tokens, self.t_offsets, self.t_y) = keras_load_data(d)
             self.source = "real IMDB data (" + str(d) + ")"
+            self.real = True
         else:
             self.tokens, self.offsets, self.y = synthetic_imdb(seed=0)
             self.t_tokens, self.t_offsets, self.t_y = synthetic_imdb(seed=1)
             self.source = "synthetic IMDB-shaped data (IMDBFAST_DATA not set)"
+            self.real = False
         self.x = _core.multi_hot(self.tokens, self.offsets, 10000)
         self.xt = _core.multi_hot(self.t_tokens, self.t_offsets, 10000)
         self.y2 = self.y.reshape(-1, 1)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Build imdbfast with its CUDA module for the GPU here, then run benchmarks/gpu_check.py.
-# --no-build-isolation: GPU machines may have no network; the build requirements
-# (scikit-build-core, pybind11, numpy) must then be installed already.
-set -euo pipefail
+# The one-call GPU check (benchmarks/gpu_check.py --build): builds the checkout offline for sm_90
+# into a local prefix, then runs the CUDA tests and benchmarks against that install, writing a
+# table, the raw JSON and the logs into --out. Without a GPU it builds and reports "no GPU".
+#   bash benchmarks/gpu_check.sh --out DIR [--data .data] [--budget 480] [--arch 90]
+set -uo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet --no-build-isolation . -Ccmake.define.IMDBFAST_CUDA=ON
-python benchmarks/gpu_check.py "$@"
+exec "${PYTHON:-python3}" benchmarks/gpu_check.py --build "$@"
