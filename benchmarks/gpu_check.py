@@ -13,7 +13,7 @@ no network) into a local prefix (a temporary folder), for sm_90 only
 (`.data/imdb.npz`); IMDBFAST_DATA is used when it is not given. Each step has its own time
 limit inside the overall budget, and a failed step does not stop the later ones.
 
-DIR receives (at most 7 files): gpu_check.md (the table), gpu_check.json (everything, raw),
+DIR receives (at most 6 files): gpu_check.md (the table), gpu_check.json (everything, raw),
 build.log, tests.log, bench.log, gpu_bench.json (pytest-benchmark's JSON). Exit status: 0
 when every step that could run passed (without a GPU: the build and import, the device steps
 reported as "no GPU: skipped"); 1 otherwise.
@@ -110,7 +110,9 @@ def main() -> int:
         env["IMDBFAST_DATA"] = data
     else:
         env.pop("IMDBFAST_DATA", None)
-    report: dict = {"date": str(datetime.date.today()), "data": data or "none (synthetic)",
+    where = args.data or os.environ.get("IMDBFAST_DATA")
+    said = data or (f"{where} holds no imdb.npz: synthetic data" if where else "none (synthetic)")
+    report: dict = {"date": str(datetime.date.today()), "data": said,
                     "steps": {}}
     work = Path(tempfile.mkdtemp(prefix="imdbfast-gpu-check-"))
     elsewhere = work / "run"  # the tests run from here: they import the install, not ./imdbfast
