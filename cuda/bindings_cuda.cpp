@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -294,6 +295,16 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
     }, py::arg("order"),
        "For tests: run every kernel's elements ascending (0), descending (1) or evens then odds "
        "(2); results must not change. Returns the previous order.");
+    m.def("_take_waited_streams", [] { return gpu::sim_take_waited_streams(); },
+          "For tests: the foreign streams waited for since the last call.");
+    m.def("_set_strict_pointers", [](bool strict) { return gpu::sim_strict_pointers().exchange(strict); },
+          py::arg("strict"),
+          "For tests: count every pointer handed in as host memory (as a GPU would see a host "
+          "pointer). Returns the previous setting.");
+    m.def("_fail_allocation", [](int64_t k) {
+        if (k < 0) throw std::invalid_argument("k: must be >= 0");
+        return gpu::sim_fail_allocation().exchange(k);
+    }, py::arg("k"), "For tests: the k-th next device allocation fails (0: none).");
 #else
     m.doc() = "imdbfast's CUDA backend: device-resident training, inference and CSR building.";
     m.attr("simulated") = false;
@@ -322,25 +333,33 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
         .def(py::init([](const CSR& x, int device) { return upload_csr(x, device); }),
              py::arg("x"), py::arg("device") = 0, "Copy a host CSR matrix to the device.")
         .def_static("from_dense", [](uintptr_t ptr, int64_t n_rows, int64_t n_cols,
-                                     const std::string& dtype, int device) {
+                                     const std::string& dtype, int device,
+                                     std::optional<uintptr_t> stream) {
             if (n_rows < 0 || n_cols < 1) throw std::invalid_argument("x: bad shape");
             positive_dim(n_cols, "x: columns");
+            if (dtype != "float32" && dtype != "float64")
+                throw py::type_error("x: a device matrix must be float32 or float64, got " + dtype);
+            const size_t item = dtype == "float32" ? 4 : 8;
+            if (n_rows > 0 && n_cols > INT64_MAX / static_cast<int64_t>(item) / n_rows)
+                throw std::invalid_argument("x: shape too large");
             auto d = std::make_shared<DeviceCSR>();
             d->device = device;
             gpu::Scratch s;
             py::gil_scoped_release nogil;
             gpu::set_device(device);
-            if (dtype == "float32")
+            gpu::check_device_pointer(reinterpret_cast<const void*>(ptr),
+                                      static_cast<size_t>(n_rows * n_cols) * item, device, "x");
+            if (stream) gpu::wait_for_stream(*stream);
+            if (item == 4)
                 gpu::csr_from_dense(*d, s, reinterpret_cast<const float*>(ptr), n_rows, n_cols);
-            else if (dtype == "float64")
-                gpu::csr_from_dense(*d, s, reinterpret_cast<const double*>(ptr), n_rows, n_cols);
             else
-                throw py::type_error("x: a device matrix must be float32 or float64, got " + dtype);
+                gpu::csr_from_dense(*d, s, reinterpret_cast<const double*>(ptr), n_rows, n_cols);
             return d;
         }, py::arg("ptr"), py::arg("n_rows"), py::arg("n_cols"), py::arg("dtype"),
-           py::arg("device") = 0,
+           py::arg("device") = 0, py::arg("stream") = py::none(),
            "CSR of a C-contiguous (n_rows, n_cols) matrix at device address ptr (cupy: "
-           "x.data.ptr), built on the device.")
+           "x.data.ptr), built on the device once the producer's `stream` (the "
+           "__cuda_array_interface__ field; None: nothing to wait for) has written it.")
         .def_static("multi_hot", [](py::array tokens, py::array offsets, int64_t n_cols, int device) {
             const Ragged r = check_ragged(tokens, offsets);
             positive_dim(n_cols, "n_cols");
@@ -385,8 +404,9 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
              }),
              py::arg("array"), py::arg("device") = 0, "Copy a float32 host array to the device.")
         .def_static("borrow", [](uintptr_t ptr, int64_t size, py::object owner, int device,
-                                 const std::string& name) {
+                                 const std::string& name, std::optional<uintptr_t> stream) {
             if (size < 0) throw std::invalid_argument(name + ": negative size");
+            if (size > INT64_MAX / 4) throw std::invalid_argument(name + ": size too large");
             auto d = std::make_shared<DeviceArray>();
             d->device = device;
             d->size = size;
@@ -396,6 +416,8 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
             {
                 py::gil_scoped_release nogil;
                 gpu::set_device(device);
+                gpu::check_device_pointer(d->ptr, static_cast<size_t>(size) * 4, device, name);
+                if (stream) gpu::wait_for_stream(*stream);
                 bad = gpu::first_nonfinite(d->ptr, size);
             }
             if (bad >= 0)
@@ -403,9 +425,10 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
                                             std::to_string(bad));
             return d;
         }, py::arg("ptr"), py::arg("size"), py::arg("owner"), py::arg("device") = 0,
-           py::arg("name") = "array",
-           "Use `size` float32 values at device address ptr in place (owner is kept alive); "
-           "refuses non-finite values.")
+           py::arg("name") = "array", py::arg("stream") = py::none(),
+           "Use `size` float32 values at device address ptr in place (owner is kept alive), "
+           "once the producer's `stream` (as from_dense's) has written them; refuses non-finite "
+           "values.")
         .def("to_host", [](const DeviceArray& a) {
             py::array_t<float> out(a.size);
             gpu::set_device(a.device);
@@ -426,13 +449,23 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
             "As _core.Net, on device `device`. Data and labels may be host arrays (copied up for "
             "the call) or DeviceCSR / DeviceArray objects on that device.")
         .def_property_readonly("device", &DeviceNet::device)
-        .def("predict_to", [](DeviceNet& n, py::object x, uintptr_t out, int64_t first, int64_t last) {
+        .def("predict_to", [](DeviceNet& n, py::object x, uintptr_t out, int64_t first, int64_t last,
+                              std::optional<uintptr_t> stream) {
             const GpuIo::Data d = GpuIo::data(n, x);
             check_row_range(first, last, d->n_rows);
+            const int64_t rows = last - first;  // (last resolved by the check)
             py::gil_scoped_release nogil;
+            gpu::set_device(n.device());
+            gpu::check_device_pointer(reinterpret_cast<const void*>(out),
+                                      static_cast<size_t>(std::max<int64_t>(0, rows)) *
+                                          static_cast<size_t>(n.spec().outputs()) * 4,
+                                      n.device(), "out");
+            if (stream) gpu::wait_for_stream(*stream);  // (its memory may still be in use there)
             n.predict_on_device(reinterpret_cast<float*>(out), *d, first, last);
         }, py::arg("x"), py::arg("out"), py::arg("first") = 0, py::arg("last") = -1,
-           "Outputs for rows [first, last) written to device address `out` (float32, C order).");
+           py::arg("stream") = py::none(),
+           "Outputs for rows [first, last) written to device address `out` (float32, C order), "
+           "after the work on `out`'s producer stream; done when this returns.");
     def_net<DeviceNet, GpuIo>(net);
 
     // ---- single kernels on host arrays (tests): bind_kernels.h, as _core's ---------------------

@@ -69,7 +69,6 @@ void multi_hot(DeviceCSR& out, Scratch& s, const int32_t* tokens, const int64_t*
     Buffer<int32_t> sorted(n_tokens);
     int32_t* st = sorted.data();
     segmented_sort(s, tokens, st, n_tokens, offsets, N);
-    out.device = 0;
     out.n_rows = N;
     out.n_cols = D;
     out.binary = true;
@@ -96,31 +95,35 @@ void multi_hot(DeviceCSR& out, Scratch& s, const int32_t* tokens, const int64_t*
 
 // One thread per 32-column chunk of a row (adjacent threads read adjacent 128-byte runs, not
 // rows 40 KB apart); a scan over the chunk counts, in row-major order, gives every chunk's first
-// output position, and the row pointers are the counts at each row's first chunk.
+// output position, and the row pointers are the counts at each row's first chunk. A chunk's
+// thread touches the shared flags at most once each: a count matrix has a value other than 1 in
+// most chunks, and one atomic per such non-zero would serialise the pass on one address.
 template <typename T>
 void csr_from_dense(DeviceCSR& out, Scratch& s, const T* x, int64_t N, int64_t D) {
     constexpr int64_t kChunk = 32;
     const int64_t C = (D + kChunk - 1) / kChunk, n = N * C;
-    Flag bad, valued;
+    Flag bad, valued;  // valued: set (to 0) when any value is not 1; only whether matters
     unsigned long long* bp = bad.v.data();
     unsigned long long* vp = valued.v.data();
     Buffer<int64_t> pos(n + 1);
     int64_t* cp = pos.data();
     parallel_for(n + 1, [=] IMDBFAST_HD(int64_t k) {
-        int64_t cnt = 0;
+        int64_t cnt = 0, first_bad = -1;
+        bool other = false;
         if (k < n) {
             const int64_t r = k / C, c0 = (k % C) * kChunk, c1 = c0 + kChunk < D ? c0 + kChunk : D;
             for (int64_t c = c0; c < c1; ++c) {
                 const T v = x[r * D + c];
-                if (!(v - v == T(0))) flag_min(bp, r * D + c);
+                if (!(v - v == T(0)) && first_bad < 0) first_bad = r * D + c;
                 const float f = static_cast<float>(v);
-                if (f != 0.0f) {
-                    ++cnt;
-                    if (f != 1.0f) flag_min(vp, r * D + c);
-                }
+                cnt += f != 0.0f;
+                other |= f != 0.0f && f != 1.0f;
             }
         }
         cp[k] = cnt;
+        if (first_bad >= 0) flag_min(bp, first_bad);
+        // every writer stores the same 0: no atomic needed; the read skips most stores
+        if (other && *static_cast<volatile unsigned long long*>(vp) != 0ull) *vp = 0ull;
     });
     const int64_t b = bad.read();
     if (b >= 0)

@@ -4,8 +4,8 @@
 // kernel covers a whole batch, so it takes no row range [b0, b1); where it fuses a step the CPU
 // runs apart (an activation's derivative), it says so. Pointers are device pointers; sizes as
 // in cpp/kernels.h (N rows, B batch rows, D inputs, I -> H units, O outputs). Each function
-// launches on the default stream and returns without waiting, unless it says it reads a result
-// back. Element math and summation orders come from cpp/common.h, shared with the CPU.
+// launches on imdbfast's stream (launch.h) and returns without waiting, unless it says it reads a
+// result back. Element math and summation orders come from cpp/common.h, shared with the CPU.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,9 @@
 // launch.h: the few device primitives the CUDA backend is written in, in two builds.
 //
 //   nvcc (the _cuda module): device memory, a grid-stride kernel per parallel loop, CUB's
-//        radix sort and scans, on the legacy default stream.
+//        radix sort and scans, all on imdbfast's own non-blocking stream per device (stream()):
+//        other libraries' work on their streams neither waits for it nor races with it, except
+//        where wait_for_stream says so (the __cuda_array_interface__ `stream` field).
 //   IMDBFAST_CUDA_SIM (the _cuda_sim module, plain C++): the same calls on the host, serially:
 //        "device" memory is host memory and each parallel loop is a for loop.
 //
@@ -16,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -31,6 +34,38 @@
 
 namespace imdbfast {
 namespace gpu {
+
+#ifndef IMDBFAST_CUDA_SIM
+// imdbfast's stream on the current device: non-blocking, created on first use (launch.cu).
+cudaStream_t stream();
+#endif
+
+// Makes imdbfast's stream wait for the work enqueued so far on another library's stream, as the
+// __cuda_array_interface__ (v3) asks of a consumer: `producer` is its `stream` field, 1 the
+// legacy default stream, 2 the per-thread default stream, otherwise a cudaStream_t; 0 is
+// refused (the protocol disallows it as ambiguous). Host-side, nothing waits.
+void wait_for_stream(uintptr_t producer);
+
+#ifdef IMDBFAST_CUDA_SIM
+// The simulator's record of the streams waited for (tests check each foreign array is waited
+// for before it is read), and its strict mode: every pointer handed in counts as host memory,
+// so the checks of check_device_pointer fire as they would for host memory on a GPU.
+std::vector<uintptr_t> sim_take_waited_streams();  // (and forgets them)
+inline std::atomic<bool>& sim_strict_pointers() {
+    static std::atomic<bool> strict{false};
+    return strict;
+}
+// Allocation failures on demand: the k-th next device allocation throws std::bad_alloc (0: off).
+inline std::atomic<int64_t>& sim_fail_allocation() {
+    static std::atomic<int64_t> k{0};
+    return k;
+}
+#endif
+
+// Throws std::invalid_argument (naming `name`) unless [p, p + bytes) is memory of device
+// `device` (device or managed memory): a host pointer passed as a device array would fault in a
+// kernel, and a fault poisons the process's CUDA context.
+void check_device_pointer(const void* p, size_t bytes, int device, const std::string& name);
 
 #if defined(__CUDACC__) && !defined(IMDBFAST_CUDA_SIM)
 template <class F>
@@ -72,13 +107,16 @@ void parallel_for(int64_t n, F body) {
 #else
     constexpr int kThreads = 256;
     const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20);
-    parallel_for_kernel<<<static_cast<unsigned>(blocks), kThreads>>>(n, body);
+    parallel_for_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream()>>>(n, body);
     IMDBFAST_CUDA_CHECK(cudaGetLastError());
 #endif
 }
 #endif
 
-// A grow-only device buffer of T (contents are not kept when it grows).
+// A grow-only device buffer of T (contents are not kept when it grows). The old memory is
+// released before the new is allocated (the most memory for the new one); if that allocation
+// fails, the buffer is left empty (capacity 0), so anything caching its pointer or size must
+// be refreshed after a successful resize, never before.
 template <typename T>
 class Buffer {
    public:
@@ -100,6 +138,8 @@ class Buffer {
         void* p = nullptr;
         const size_t bytes = static_cast<size_t>(n) * sizeof(T);
 #ifdef IMDBFAST_CUDA_SIM
+        if (sim_fail_allocation().load() > 0 && sim_fail_allocation().fetch_sub(1) == 1)
+            throw std::bad_alloc();
         p = ::operator new(bytes);
 #else
         IMDBFAST_CUDA_CHECK(cudaMalloc(&p, bytes));
@@ -128,7 +168,8 @@ class Buffer {
 
 enum class Copy { ToDevice, ToHost, OnDevice };
 
-// n elements from src to dst in the given direction; returns when the copy is done.
+// n elements from src to dst in the given direction, on imdbfast's stream: copies to or from
+// the host return when the copy is done; a copy on the device is ordered like a kernel.
 template <typename T>
 void copy(T* dst, const T* src, int64_t n, Copy dir) {
     if (n <= 0) return;
@@ -140,7 +181,8 @@ void copy(T* dst, const T* src, int64_t n, Copy dir) {
     const cudaMemcpyKind kind = dir == Copy::ToDevice ? cudaMemcpyHostToDevice
                                 : dir == Copy::ToHost ? cudaMemcpyDeviceToHost
                                                       : cudaMemcpyDeviceToDevice;
-    IMDBFAST_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+    IMDBFAST_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream()));
+    if (dir != Copy::OnDevice) IMDBFAST_CUDA_CHECK(cudaStreamSynchronize(stream()));
 #endif
 }
 template <typename T>
@@ -157,10 +199,10 @@ T read_one(const T* src) {
     return v;
 }
 
-// Waits for the device and reports an asynchronous kernel fault as an exception.
+// Waits for imdbfast's stream and reports an asynchronous kernel fault as an exception.
 inline void synchronize() {
 #ifndef IMDBFAST_CUDA_SIM
-    IMDBFAST_CUDA_CHECK(cudaDeviceSynchronize());
+    IMDBFAST_CUDA_CHECK(cudaStreamSynchronize(stream()));
 #endif
 }
 

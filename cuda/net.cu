@@ -139,6 +139,9 @@ void DeviceNet::replace_slots(const std::vector<std::vector<const float*>>& slot
 
 void DeviceNet::reserve_rows(int64_t n) {
     if (n <= rows_) return;
+    // Until every buffer has grown, none may be trusted: a failed allocation leaves its buffer
+    // empty (launch.h), and a later call within the old size must not write through it.
+    rows_ = 0;
     const int L = n_layers();
     std::vector<float*> ip, dzp;
     int64_t widest = 0;

@@ -79,6 +79,21 @@ def pointer(iface: dict) -> int:
     return int(iface["data"][0])
 
 
+def stream(iface: dict, name: str) -> int | None:
+    """The stream the array's producer wrote it on (the protocol's v3 ``stream`` field), which
+    imdbfast's stream waits for before reading it; None: nothing to wait for."""
+    s = iface.get("stream")
+    if s is None:
+        return None
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+        raise TypeError(f"{name}: __cuda_array_interface__ 'stream' must be an integer or None, "
+                        f"got {type(s).__name__}")
+    if int(s) <= 0:
+        raise ValueError(f"{name}: __cuda_array_interface__ 'stream' {int(s)} is disallowed by "
+                         "the protocol (1: the legacy default stream, 2: per-thread)")
+    return int(s)
+
+
 def to_host(x: Any) -> np.ndarray:
     """A NumPy copy of a GPU array (small things only: sample weights, labels for class_weight)."""
     if is_cupy(x):

@@ -204,7 +204,8 @@ def placed_array(model: Sequential, a, name: str):
         return mod.DeviceArray(a, index)
     iface = a.__cuda_array_interface__
     size = int(np.prod([int(s) for s in iface["shape"]]))
-    return mod.DeviceArray.borrow(_device.pointer(iface), size, a, index, name)
+    return mod.DeviceArray.borrow(_device.pointer(iface), size, a, index, name,
+                                  _device.stream(iface, name))
 
 
 def _require_dim(model: Sequential, dim: int, name: str) -> None:
@@ -233,4 +234,5 @@ def _device_matrix(model: Sequential, x: Any, name: str):
     x, iface = _device.as_float_array(x, name, index, ("<f4", "<f8"))
     dtype = "float32" if iface["typestr"] == "<f4" else "float64"
     return _backend.cuda_module().DeviceCSR.from_dense(
-        _device.pointer(iface), int(shape[0]), int(shape[1]), dtype, index)
+        _device.pointer(iface), int(shape[0]), int(shape[1]), dtype, index,
+        _device.stream(iface, name))

@@ -176,7 +176,8 @@ def predict(model: Sequential, xs, to_cupy: bool, threads: int, cb: CallbackList
         cb.on_predict_begin()
     if model.device != "cpu" and to_cupy:
         out = _device.empty_cupy((xs.n_rows, units), _backend.device_index(model.device))
-        base = _device.pointer(out.__cuda_array_interface__)
+        iface = out.__cuda_array_interface__
+        base, out_stream = _device.pointer(iface), _device.stream(iface, "predictions")
     else:
         out = np.empty((xs.n_rows, units), dtype=np.float32)
     for b, r0 in enumerate(range(0, xs.n_rows, chunk)):  # Python regains control in between
@@ -184,7 +185,7 @@ def predict(model: Sequential, xs, to_cupy: bool, threads: int, cb: CallbackList
         if per_batch:
             cb.on_predict_batch_begin(b)
         if model.device != "cpu" and to_cupy:
-            model._net.predict_to(xs, base + 4 * units * r0, r0, r1)
+            model._net.predict_to(xs, base + 4 * units * r0, r0, r1, out_stream)
         else:
             out[r0:r1] = model._net.predict(xs, threads, r0, r1)
         if per_batch:

@@ -267,14 +267,16 @@ class FakeGPUArray:
     """The parts of a cupy/torch GPU array imdbfast uses: __cuda_array_interface__, shape,
     reshape, slicing, min and max. On the simulator, 'device' pointers are host pointers."""
 
-    def __init__(self, a):
+    def __init__(self, a, stream=None):
         self.a = a
+        self.stream = stream  # the protocol's v3 field: the producer's stream, or None
 
     @property
     def __cuda_array_interface__(self):
         a = self.a
         return {"shape": a.shape, "typestr": a.dtype.str, "data": (a.ctypes.data, False),
-                "strides": None if a.flags.c_contiguous else a.strides, "version": 3}
+                "strides": None if a.flags.c_contiguous else a.strides, "version": 3,
+                "stream": self.stream}
 
     @property
     def shape(self):
@@ -285,10 +287,10 @@ class FakeGPUArray:
         return self.a.dtype
 
     def reshape(self, *shape):
-        return type(self)(self.a.reshape(*shape))
+        return type(self)(self.a.reshape(*shape), self.stream)
 
     def __getitem__(self, k):
-        return type(self)(self.a[k])
+        return type(self)(self.a[k], self.stream)
 
     def min(self):
         return self.a.min()
@@ -309,7 +311,7 @@ def fake_cupy(monkeypatch):
     """A stand-in `cupy` module over host memory, for the simulator."""
     cp = types.ModuleType("cupy")
     cp.float32 = np.float32
-    cp.empty = lambda shape, dtype: FakeCupyArray(np.empty(shape, dtype))
+    cp.empty = lambda shape, dtype: FakeCupyArray(np.empty(shape, dtype), 1)  # cupy: legacy stream
     cp.asarray = lambda x: FakeCupyArray(x.a)
     cp.ascontiguousarray = lambda x, dtype: FakeCupyArray(np.ascontiguousarray(x.a, dtype))
 
@@ -378,3 +380,114 @@ def test_bad_gpu_arrays(sim, rng):
     for a, b in zip(m.get_weights(), before):
         np.testing.assert_array_equal(a, b)
     assert m._net.iterations == 0
+
+
+# ---- streams, foreign pointers and failed allocations ----------------------------------------
+
+def test_foreign_streams_are_waited_for(sim, rng, fake_cupy):
+    """Every foreign array is read only after imdbfast's stream waits for its producer's stream
+    (the simulator records the waits; on a GPU, cudaStreamWaitEvent): x and y in fit and
+    evaluate, x in predict, and the predictions' own array before it is written. (Sample
+    weights are copied to the host by their library, which waits itself.)"""
+    x, y = data(rng, n=300, D=60)
+    dense = x.to_dense()
+    sim._take_waited_streams()
+    m = book_model("cuda", 60)
+    m.fit(FakeGPUArray(dense, 11), FakeGPUArray(y, 12), epochs=1, batch_size=100, verbose=0)
+    assert sorted(set(sim._take_waited_streams())) == [11, 12]
+    m.evaluate(FakeGPUArray(dense, 2), FakeGPUArray(y, 2), verbose=0)
+    assert set(sim._take_waited_streams()) == {2}
+    m.predict(FakeCupyArray(dense, 14), verbose=0)
+    assert set(sim._take_waited_streams()) == {14, 1}  # x, then the predictions' array
+    m.predict(FakeGPUArray(dense), verbose=0)  # no stream field: nothing to wait for
+    assert sim._take_waited_streams() == []
+    before = m.get_weights()
+    with pytest.raises(ValueError, match="x: .*'stream' 0 is disallowed"):
+        m.fit(FakeGPUArray(dense, 0), y, verbose=0)
+    with pytest.raises(TypeError, match="y: .*'stream' must be an integer"):
+        m.fit(dense, FakeGPUArray(y, "legacy"), verbose=0)
+    with pytest.raises(ValueError, match="disallowed"):  # the compiled layer refuses 0 too
+        sim.DeviceCSR.from_dense(dense.ctypes.data, 300, 60, "float32", 0, 0)
+    for a, b in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_host_pointers_passed_as_gpu_arrays_are_refused(sim, rng, fake_cupy):
+    """A host pointer read by a kernel is an illegal address that poisons the CUDA context: each
+    entry point checks its pointer (cudaPointerGetAttributes) and names the argument. The
+    simulator's strict mode counts every pointer as host memory, as a GPU would see these."""
+    x, y = data(rng, n=200, D=50)
+    dense = x.to_dense()
+    m = book_model("cuda", 50)
+    m.build()
+    before = m.get_weights()
+    old = sim._set_strict_pointers(True)
+    try:
+        with pytest.raises(ValueError, match="x: is host memory, not memory of GPU 0"):
+            m.fit(FakeGPUArray(dense), y, verbose=0)
+        with pytest.raises(ValueError, match="y: is host memory"):
+            m.fit(x, FakeGPUArray(y), verbose=0)
+        with pytest.raises(ValueError, match="out: is host memory"):
+            m._net.predict_to(sim.DeviceCSR(x, 0), dense.ctypes.data, 0, 200)
+        with pytest.raises(ValueError, match="array: is host memory"):
+            sim.DeviceArray.borrow(dense.ctypes.data, 10, dense, 0)
+        with pytest.raises(ValueError, match="null device pointer"):
+            sim.DeviceArray.borrow(0, 10, dense, 0)
+    finally:
+        sim._set_strict_pointers(old)
+    for a, b in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert m._net.iterations == 0
+    m.fit(FakeGPUArray(dense), FakeGPUArray(y), epochs=1, verbose=0)  # and it still trains
+    assert m._net.iterations > 0
+
+
+@pytest.mark.cuda
+def test_host_pointers_are_refused_on_a_gpu(rng):
+    """The same on a real GPU, where the check is cudaPointerGetAttributes: NumPy memory posing
+    as a GPU array is refused, and the context stays healthy for the next call."""
+    mod = _gpu_module("cuda")
+    host = np.ones((20, 30), np.float32)
+    with pytest.raises(ValueError, match="x: is host memory"):
+        mod.DeviceCSR.from_dense(host.ctypes.data, 20, 30, "float32", 0)
+    with pytest.raises(ValueError, match="y: is host memory"):
+        mod.DeviceArray.borrow(host.ctypes.data, 600, host, 0, "y")
+    np.testing.assert_array_equal(mod.DeviceArray(host.ravel(), 0).to_host(), host.ravel())
+
+
+def test_failed_allocations_leave_the_model_usable(sim, rng):
+    """Out of device memory part way through growing the per-batch buffers, the epoch index or
+    the outputs: a MemoryError, the model unchanged, and the next calls (smaller or the same
+    size) compute the same as a model that never failed, never through a buffer the failure
+    freed (AddressSanitizer in CI would see that as a use after free)."""
+    x, y = data(rng, n=600, D=80)
+    small = imdbfast.to_csr(x.to_dense()[:50])
+    clean = book_model("cuda", 80)
+    clean.build()
+    w0 = clean.get_weights()
+    clean.predict(small, verbose=0)
+    clean.fit(x, y, epochs=2, batch_size=128, verbose=0, seed=5)
+    want_w, want_p = clean.get_weights(), clean.predict(x, verbose=0)
+    failures = 0
+    for k in range(1, 40):
+        m = book_model("cuda", 80)
+        m.build()
+        m.set_weights(w0)
+        p_small = m.predict(small, verbose=0)  # buffers sized for 50 rows
+        sim._fail_allocation(k)
+        try:
+            m.fit(x, y, epochs=2, batch_size=128, verbose=0, seed=5)
+        except MemoryError:
+            failures += 1
+            for a, b in zip(m.get_weights(), w0):
+                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(m.predict(small, verbose=0), p_small)
+            m.fit(x, y, epochs=2, batch_size=128, verbose=0, seed=5)
+        finally:
+            left = sim._fail_allocation(0)
+        for a, b in zip(m.get_weights(), want_w):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(m.predict(x, verbose=0), want_p)
+        if left:  # the fit needed fewer than k allocations: every point was tried
+            break
+    assert failures >= 5  # the buffers, the index and the epoch's arrays each failed once
