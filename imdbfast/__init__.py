@@ -47,8 +47,8 @@ except ImportError as e:  # the source checkout, imported from the repository ro
     del _installed
 
 from ._core import CSR, get_num_threads, set_num_threads  # noqa: E402
-from . import (callbacks, datasets, layers, losses, metrics, optimizers,  # noqa: E402
-               regularizers, utils)
+from . import (callbacks, datasets, experiments, layers, losses, metrics,  # noqa: E402
+               optimizers, regularizers, utils)
 from .layers import Input  # noqa: E402
 from ._backend import cuda_available  # noqa: E402
 from ._encoding import multi_hot, multi_hot_dense, to_csr  # noqa: E402
@@ -78,6 +78,7 @@ __all__ = [
     "callbacks",
     "cuda_available",
     "datasets",
+    "experiments",
     "fit",
     "get_num_threads",
     "layers",

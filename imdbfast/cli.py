@@ -2,6 +2,8 @@
 
     imdbfast train [--validation 10000] [--epochs 4] [--plot curves.png] [--save model.npz]
     imdbfast experiments [--plot grid.png]       # the book's "things to try", ranked
+    imdbfast experiments --results sweep.jsonl   # each result appended as its model finishes
+    imdbfast experiments --resume sweep.jsonl    # continue it: recorded configs are skipped
     imdbfast predict --model model.npz "A great movie!" ...
     imdbfast info
 
@@ -102,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=None, help="models trained at once (default: cores)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--top", type=int, default=0, help="show only the best N rows")
+    e.add_argument("--results", metavar="FILE.jsonl",
+                   help="append each model's result to FILE as it finishes")
+    e.add_argument("--resume", metavar="FILE.jsonl",
+                   help="continue the sweep recorded in FILE: configs already there are skipped")
+    e.add_argument("--verbose", action="store_true",
+                   help="a progress line on stderr even when it is not a terminal")
     e.add_argument("--plot", metavar="PATH.png", help="write a summary figure")
 
     pr = sub.add_parser("predict", help="probability and label for review texts")
@@ -296,7 +304,6 @@ def cmd_experiments(args) -> int:
     import numpy as np
 
     import imdbfast
-    from imdbfast import callbacks
 
     _writable(args.plot, "--plot")
     for name, values, allowed in (("--optimizers", args.optimizers, OPTIMIZERS),
@@ -316,29 +323,25 @@ def cmd_experiments(args) -> int:
         raise ValueError(f"--validation: must be between 1 and {x.n_rows - 1}")
     x_val, y_val = x.take(np.arange(n_val)), y_train[:n_val]
     x_fit, y_fit = x.take(np.arange(n_val, x.n_rows)), y_train[n_val:]
-    grid = list(itertools.product(args.optimizers, args.depths, args.units, args.losses,
-                                  args.activations))
+    if args.results and args.resume:
+        raise ValueError("--results and --resume: give one (--resume FILE appends to FILE)")
+    from . import experiments
+
+    grid = [{"optimizer": opt, "layers": [units] * depth, "loss": loss, "activation": act,
+             "epochs": args.epochs, "batch_size": args.batch_size}
+            for opt, depth, units, loss, act in itertools.product(
+                args.optimizers, args.depths, args.units, args.losses, args.activations)]
     workers = args.workers or os.cpu_count() or 1
     threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
-
-    def run(cfg):
-        opt, depth, units, loss, act = cfg
-        model = _model(args, depth, units, act, opt, loss, args.seed, threads)
-        best = callbacks.EarlyStopping(monitor="val_accuracy", patience=args.epochs,
-                                       restore_best_weights=True)
-        t0 = time.perf_counter()
-        h = model.fit(x_fit, y_fit, epochs=args.epochs, batch_size=args.batch_size,
-                      validation_data=(x_val, y_val), verbose=0, callbacks=[best])
-        test_loss, test_acc = model.evaluate(xt, y_test, verbose=0)  # the best epoch's weights
-        val = h.history["val_accuracy"]
-        return {"name": f"{opt} {depth}x{units} {act} {'bce' if loss.startswith('binary') else 'mse'}",
-                "optimizer": opt, "hidden_layers": depth, "units": units, "loss": loss,
-                "activation": act, "best_val_accuracy": max(val),
-                "best_epoch": int(np.argmax(val)) + 1, "test_accuracy": test_acc,
-                "test_loss": test_loss, "time_s": time.perf_counter() - t0}
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # the core releases the GIL
-        rows = list(pool.map(run, grid))
+    rows = experiments.run(grid, (x_fit, y_fit, x_val, y_val, xt, y_test), workers=workers,
+                           threads=threads, seed=args.seed, results=args.resume or args.results,
+                           resume=bool(args.resume), verbose=True if args.verbose else None,
+                           device=args.device)
+    for r in rows:
+        depth, units = len(r["layers"]), r["layers"][0]
+        r.update(name=f"{r['optimizer']} {depth}x{units} {r['activation']} "
+                      f"{'bce' if r['loss'].startswith('binary') else 'mse'}",
+                 hidden_layers=depth, units=units)
     rows.sort(key=lambda r: (-r["best_val_accuracy"], r["name"]))
     total = time.perf_counter() - t_start
     if args.plot:

@@ -93,6 +93,24 @@ def test_experiments_grid(tmp_path, env):
     assert r.returncode == 0 and "sgd 1x4 tanh mse" in r.stdout and "1 models" in r.stdout
 
 
+def test_experiments_results_and_resume(tmp_path, env):
+    """--results streams one JSON line a model; --resume FILE trains only what FILE lacks."""
+    jsonl = tmp_path / "sweep.jsonl"
+    base = ["experiments", "--num-words", "60", "--epochs", "2", "--validation", "100",
+            "--depths", "1", "--units", "4", "--losses", "mse", "--activations", "relu", "--json"]
+    r = run(base + ["--optimizers", "sgd", "--results", str(jsonl)], tmp_path, env)
+    assert r.returncode == 0, r.stderr
+    assert len(jsonl.read_text().splitlines()) == 1 and r.stderr == ""  # no terminal: quiet
+    r = run(base + ["--optimizers", "sgd,adam", "--resume", str(jsonl), "--verbose"], tmp_path, env)
+    assert r.returncode == 0, r.stderr
+    assert "2/2 models" in r.stderr
+    rows = [json.loads(s) for s in jsonl.read_text().splitlines()]
+    assert sorted(x["optimizer"] for x in rows) == ["adam", "sgd"]
+    assert len(json.loads(r.stdout)["results"]) == 2
+    r = run(base + ["--optimizers", "sgd", "--results", str(jsonl)], tmp_path, env)
+    assert r.returncode == 1 and "resume" in r.stderr
+
+
 def test_info(tmp_path, env, synthetic):
     r = run(["info", "--json"], tmp_path, env)
     assert r.returncode == 0, r.stderr

@@ -1,0 +1,265 @@
+"""Sweeps: many ``imdbfast.fit`` configurations over one data set, trained on this machine's
+cores, with each result streamed to a JSON-lines file as it finishes and an interrupted sweep
+resumable from that file.
+
+    grid = {"optimizer": ["rmsprop", "adam"], "layers": [(16,), (16, 16)], "epochs": [4]}
+    rows = imdbfast.experiments.run(grid, (x_train, y_train, x_val, y_val), results="sweep.jsonl")
+
+A grid is a dict of lists (every combination, in the dict's key order) or a list of config
+dicts. A config's keys are ``imdbfast.fit``'s (``layers``, ``activation``, ``optimizer``,
+``loss``, ``epochs``, ``batch_size``, ``shuffle``) plus ``learning_rate`` (the optimizer's) and
+``seed``, which is a replicate number: every model's seed is derived from the sweep's seed and
+its whole config, so a model's weights are the same bit for bit whatever ran it, in whatever
+order, with however many workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+FIT_KEYS = ("layers", "activation", "optimizer", "loss", "epochs", "batch_size", "shuffle")
+KEYS = FIT_KEYS + ("learning_rate", "seed")
+ENGINES = ("local",)
+
+
+def expand(grid: dict | Sequence[dict]) -> list[dict]:
+    """The configs of a grid (a dict of lists, or a list of dicts), checked."""
+    if isinstance(grid, dict):
+        for k, v in grid.items():
+            if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+                raise TypeError(f"grid: {k!r} must be a list of values, got {type(v).__name__}")
+        keys = list(grid)
+        configs = [dict(zip(keys, vals)) for vals in itertools.product(*(list(grid[k]) for k in keys))]
+    elif isinstance(grid, (list, tuple)):
+        configs = [dict(c) if isinstance(c, dict) else _not_a_config(i, c) for i, c in enumerate(grid)]
+    else:
+        raise TypeError(f"grid: expected a dict of lists or a list of dicts, got {type(grid).__name__}")
+    if not configs:
+        raise ValueError("grid: holds no configuration")
+    for i, c in enumerate(configs):
+        bad = sorted(set(c) - set(KEYS))
+        if bad:
+            raise ValueError(f"grid: config {i} has unknown keys {bad}; valid: {', '.join(KEYS)}")
+        if "layers" in c:
+            c["layers"] = _layers(c["layers"], i)
+    keys = [config_key(c) for c in configs]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise ValueError(f"grid: config {dup} appears more than once (add a 'seed' to replicate)")
+    return configs
+
+
+def _not_a_config(i: int, c: Any):
+    raise TypeError(f"grid: item {i} must be a dict of fit keywords, got {type(c).__name__}")
+
+
+def _layers(v: Any, i: int) -> list[int]:
+    units = [v] if isinstance(v, (int, np.integer)) else list(v)
+    if any(isinstance(u, bool) or not isinstance(u, (int, np.integer)) or u < 1 for u in units):
+        raise ValueError(f"grid: config {i}: layers must be positive unit counts, got {v!r}")
+    return [int(u) for u in units]
+
+
+def config_key(config: dict) -> str:
+    """The config's identity: canonical JSON (sorted keys), as recorded in the results file."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=_jsonable)
+
+
+def _jsonable(v: Any):
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"grid: value {v!r} of type {type(v).__name__} cannot be recorded (use "
+                    "numbers, strings, booleans and lists)")
+
+
+def task_seed(sweep_seed: int, config: dict) -> int:
+    """The model's seed: a hash of the sweep's seed and the config, so it does not depend on
+    which worker trains it or when."""
+    digest = hashlib.sha256(f"{int(sweep_seed)}\n{config_key(config)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def train_one(config: dict, data: tuple, sweep_seed: int = 0, threads: int = 1,
+              return_model: bool = False, device: str = "cpu") -> dict:
+    """Trains one config on data = (x, y, x_val, y_val[, x_test, y_test]) and returns its row:
+    the config's keys, then the metrics (best validation accuracy and its epoch, the final
+    validation loss and accuracy, test loss and accuracy at the best epoch's weights when a test
+    set is given, seconds), and the model itself when asked (pickled by the engines)."""
+    from . import callbacks, optimizers
+    from .models import fit
+
+    x, y, x_val, y_val, *test = data
+    kw = {k: config[k] for k in FIT_KEYS if k in config}
+    if "learning_rate" in config:
+        opt = optimizers.get(kw.get("optimizer", "rmsprop"))
+        kw["optimizer"] = type(opt)(**{**opt.get_config(), "learning_rate": config["learning_rate"]})
+    epochs = kw.setdefault("epochs", 4)
+    seed = task_seed(sweep_seed, config)
+    best = callbacks.EarlyStopping(monitor="val_accuracy", patience=epochs,
+                                   restore_best_weights=True)
+    t0 = time.perf_counter()
+    model = fit(x, y, validation_data=(x_val, y_val), seed=seed, threads=threads, verbose=0,
+                callbacks=[best], device=device, **kw)
+    h = model.history.history
+    row = dict(config)
+    row.update(config_key=config_key(config), model_seed=seed,
+               best_val_accuracy=float(max(h["val_accuracy"])),
+               best_epoch=int(np.argmax(h["val_accuracy"])) + 1,
+               val_loss=[float(v) for v in h["val_loss"]],
+               val_accuracy=[float(v) for v in h["val_accuracy"]])
+    if test:
+        test_loss, test_acc = model.evaluate(test[0], test[1], verbose=0)
+        row.update(test_loss=float(test_loss), test_accuracy=float(test_acc))
+    row["time_s"] = time.perf_counter() - t0
+    if return_model:
+        row["model"] = model
+    return row
+
+
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """The rows recorded in a results file; a last line cut short by an interruption is
+    ignored (its config is trained again on resume)."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n >= len(lines) - 1:  # the last line, written part way
+                break
+            raise ValueError(f"{os.fspath(path)}: line {n} is not JSON") from None
+        if not isinstance(row, dict) or "config_key" not in row:
+            raise ValueError(f"{os.fspath(path)}: line {n} is not a sweep result")
+        rows.append(row)
+    return rows
+
+
+class Results(list):
+    """The sweep's rows (dicts), best validation accuracy first."""
+
+    def dataframe(self):
+        """The rows as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("Results.dataframe needs pandas (pip install pandas)") from None
+        return pandas.DataFrame([{k: v for k, v in r.items() if k != "model"} for r in self])
+
+
+def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
+        workers: int | None = None, threads: int = 1, seed: int = 0,
+        results: str | os.PathLike | None = None, resume: bool = False,
+        verbose: bool | None = None, return_models: bool = False,
+        on_result: Callable[[dict], None] | None = None, device: str = "cpu") -> Results:
+    """Trains every config of ``grid`` on data = (x, y, x_val, y_val[, x_test, y_test]).
+
+    engine: "local" (threads of this process; the core releases the GIL). workers: models
+    trained at once (default: the cores / threads). threads: each model's thread count (fixed,
+    so workers are not oversubscribed). results: a JSON-lines file each row is appended to as its
+    model finishes; with resume=True the configs already in it are not trained again (and their
+    recorded rows are returned), without it an existing file is an error. verbose: a progress
+    line on stderr (default: when stderr is a terminal). on_result: called with each new row.
+    device: where every model trains ("cpu", "cuda", ...).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine: {engine!r}; valid: {', '.join(ENGINES)}")
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads: must be an int >= 1, got {threads!r}")
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 1) // int(threads))
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers: must be an int >= 1, got {workers!r}")
+    if not isinstance(data, (tuple, list)) or len(data) not in (4, 6):
+        raise ValueError("data: expected (x, y, x_val, y_val) or (x, y, x_val, y_val, x_test, y_test)")
+    configs = expand(grid)
+    done: list[dict] = []
+    if results is not None:
+        if os.path.exists(results):
+            if not resume:
+                raise FileExistsError(f"results: {os.fspath(results)} exists (resume=True continues "
+                                      "that sweep)")
+            wanted = {config_key(c) for c in configs}
+            done = [r for r in read_results(results) if r["config_key"] in wanted]
+            _rewrite_complete(results, read_results(results))
+        elif resume:
+            raise FileNotFoundError(f"results: {os.fspath(results)} does not exist, nothing to resume")
+    have = {r["config_key"] for r in done}
+    todo = [c for c in configs if config_key(c) not in have]
+    progress = _Progress(len(configs), len(done), verbose)
+    lock = threading.Lock()
+    rows = Results(done)
+    try:
+        with ThreadPoolExecutor(max_workers=int(workers)) as pool:
+            futures = [pool.submit(train_one, c, tuple(data), seed, int(threads), return_models,
+                                   device) for c in todo]
+            for fut in as_completed(futures):
+                row = fut.result()
+                with lock:
+                    if results is not None:
+                        _append(results, row)
+                    rows.append(row)
+                    progress.update(row)
+                if on_result is not None:
+                    on_result(row)
+    except BaseException:
+        for f in futures if "futures" in locals() else ():
+            f.cancel()
+        raise
+    finally:
+        progress.close()
+    rows.sort(key=lambda r: (-r["best_val_accuracy"], r["config_key"]))
+    return rows
+
+
+def _append(path, row: dict) -> None:
+    line = json.dumps({k: v for k, v in row.items() if k != "model"}, default=_jsonable)
+    with open(path, "a", encoding="utf-8") as f:  # one write a row: a kill loses at most it
+        f.write(line + "\n")
+        f.flush()
+
+
+def _rewrite_complete(path, rows: list[dict]) -> None:
+    """Drops a line cut short, so appended rows start on a fresh line."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if text and not text.endswith("\n"):
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, default=_jsonable) + "\n" for r in rows)
+
+
+class _Progress:
+    def __init__(self, total: int, done: int, verbose: bool | None):
+        self.total, self.done, self.best = total, done, None
+        self.on = sys.stderr.isatty() if verbose is None else bool(verbose)
+        self.t0 = time.perf_counter()
+        self.new = 0
+
+    def update(self, row: dict) -> None:
+        self.done += 1
+        self.new += 1
+        if self.best is None or row["best_val_accuracy"] > self.best["best_val_accuracy"]:
+            self.best = row
+        if not self.on:
+            return
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.new * (self.total - self.done)
+        sys.stderr.write(f"\r{self.done}/{self.total} models, {elapsed:.1f}s elapsed, "
+                         f"ETA {eta:.0f}s, best val_accuracy {self.best['best_val_accuracy']:.4f}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on and self.new:
+            sys.stderr.write("\n")
