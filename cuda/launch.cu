@@ -61,7 +61,12 @@ void wait_for_stream(uintptr_t producer) {
     cudaError_t err = cudaEventRecord(ev, s);
     if (err == cudaSuccess) err = cudaStreamWaitEvent(own, ev, 0);
     cudaEventDestroy(ev);
-    IMDBFAST_CUDA_CHECK(err);
+    if (err != cudaSuccess) {
+        cudaGetLastError();  // (an invalid handle is not a sticky error)
+        throw std::invalid_argument("stream: cannot wait for the producer's stream " +
+                                    std::to_string(producer) + " (" + cudaGetErrorString(err) +
+                                    "; it must be a live stream on the array's device)");
+    }
 #endif
 }
 
