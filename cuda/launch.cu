@@ -70,13 +70,18 @@ void wait_for_stream(uintptr_t producer) {
 #endif
 }
 
+namespace {
+std::invalid_argument host_memory(const std::string& name, int device) {
+    return std::invalid_argument(name + ": is host memory, not memory of GPU " +
+                                 std::to_string(device) + " (copy it to the device first)");
+}
+}  // namespace
+
 void check_device_pointer(const void* p, size_t bytes, int device, const std::string& name) {
     if (bytes == 0) return;
     if (!p) throw std::invalid_argument(name + ": a null device pointer");
 #ifdef IMDBFAST_CUDA_SIM
-    if (sim_strict_pointers().load())
-        throw std::invalid_argument(name + ": is host memory, not memory of GPU " +
-                                    std::to_string(device) + " (copy it to the device first)");
+    if (sim_strict_pointers().load()) throw host_memory(name, device);
 #else
     const char* ends[2] = {static_cast<const char*>(p), static_cast<const char*>(p) + bytes - 1};
     for (const char* q : ends) {
@@ -88,9 +93,7 @@ void check_device_pointer(const void* p, size_t bytes, int device, const std::st
                                         cudaGetErrorString(err) + ")");
         }
         if (a.type == cudaMemoryTypeManaged) continue;
-        if (a.type != cudaMemoryTypeDevice)
-            throw std::invalid_argument(name + ": is host memory, not memory of GPU " +
-                                        std::to_string(device) + " (copy it to the device first)");
+        if (a.type != cudaMemoryTypeDevice) throw host_memory(name, device);
         if (a.device != device)
             throw std::invalid_argument(name + ": is memory of GPU " + std::to_string(a.device) +
                                         ", the model is on GPU " + std::to_string(device));

@@ -20,12 +20,13 @@ import itertools
 import json
 import os
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+
+from ._checks import check_int
 
 FIT_KEYS = ("layers", "activation", "optimizer", "loss", "epochs", "batch_size", "shuffle")
 KEYS = FIT_KEYS + ("learning_rate", "seed")
@@ -64,10 +65,8 @@ def _not_a_config(i: int, c: Any):
 
 
 def _layers(v: Any, i: int) -> list[int]:
-    units = [v] if isinstance(v, (int, np.integer)) else list(v)
-    if any(isinstance(u, bool) or not isinstance(u, (int, np.integer)) or u < 1 for u in units):
-        raise ValueError(f"grid: config {i}: layers must be positive unit counts, got {v!r}")
-    return [int(u) for u in units]
+    units = list(v) if isinstance(v, (list, tuple)) else [v]
+    return [check_int(u, f"grid: config {i}: layers", 1) for u in units]
 
 
 def config_key(config: dict) -> str:
@@ -176,12 +175,10 @@ def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
     """
     if engine not in ENGINES:
         raise ValueError(f"engine: {engine!r}; valid: {', '.join(ENGINES)}")
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads: must be an int >= 1, got {threads!r}")
-    if workers is None:
-        workers = max(1, (os.cpu_count() or 1) // int(threads))
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise ValueError(f"workers: must be an int >= 1, got {workers!r}")
+    threads = check_int(threads, "threads", 1)
+    workers = check_int(max(1, (os.cpu_count() or 1) // threads) if workers is None else workers,
+                        "workers", 1)
+    seed = check_int(seed, "seed", 0)
     if not isinstance(data, (tuple, list)) or len(data) not in (4, 6):
         raise ValueError("data: expected (x, y, x_val, y_val) or (x, y, x_val, y_val, x_test, y_test)")
     configs = expand(grid)
@@ -192,30 +189,30 @@ def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
                 raise FileExistsError(f"results: {os.fspath(results)} exists (resume=True continues "
                                       "that sweep)")
             wanted = {config_key(c) for c in configs}
-            done = [r for r in read_results(results) if r["config_key"] in wanted]
-            _rewrite_complete(results, read_results(results))
+            recorded = read_results(results)
+            done = [r for r in recorded if r["config_key"] in wanted]
+            _rewrite_complete(results, recorded)
         elif resume:
             raise FileNotFoundError(f"results: {os.fspath(results)} does not exist, nothing to resume")
     have = {r["config_key"] for r in done}
     todo = [c for c in configs if config_key(c) not in have]
     progress = _Progress(len(configs), len(done), verbose)
-    lock = threading.Lock()
     rows = Results(done)
+    futures: list = []
     try:
-        with ThreadPoolExecutor(max_workers=int(workers)) as pool:
-            futures = [pool.submit(train_one, c, tuple(data), seed, int(threads), return_models,
-                                   device) for c in todo]
-            for fut in as_completed(futures):
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures += [pool.submit(train_one, c, tuple(data), seed, threads, return_models,
+                                    device) for c in todo]
+            for fut in as_completed(futures):  # rows are recorded here, by this thread only
                 row = fut.result()
-                with lock:
-                    if results is not None:
-                        _append(results, row)
-                    rows.append(row)
-                    progress.update(row)
+                if results is not None:
+                    _append(results, row)
+                rows.append(row)
+                progress.update(row)
                 if on_result is not None:
                     on_result(row)
-    except BaseException:
-        for f in futures if "futures" in locals() else ():
+    except BaseException:  # Ctrl-C or a failed model: the models not started are not started
+        for f in futures:
             f.cancel()
         raise
     finally:

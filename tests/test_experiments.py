@@ -42,7 +42,7 @@ def test_expand_grids():
         experiments.expand({"optimizer": "adam"})
     with pytest.raises(ValueError, match="more than once"):
         experiments.expand([{"epochs": 1}, {"epochs": 1}])
-    with pytest.raises(ValueError, match="layers must be positive"):
+    with pytest.raises(ValueError, match="config 0: layers: expected an int >= 1"):
         experiments.expand({"layers": [[0]]})
     with pytest.raises(ValueError, match="no configuration"):
         experiments.expand([])
@@ -91,9 +91,9 @@ def test_results_file_and_resume(sweep_data, tmp_path):
 def test_bad_arguments(sweep_data):
     with pytest.raises(ValueError, match="engine: 'spark'"):
         experiments.run(GRID, sweep_data, engine="spark")
-    with pytest.raises(ValueError, match="threads: must be an int >= 1"):
+    with pytest.raises(ValueError, match="threads: expected an int >= 1"):
         experiments.run(GRID, sweep_data, threads=0)
-    with pytest.raises(ValueError, match="workers: must be an int >= 1"):
+    with pytest.raises(ValueError, match="workers: expected an int >= 1"):
         experiments.run(GRID, sweep_data, workers=0)
     with pytest.raises(ValueError, match="data: expected"):
         experiments.run(GRID, sweep_data[:3])
