@@ -1,9 +1,10 @@
 """Sweeps: many ``imdbfast.fit`` configurations over one data set, trained on this machine's
-cores, with each result streamed to a JSON-lines file as it finishes and an interrupted sweep
-resumable from that file.
+cores or on an existing Dask or Ray cluster, with each result streamed to a JSON-lines file as it
+finishes and an interrupted sweep resumable from that file.
 
     grid = {"optimizer": ["rmsprop", "adam"], "layers": [(16,), (16, 16)], "epochs": [4]}
     rows = imdbfast.experiments.run(grid, (x_train, y_train, x_val, y_val), results="sweep.jsonl")
+    rows = imdbfast.experiments.run(grid, data, engine="dask", cluster="tcp://scheduler:8786")
 
 A grid is a dict of lists (every combination, in the dict's key order) or a list of config
 dicts. A config's keys are ``imdbfast.fit``'s (``layers``, ``activation``, ``optimizer``,
@@ -21,16 +22,16 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from . import _engines
 from ._checks import check_int
 
 FIT_KEYS = ("layers", "activation", "optimizer", "loss", "epochs", "batch_size", "shuffle")
 KEYS = FIT_KEYS + ("learning_rate", "seed")
-ENGINES = ("local",)
+ENGINES = _engines.NAMES
 
 
 def expand(grid: dict | Sequence[dict]) -> list[dict]:
@@ -159,23 +160,31 @@ class Results(list):
 
 
 def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
-        workers: int | None = None, threads: int = 1, seed: int = 0,
+        cluster: Any = None, workers: int | None = None, threads: int = 1, seed: int = 0,
         results: str | os.PathLike | None = None, resume: bool = False,
         verbose: bool | None = None, return_models: bool = False,
         on_result: Callable[[dict], None] | None = None, device: str = "cpu") -> Results:
     """Trains every config of ``grid`` on data = (x, y, x_val, y_val[, x_test, y_test]).
 
-    engine: "local" (threads of this process; the core releases the GIL). workers: models
-    trained at once (default: the cores / threads). threads: each model's thread count (fixed,
-    so workers are not oversubscribed). results: a JSON-lines file each row is appended to as its
-    model finishes; with resume=True the configs already in it are not trained again (and their
-    recorded rows are returned), without it an existing file is an error. verbose: a progress
-    line on stderr (default: when stderr is a terminal). on_result: called with each new row.
-    device: where every model trains ("cpu", "cuda", ...).
+    engine: "local" (threads of this process; the core releases the GIL), "dask" or "ray" (an
+    existing cluster; the data are sent to it once, not per model). cluster: for "dask", a
+    ``distributed.Client`` or a scheduler address ("tcp://host:8786"), default the client already
+    running; for "ray", an address for ``ray.init`` ("auto", "ray://host:10001"), default the
+    Ray already initialised (else ``ray.init()``). workers: models trained at once, "local" only
+    (default: the cores / threads; a cluster's size is its own). threads: each model's thread
+    count (fixed, so workers are not oversubscribed; Ray reserves that many CPUs a model).
+    results: a JSON-lines file each row is appended to as its model finishes; with resume=True
+    the configs already in it are not trained again (and their recorded rows are returned),
+    without it an existing file is an error. verbose: a progress line on stderr (default: when
+    stderr is a terminal). on_result: called with each new row. device: where every model
+    trains ("cpu", "cuda", ...). Every row is the same bit for bit, whichever engine ran it.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine: {engine!r}; valid: {', '.join(ENGINES)}")
     threads = check_int(threads, "threads", 1)
+    if engine != "local" and workers is not None:
+        raise ValueError(f"workers: applies to engine='local'; with engine={engine!r} the "
+                         "cluster's workers decide how many models train at once")
     workers = check_int(max(1, (os.cpu_count() or 1) // threads) if workers is None else workers,
                         "workers", 1)
     seed = check_int(seed, "seed", 0)
@@ -190,32 +199,30 @@ def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
                                       "that sweep)")
             wanted = {config_key(c) for c in configs}
             recorded = read_results(results)
-            done = [r for r in recorded if r["config_key"] in wanted]
+            done = list({r["config_key"]: r for r in recorded if r["config_key"] in wanted}.values())
             _rewrite_complete(results, recorded)
         elif resume:
             raise FileNotFoundError(f"results: {os.fspath(results)} does not exist, nothing to resume")
     have = {r["config_key"] for r in done}
     todo = [c for c in configs if config_key(c) not in have]
+    opts = dict(sweep_seed=seed, threads=threads, return_model=return_models, device=device)
     progress = _Progress(len(configs), len(done), verbose)
     rows = Results(done)
-    futures: list = []
+    trained = getattr(_engines, engine)(todo, tuple(data), opts, workers, cluster) if todo else iter(())
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures += [pool.submit(train_one, c, tuple(data), seed, threads, return_models,
-                                    device) for c in todo]
-            for fut in as_completed(futures):  # rows are recorded here, by this thread only
-                row = fut.result()
-                if results is not None:
-                    _append(results, row)
-                rows.append(row)
-                progress.update(row)
-                if on_result is not None:
-                    on_result(row)
-    except BaseException:  # Ctrl-C or a failed model: the models not started are not started
-        for f in futures:
-            f.cancel()
-        raise
-    finally:
+        for row in trained:  # rows are recorded here, by this thread only
+            if row["config_key"] in have:  # a task an engine ran twice is recorded once
+                continue
+            have.add(row["config_key"])
+            if results is not None:
+                _append(results, row)
+            rows.append(row)
+            progress.update(row)
+            if on_result is not None:
+                on_result(row)
+    finally:  # Ctrl-C or a failed model: closing the engine cancels the models not finished
+        if hasattr(trained, "close"):
+            trained.close()
         progress.close()
     rows.sort(key=lambda r: (-r["best_val_accuracy"], r["config_key"]))
     return rows

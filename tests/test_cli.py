@@ -111,6 +111,27 @@ def test_experiments_results_and_resume(tmp_path, env):
     assert r.returncode == 1 and "resume" in r.stderr
 
 
+def test_experiments_on_a_dask_scheduler(tmp_path, env):
+    """--engine dask --scheduler ADDRESS: the same rows as the local engine, numbers bit for bit."""
+    distributed = pytest.importorskip("distributed", reason="dask.distributed not installed "
+                                      "(pip install 'imdbfast[dask]')")
+    base = ["experiments", "--num-words", "60", "--epochs", "2", "--validation", "100",
+            "--depths", "1,2", "--units", "4", "--losses", "mse", "--activations", "relu",
+            "--optimizers", "sgd,adam", "--json"]
+    local = run(base, tmp_path, env)
+    assert local.returncode == 0, local.stderr
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        r = run(base + ["--engine", "dask", "--scheduler", cluster.scheduler_address], tmp_path, env)
+    assert r.returncode == 0, r.stderr
+
+    def numbers(out):
+        return {x["config_key"]: {k: v for k, v in x.items() if k != "time_s"}
+                for x in json.loads(out)["results"]}
+
+    assert numbers(r.stdout) == numbers(local.stdout) and len(numbers(r.stdout)) == 4
+
+
 def test_info(tmp_path, env, synthetic):
     r = run(["info", "--json"], tmp_path, env)
     assert r.returncode == 0, r.stderr
@@ -128,6 +149,10 @@ def test_info(tmp_path, env, synthetic):
     (["train", "--data", "/no/such/imdb.npz"], 1, "no such file"),
     (["train", "--num-words", "60", "--validation", "100000"], 1, "--validation"),
     (["experiments", "--optimizers", "nadam"], 1, "unknown ['nadam']"),
+    (["experiments", "--num-words", "60", "--engine", "dask"], 1, "--scheduler: --engine dask needs"),
+    (["experiments", "--num-words", "60", "--scheduler", "tcp://h:1"], 1, "--scheduler: needs --engine"),
+    (["experiments", "--num-words", "60", "--engine", "ray", "--workers", "2"], 1, "--workers: applies"),
+    (["experiments", "--engine", "spark"], 2, "invalid choice: 'spark'"),
     (["predict", "--model", "/no/such/model.npz", "text"], 1, "file not found"),
     (["train", "--num-words", "60", "--device", "cuda:99"], 1, "device='cuda:99': "),
     (["train", "--num-words", "60", "--device", "tpu"], 1, "device: unknown 'tpu'"),
