@@ -41,6 +41,10 @@ CSRView CSR::narrow_view() const {
     return v;
 }
 
+CSRView CSR::inference_view() const {
+    return passes_->fetch_add(1, std::memory_order_relaxed) == 0 ? view() : narrow_view();
+}
+
 namespace {
 
 // Relative cost of one W1 row being touched in a step (its optimizer update: a square root and

@@ -100,6 +100,10 @@ struct CSR {
     // view() plus the uint16 copy of the indices (made once and cached; 2 bytes a non-zero)
     // when n_cols <= 65536.
     CSRView narrow_view() const;
+    // What inference reads: view() on the first pass over this matrix, narrow_view() from the
+    // second on, so data read again and again (validation data, each epoch) pays the copy once
+    // and gathers about 10 % faster, and a one-off predict never pays it.
+    CSRView inference_view() const;
 
    private:
     // shared_ptr keeps CSR movable; the mutex makes the lazy computations safe across threads.
@@ -107,6 +111,7 @@ struct CSR {
     mutable std::vector<int64_t> col_prefix_;
     mutable std::vector<uint16_t> narrow_;
     mutable bool has_narrow_ = false;
+    mutable std::shared_ptr<std::atomic<int>> passes_ = std::make_shared<std::atomic<int>>(0);
 };
 
 // A word index (word -> frequency rank), for encoding raw text. Words are raw UTF-8 bytes.

@@ -483,7 +483,7 @@ void Net::for_each_tile(const CSR& x, int64_t first, int64_t last, int threads,
                         PerTile&& per_tile) const {
     const int L = n_layers();
     const int64_t N = last - first;
-    const CSRView xv = x.view();
+    const CSRView xv = x.inference_view();
     const int nt = cpu::threads_for(threads, x.indptr[last] - x.indptr[first], 1 << 15);
     const int64_t n_tiles = (N + kTile - 1) / kTile;
     // Each thread's buffers for one tile, allocated here: nothing may throw inside the region.

@@ -141,6 +141,13 @@ int available_cpus() {
     return std::max(1, n);
 }
 
+#ifdef IMDBFAST_HAVE_OPENMP
+// Whether OMP_NUM_THREADS was set when this library loaded, which is when libgomp read it
+// (it is loaded first). A program that sets it later (dask.distributed's LocalCluster does, in
+// its own process, for the workers it spawns) changes neither libgomp's count nor ours.
+static const bool g_omp_env_at_load = std::getenv("OMP_NUM_THREADS") != nullptr;
+#endif
+
 void set_default_threads(int n) { g_default_threads.store(n > 0 ? n : 0); }
 
 int default_threads() {
@@ -149,7 +156,7 @@ int default_threads() {
 #ifdef IMDBFAST_HAVE_OPENMP
     // OMP_NUM_THREADS is the user's choice; otherwise the CPUs this process may really use
     // now (libgomp counts the affinity mask once, at load, and knows no cgroup quota).
-    if (std::getenv("OMP_NUM_THREADS")) return omp_get_max_threads();
+    if (g_omp_env_at_load) return omp_get_max_threads();
     return available_cpus();
 #else
     return 1;

@@ -16,7 +16,6 @@ the traceback.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -98,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The book's 'things to try' grid, ranked by best validation accuracy.",
         epilog="On a cluster: --engine dask --scheduler tcp://HOST:8786 (a running Dask scheduler;\n"
                "start workers with --nthreads 1, one per core), or --engine ray --scheduler auto\n"
-               "(a running Ray cluster; each model reserves --threads CPUs). The data (about 12 MB\n"
-               "as CSR) travel once: scattered to every Dask worker, or put once in Ray's object\n"
-               "store; each model sends back only its row. A lost worker's model is retried by\n"
+               "(a running Ray cluster; each model reserves --threads CPUs). The data (26 MB as CSR,\n"
+               "test set included) travel once: scattered to every Dask worker, or put once in\n"
+               "Ray's object store; each model sends back only its row. A lost worker's model is retried by\n"
                "the cluster and recorded once, and --resume continues a sweep that was stopped.\n"
                "Every model's seed comes from --seed and its config: the same numbers on any engine.")
     common(e)
@@ -356,10 +355,10 @@ def cmd_experiments(args) -> int:
         raise ValueError("--results and --resume: give one (--resume FILE appends to FILE)")
     from . import experiments
 
-    grid = [{"optimizer": opt, "layers": [units] * depth, "loss": loss, "activation": act,
-             "epochs": args.epochs, "batch_size": args.batch_size}
-            for opt, depth, units, loss, act in itertools.product(
-                args.optimizers, args.depths, args.units, args.losses, args.activations)]
+    grid = experiments.things_to_try(optimizers=args.optimizers, depths=args.depths,
+                                     units=args.units, losses=args.losses,
+                                     activations=args.activations, epochs=args.epochs,
+                                     batch_size=args.batch_size)
     rows = experiments.run(grid, (x_fit, y_fit, x_val, y_val, xt, y_test), engine=args.engine,
                            cluster=args.scheduler, workers=workers,
                            threads=threads, seed=args.seed, results=args.resume or args.results,

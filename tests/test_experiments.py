@@ -52,6 +52,32 @@ def test_expand_grids():
         experiments.expand({"layers": [[0]]})
     with pytest.raises(ValueError, match="no configuration"):
         experiments.expand([])
+    # every value is checked before anything trains, named with its config
+    for bad, err, msg in [({"optimizer": "nadam"}, ValueError, "config 0: .*nadam"),
+                          ({"activation": "gelu"}, ValueError, "config 0: activation: unknown"),
+                          ({"loss": "hinge"}, ValueError, "config 0: .*hinge"),
+                          ({"learning_rate": -1.0}, ValueError, "config 0: .*learning_rate"),
+                          ({"epochs": 0}, ValueError, "config 0: epochs: expected an int >= 1"),
+                          ({"batch_size": 2.5}, ValueError, "config 0: batch_size"),
+                          ({"shuffle": "yes"}, ValueError, "config 0: shuffle"),
+                          ({"seed": -1}, ValueError, "config 0: seed")]:
+        with pytest.raises(err, match=msg):
+            experiments.expand([bad])
+
+
+def test_things_to_try_and_longest_first(sweep_data):
+    grid = experiments.things_to_try()
+    assert len(grid) == 108 and len({experiments.config_key(c) for c in grid}) == 108
+    assert grid[0] == {"optimizer": "rmsprop", "layers": [16], "loss": "binary_crossentropy",
+                       "activation": "relu", "epochs": 20, "batch_size": 512}
+    cost = experiments.expected_cost
+    assert cost({"layers": [64], "epochs": 20}) > cost({"layers": [16, 16, 16], "epochs": 20}) > \
+        cost({"layers": [16], "epochs": 20}) > cost({"layers": [16], "epochs": 4})
+    # one worker trains them in that order, the longest first (the others cannot wait on it)
+    seen = []
+    experiments.run({"layers": [[4], [16, 16], [8]], "epochs": [1]}, sweep_data, workers=1,
+                    on_result=seen.append)
+    assert [r["layers"] for r in seen] == [[16, 16], [8], [4]]
 
 
 def test_results_do_not_depend_on_workers_or_order(sweep_data):

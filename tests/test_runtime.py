@@ -131,6 +131,22 @@ def test_default_threads_follow_the_cpu_affinity():
     assert imdbfast.get_num_threads() == min(len(before), imdbfast._core.available_cpus())
 
 
+@pytest.mark.skipif("OMP_NUM_THREADS" in os.environ, reason="OMP_NUM_THREADS set for this run")
+def test_omp_num_threads_set_after_import_changes_nothing(monkeypatch):
+    """libgomp reads OMP_NUM_THREADS once, at load: a program that sets it later (Dask's
+    LocalCluster does, in its own process) must not make the default stop following the CPUs."""
+    import imdbfast
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert imdbfast.get_num_threads() == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert imdbfast.get_num_threads() == min(len(before), imdbfast._core.available_cpus())
+
+
 def test_omp_num_threads_is_respected():
     code = "import imdbfast; print(imdbfast.get_num_threads())"
     env = dict(os.environ, OMP_NUM_THREADS="3")
