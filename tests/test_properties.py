@@ -315,3 +315,20 @@ def test_any_network_on_the_cuda_simulator(p):
         with switched(sim._set_launch_order, order):
             assert_same_bits(first, train(sim, p, weights, x, y, sw, 0), f"launch order {order}")
     check_reference(p, weights, dense, y, sw, first[2])
+
+
+@given(p=problems())
+def test_inference_is_the_same_on_every_pass_over_a_matrix(p):
+    """Inference reads a matrix's int32 column indices on its first pass and its uint16 copy
+    from the second on (CSR::inference_view): the outputs must not change by a bit, for any
+    width, values or none, and any thread count."""
+    x, y, sw, dense, rng = make_data(p)
+    net = make_net(_core, p["dims"], p["acts"], p["loss"], p["optimizer"], 1e-3,
+                   layers=layer_fields(p), **{k: v for k, v in p["cfg"].items()
+                                              if k != "learning_rate"})
+    net.set_weights(ref.init_weights(rng, p["dims"]))
+    first = net.predict(x, 1)
+    stats = net.evaluate(x, y, sw, 1)
+    for t in (1, 3):
+        np.testing.assert_array_equal(first, net.predict(x, t), err_msg=f"pass 2+, threads={t}")
+        assert net.evaluate(x, y, sw, t) == stats
