@@ -302,16 +302,28 @@ IMDBFAST_HD inline void row_loss(float* dz, double* loss_out, double* correct_ou
 // ((P0 + P1) + (P2 + P3)) + bias), so that each thread owns its lanes' rows of W1; the GPU's
 // training sums whole rows, so the two trainings agree to rounding, not bit for bit.
 
-// Sparse gather, element h: ((a0 + a1) + (a2 + a3)) + bias, non-zero k added to a_(k mod 4);
+// Four partial sums combined: the shape of every four-way sum here (the GPU gives each partial
+// a thread of its own: gpu::parallel_sum4).
+IMDBFAST_HD inline float sum4(float p0, float p1, float p2, float p3) { return (p0 + p1) + (p2 + p3); }
+
+// Sparse gather, element h, partial j: the non-zeros k = j, j + 4, ... added in order from 0;
 // vals == nullptr means every value is 1 (no multiplication).
+IMDBFAST_HD inline float gather_part(const int32_t* cols, const float* vals, int64_t L,
+                                     const float* W, int64_t H, int64_t h, int j) {
+    float acc = 0.0f;
+    for (int64_t k = j; k < L; k += 4) {
+        const float w = W[static_cast<int64_t>(cols[k]) * H + h];
+        acc += vals ? vals[k] * w : w;
+    }
+    return acc;
+}
+
+// Sparse gather, element h: sum4 of its four partials, + bias.
 IMDBFAST_HD inline float gather_sum(const int32_t* cols, const float* vals, int64_t L,
                                     const float* W, int64_t H, int64_t h, float bias) {
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int64_t k = 0; k < L; ++k) {
-        const float w = W[static_cast<int64_t>(cols[k]) * H + h];
-        acc[k & 3] += vals ? vals[k] * w : w;
-    }
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + bias;
+    return sum4(gather_part(cols, vals, L, W, H, h, 0), gather_part(cols, vals, L, W, H, h, 1),
+                gather_part(cols, vals, L, W, H, h, 2), gather_part(cols, vals, L, W, H, h, 3)) +
+           bias;
 }
 
 // Dense layer, element (b, h): (sum over i ascending of x_i W[i, h], from 0) + bias.
@@ -329,16 +341,23 @@ IMDBFAST_HD inline float input_grad_sum(const float* dz, const float* W, int64_t
     return acc;
 }
 
-// Weight (or, x == nullptr, bias) gradient, element (i, h): sum over batch rows b of
-// x[b, i] dz[b, h] as four partial sums, row b into p_(b mod 4), combined (p0 + p1) + (p2 + p3).
+// Weight (or, x == nullptr, bias) gradient, element (i, h), partial j: x[b, i] dz[b, h] over
+// the batch rows b = j, j + 4, ... added in order from 0.
+IMDBFAST_HD inline float batch_part(const float* dz, const float* x, int64_t B, int64_t I,
+                                    int64_t i, int64_t H, int64_t h, int j) {
+    float p = 0.0f;
+    for (int64_t b = j; b < B; b += 4) {
+        const float d = dz[b * H + h];
+        p += x ? x[b * I + i] * d : d;
+    }
+    return p;
+}
+
+// Weight (or bias) gradient, element (i, h): sum4 of its four partials.
 IMDBFAST_HD inline float batch_sum_elem(const float* dz, const float* x, int64_t B, int64_t I,
                                         int64_t i, int64_t H, int64_t h) {
-    float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int64_t b = 0; b < B; ++b) {
-        const float d = dz[b * H + h];
-        p[b & 3] += x ? x[b * I + i] * d : d;
-    }
-    return (p[0] + p[1]) + (p[2] + p[3]);
+    return sum4(batch_part(dz, x, B, I, i, H, h, 0), batch_part(dz, x, B, I, i, H, h, 1),
+                batch_part(dz, x, B, I, i, H, h, 2), batch_part(dz, x, B, I, i, H, h, 3));
 }
 
 // The sparse layer's gradient for one column, element h: the sum over its group of n >= 1

@@ -74,6 +74,24 @@ __global__ void parallel_for_kernel(int64_t n, F body) {
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride)
         body(i);
 }
+// sum4_kernel: four consecutive threads (a quad of one warp) per output, the quad's partial sums
+// combined by two shuffles within it. xor 1 gives lanes 0 and 1 p0 + p1 (and p1 + p0: float
+// addition is commutative, bit for bit), lanes 2 and 3 p2 + p3; xor 2 then gives lane 0
+// (p0 + p1) + (p2 + p3). A quad is whole or absent in every pass (the stride is a multiple of
+// 4), so the shuffles' mask is the quad's own lanes.
+template <class Part, class Done>
+__global__ void sum4_kernel(int64_t n, Part part, Done done) {
+    const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+    const unsigned quad = 0xFu << (threadIdx.x & 28u);
+    for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < 4 * n;
+         t += stride) {
+        const int64_t i = t >> 2;
+        float p = part(i, static_cast<int>(t & 3));
+        p += __shfl_xor_sync(quad, p, 1, 4);
+        p += __shfl_xor_sync(quad, p, 2, 4);
+        if ((t & 3) == 0) done(i, p);
+    }
+}
 #endif
 
 #ifdef IMDBFAST_CUDA_SIM
@@ -108,6 +126,44 @@ void parallel_for(int64_t n, F body) {
     constexpr int kThreads = 256;
     const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20);
     parallel_for_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream()>>>(n, body);
+    IMDBFAST_CUDA_CHECK(cudaGetLastError());
+#endif
+}
+#endif
+
+#if defined(__CUDACC__) || defined(IMDBFAST_CUDA_SIM)
+// done(i, (p0 + p1) + (p2 + p3)) for every i in [0, n), in parallel, where p_j = part(i, j) is
+// computed by a thread of its own: an output whose sum is four independent partial sums (the
+// formula of sum4 in cpp/common.h) takes four threads and a chain a quarter as long, with the
+// same bits as one thread computing all four.
+template <class Part, class Done>
+void parallel_sum4(int64_t n, Part part, Done done) {
+    if (n <= 0) return;
+#ifdef IMDBFAST_CUDA_SIM
+    const int order = sim_launch_order().load(std::memory_order_relaxed);
+    auto one = [&](int64_t i) {  // order 1 also computes the partials last to first
+        float p[4];
+        for (int j = 0; j < 4; ++j) {
+            const int jj = order == 1 ? 3 - j : j;
+            p[jj] = part(i, jj);
+        }
+        done(i, sum4(p[0], p[1], p[2], p[3]));
+    };
+    switch (order) {
+        case 1:
+            for (int64_t i = n; i-- > 0;) one(i);
+            break;
+        case 2:
+            for (int64_t i = 0; i < n; i += 2) one(i);
+            for (int64_t i = 1; i < n; i += 2) one(i);
+            break;
+        default:
+            for (int64_t i = 0; i < n; ++i) one(i);
+    }
+#else
+    constexpr int kThreads = 256;
+    const int64_t blocks = std::min<int64_t>((4 * n + kThreads - 1) / kThreads, int64_t(1) << 20);
+    sum4_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream()>>>(n, part, done);
     IMDBFAST_CUDA_CHECK(cudaGetLastError());
 #endif
 }

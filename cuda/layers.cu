@@ -1,7 +1,9 @@
 // layers.cu: the GPU's dense layers, activations and the sparse first layer (contract in kernels.cuh). Each kernel is one parallel_for
 // over the output elements with the element's math from cpp/common.h, so every output element
-// is computed by one thread in the CPU's summation order: no floating-point atomics, and the
-// results are the same run to run. The CPU's counterpart: cpp/layers.cpp.
+// is computed in the CPU's summation order: no floating-point atomics, and the results are the
+// same run to run. The long sums that are four partial sums (the sparse gather, the weight and
+// bias gradients) are parallel_sum4s: a thread per partial, combined within the quad, the same
+// bits. The CPU's counterpart: cpp/layers.cpp.
 #include "kernels.cuh"
 
 namespace imdbfast {
@@ -12,12 +14,14 @@ void sparse_forward(float* z, float* a, int act, const CSRView& x, const int64_t
     const int64_t* indptr = x.indptr;
     const int32_t* indices = x.indices;
     const float* values = x.values;
-    parallel_for(B * H, [=] IMDBFAST_HD(int64_t i) {
+    auto part = [=] IMDBFAST_HD(int64_t i, int j) {
         const int64_t b = i / H, h = i % H;
         const int64_t r = rows ? rows[b] : first + b;
         const int64_t s = indptr[r];
-        const float v = gather_sum(indices + s, values ? values + s : nullptr, indptr[r + 1] - s,
-                                   W, H, h, bias[h]);
+        return gather_part(indices + s, values ? values + s : nullptr, indptr[r + 1] - s, W, H, h, j);
+    };
+    parallel_sum4(B * H, part, [=] IMDBFAST_HD(int64_t i, float sum) {
+        const float v = sum + bias[i % H];  // gather_sum's formula
         z[i] = v;
         a[i] = activate(act, v);
     });
@@ -70,27 +74,28 @@ void dense_backward_input(float* dz_prev, const float* dz, const float* W, const
 }
 
 void dense_backward_weight(float* dW, const float* dz, const float* x, int64_t B, int64_t I, int64_t H) {
-    parallel_for(I * H, [=] IMDBFAST_HD(int64_t k) {
-        const int64_t i = k / H, h = k % H;
-        dW[k] = batch_sum_elem(dz, x, B, I, i, H, h);
-    });
+    parallel_sum4(I * H, [=] IMDBFAST_HD(int64_t k, int j) {
+        return batch_part(dz, x, B, I, k / H, H, k % H, j);
+    }, [=] IMDBFAST_HD(int64_t k, float sum) { dW[k] = sum; });
 }
 
 void bias_backward(float* db, const float* dz, int64_t B, int64_t H) {
-    parallel_for(H, [=] IMDBFAST_HD(int64_t h) { db[h] = batch_sum_elem(dz, nullptr, B, 1, 0, H, h); });
+    parallel_sum4(H, [=] IMDBFAST_HD(int64_t h, int j) {
+        return batch_part(dz, nullptr, B, 1, 0, H, h, j);
+    }, [=] IMDBFAST_HD(int64_t h, float sum) { db[h] = sum; });
 }
 
 void small_grads(float* G, const int64_t* offsets, const int64_t* dims, float* const* dz,
                  float* const* a, int L, int64_t first, int64_t last, int64_t B) {
-    parallel_for(last - first, [=] IMDBFAST_HD(int64_t k) {
+    parallel_sum4(last - first, [=] IMDBFAST_HD(int64_t k, int j) {
         const int64_t e = first + k;
         int p = 1;
         while (p + 1 < 2 * L && offsets[p + 1] <= e) ++p;  // 2L - 1 parameters at most
         const int l = p / 2;
         const int64_t H = dims[l + 1], off = e - offsets[p];
-        G[e] = p % 2 == 0 ? batch_sum_elem(dz[l], a[l - 1], B, dims[l], off / H, H, off % H)
-                          : batch_sum_elem(dz[l], nullptr, B, 1, 0, H, off);
-    });
+        return p % 2 == 0 ? batch_part(dz[l], a[l - 1], B, dims[l], off / H, H, off % H, j)
+                          : batch_part(dz[l], nullptr, B, 1, 0, H, off, j);
+    }, [=] IMDBFAST_HD(int64_t k, float sum) { G[first + k] = sum; });
 }
 
 // ---- the sparse first layer's gradient: the epoch index -------------------------------------
