@@ -360,14 +360,15 @@ IMDBFAST_HD inline float batch_sum_elem(const float* dz, const float* x, int64_t
                 batch_part(dz, x, B, I, i, H, h, 2), batch_part(dz, x, B, I, i, H, h, 3));
 }
 
-// The sparse layer's gradient for one column, element h: the sum over its group of n >= 1
-// terms term(j), j = 0 .. n-1 (batch rows ascending), added one after the other from 0. The CPU
+// The sparse layer's gradient on the GPU for one column, element h, partial j: the terms
+// term(i) of its group (i = 0 .. n-1, batch rows ascending) for i = j, j + 4, ..., added in
+// order from 0; the element is sum4 of the four partials (gpu::parallel_sum4). The CPU
 // scatters it (each non-zero adds its term to the column's row of G, batch row by batch row),
-// so the order is the batch's, one add chain per column.
+// one add chain per column: the two agree to rounding, as the trainings do anyway.
 template <class Term>
-IMDBFAST_HD inline float group_sum(const Term& term, int64_t n) {
+IMDBFAST_HD inline float group_part(const Term& term, int64_t n, int j) {
     float t = 0.0f;
-    for (int64_t j = 0; j < n; ++j) t += term(j);
+    for (int64_t i = j; i < n; i += 4) t += term(i);
     return t;
 }
 

@@ -236,7 +236,7 @@ void lanes_sum(float* z, const float* P, const float* bias, int64_t H, int64_t B
                int64_t b1, bool pairs);
 // The first layer's weight gradient for the columns of lanes [k0, k1), added into G (D, H):
 // G[c, :] += val * dz[b, :] for each non-zero (b, c), batch rows b ascending, so each row of G
-// is one sum in a fixed order (common.h's group_sum) whatever the lanes or threads; flag[c] is
+// is one add chain in a fixed order whatever the lanes or threads; flag[c] is
 // set to 1 for every column met.  dz (B, H).
 void sparse_backward_scatter(float* G, uint8_t* flag, const CSRView& x, const int32_t* pos,
                              int K, const int64_t* rows, int64_t B, const float* dz, int64_t H,

@@ -93,7 +93,8 @@ void build_epoch_index(EpochIndex& ix, Scratch& s, const CSRView& x, const int64
 // G (D, H): rows of the columns batch `batch` touches get their gradient sum over the batch's
 // rows (dz1 (B, H), batch row = epoch position - batch * B); other rows are left as they are.
 // The CPU's counterpart is sparse_backward_scatter (a scatter-add per lane, batch rows
-// ascending): the same sum in the same order (common.h's group_sum), found another way.
+// ascending, one chain); here each element is four partials over the same terms (common.h's
+// group_part), equal to rounding.
 void sparse_backward_weight(float* G, const EpochIndex& ix, int64_t batch, const float* dz1,
                         int64_t D, int64_t H);
 

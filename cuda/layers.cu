@@ -3,7 +3,8 @@
 // is computed in the CPU's summation order: no floating-point atomics, and the results are the
 // same run to run. The long sums that are four partial sums (the sparse gather, the weight and
 // bias gradients) are parallel_sum4s: a thread per partial, combined within the quad, the same
-// bits. The CPU's counterpart: cpp/layers.cpp.
+// bits. The sparse layer's gradient is four partials too (common.h's group_part), where the
+// CPU's scatter is one chain: equal to rounding. The CPU's counterpart: cpp/layers.cpp.
 #include "kernels.cuh"
 
 namespace imdbfast {
@@ -188,16 +189,18 @@ void sparse_backward_weight(float* G, const EpochIndex& ix, int64_t batch, const
     const int32_t* sid = ix.sorted_ids.data();
     const int32_t* pos = ix.pos.data();
     const float* ev = ix.has_values ? ix.vals.data() : nullptr;
-    parallel_for(n * H, [=] IMDBFAST_HD(int64_t k) {
+    parallel_sum4(n * H, [=] IMDBFAST_HD(int64_t k, int j) {
         const int64_t g = g0 + k / H, h = k % H;
         const int64_t start = gs[g], len = gs[g + 1] - start;
-        const int64_t col = static_cast<int64_t>(sk[start] % static_cast<uint64_t>(D));
-        auto term = [=](int64_t j) {  // inherits the kernel's execution space
-            const int32_t e = sid[start + j];
+        auto term = [=](int64_t i) {  // inherits the kernel's execution space
+            const int32_t e = sid[start + i];
             const float d = dz1[(static_cast<int64_t>(pos[e]) - p0) * H + h];
             return ev ? ev[e] * d : d;
         };
-        G[col * H + h] = group_sum(term, len);
+        return group_part(term, len, j);
+    }, [=] IMDBFAST_HD(int64_t k, float sum) {
+        const int64_t col = static_cast<int64_t>(sk[gs[g0 + k / H]] % static_cast<uint64_t>(D));
+        G[col * H + k % H] = sum;
     });
 }
 

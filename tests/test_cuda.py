@@ -156,6 +156,29 @@ def test_parity_on_the_real_data(gpu, imdb):
     np.testing.assert_allclose(dev.predict(xt, 0, 0, -1), cpu.predict(xt, 0, 0, -1), rtol=1e-4, atol=1e-6)
 
 
+def test_sparse_gradient_is_four_partials_per_column(sim, rng):
+    """The device's W1 gradient, pinned bit for bit: for each column, its terms val * dz[b] in
+    batch-row order, term i into partial i mod 4 (each added in order from 0), combined
+    (p0 + p1) + (p2 + p3) (common.h's group_part and sum4; the CPU's scatter is one chain and
+    agrees to rounding). Columns hold up to 300 terms, so every partial is long."""
+    n, D, H = 300, 40, 5
+    dense = (rng.random((n, D)) < 0.6) * rng.uniform(0.5, 2.0, (n, D))
+    dense = dense.astype(np.float32)
+    x = imdbfast.to_csr(dense)
+    rows = rng.permutation(n).astype(np.int64)
+    dz = rng.normal(size=(n, H)).astype(np.float32)
+    touched, g = sim.sparse_backward(dz, x, rows, 1)
+    want = []
+    for c in touched:
+        terms = [dense[r, c] * dz[b] for b, r in enumerate(rows) if dense[r, c] != 0]
+        p = [np.zeros(H, np.float32) for _ in range(4)]
+        for i, t in enumerate(terms):
+            p[i % 4] = p[i % 4] + t
+        want.append((p[0] + p[1]) + (p[2] + p[3]))
+    np.testing.assert_array_equal(g, np.array(want))
+    assert max(np.count_nonzero(dense[:, c]) for c in touched) > 100
+
+
 def imdbfast_device(gpu, x):
     return gpu.DeviceCSR(x, 0)
 
