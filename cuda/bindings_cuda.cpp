@@ -310,6 +310,11 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
     m.attr("simulated") = false;
     m.attr("architectures") = IMDBFAST_CUDA_ARCHITECTURES;
 #endif
+    m.def("_set_fuse_small_layers", [](bool on) { return gpu::fuse_small_layers().exchange(on); },
+          py::arg("on"),
+          "For tests and device benchmarks: train the small layers in one launch a step where "
+          "possible (default) or layer by layer; results must not change. Returns the previous "
+          "setting.");
     m.def("devices", [] {
         std::string reason;
         py::list out;

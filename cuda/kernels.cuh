@@ -8,6 +8,8 @@
 // result back. Element math and summation orders come from cpp/common.h, shared with the CPU.
 #pragma once
 
+#include <atomic>
+
 #include <cstdint>
 #include <vector>
 
@@ -68,6 +70,30 @@ void bias_backward(float* db, const float* dz, int64_t B, int64_t H);
 // pointers, each (B, H_l)): device arrays.
 void small_grads(float* G, const int64_t* offsets, const int64_t* dims, float* const* dz,
                  float* const* a, int L, int64_t first, int64_t last, int64_t B);
+
+// The layers after the sparse one, for small_layers_step: each layer's activations and
+// gradient (B, H_l), weights and activation; L <= kMax layers in all (the sparse one included).
+struct SmallLayers {
+    static constexpr int kMax = 8;
+    int L = 0;
+    int64_t dims[kMax + 1] = {};
+    int acts[kMax] = {};
+    float* z[kMax] = {};
+    float* a[kMax] = {};
+    float* dz[kMax] = {};
+    const float* W[kMax] = {};
+    const float* bias[kMax] = {};
+};
+// One thread per batch row, the whole small network: dense layers 1 .. L-1 forward, the fused
+// loss (loss_forward_backward's row), and the input gradients back to dz[0], each element by
+// the same formula (and so the same bits) as dense_forward, softmax_forward,
+// loss_forward_backward and dense_backward_input launched one after another. For networks
+// without Dropout whose small layers are small (DeviceNet decides): one launch, not 2L.
+void small_layers_step(const SmallLayers& s, double* loss_row, double* correct_row,
+                       const float* y, const float* sw, const int64_t* rows, int loss, int64_t B);
+// Whether training fuses the small layers where it can (default on; tests and device
+// benchmarks compare both ways).
+std::atomic<bool>& fuse_small_layers();
 
 // ---- layers.cu: the sparse first layer's gradient, deterministic without atomics ----------
 // Once per epoch, every non-zero of the epoch is keyed by (batch, column) and stably sorted, so

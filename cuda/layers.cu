@@ -99,6 +99,44 @@ void small_grads(float* G, const int64_t* offsets, const int64_t* dims, float* c
     }, [=] IMDBFAST_HD(int64_t k, float sum) { G[first + k] = sum; });
 }
 
+std::atomic<bool>& fuse_small_layers() {
+    static std::atomic<bool> on{true};
+    return on;
+}
+
+void small_layers_step(const SmallLayers& net, double* loss_row, double* correct_row,
+                       const float* y, const float* sw, const int64_t* rows, int loss, int64_t B) {
+    const SmallLayers s = net;  // captured by value: the kernel's parameter
+    parallel_for(B, [=] IMDBFAST_HD(int64_t b) {
+        const int L = s.L;
+        if (s.acts[0] == ACT_SOFTMAX)  // a softmax output straight after the sparse layer
+            softmax_row(s.a[0] + b * s.dims[1], s.z[0] + b * s.dims[1], s.dims[1]);
+        for (int l = 1; l < L; ++l) {  // dense_forward, softmax_forward
+            const int64_t I = s.dims[l], H = s.dims[l + 1];
+            const float* in = s.a[l - 1] + b * I;
+            float* z = s.z[l] + b * H;
+            float* a = s.a[l] + b * H;
+            for (int64_t h = 0; h < H; ++h) {
+                const float v = dense_sum(in, s.W[l], I, H, h, s.bias[l][h]);
+                z[h] = v;
+                a[h] = activate(s.acts[l], v);
+            }
+            if (s.acts[l] == ACT_SOFTMAX) softmax_row(a, z, H);
+        }
+        const int64_t O = s.dims[L], r = rows[b];  // loss_forward_backward
+        row_loss<true>(s.dz[L - 1] + b * O, loss_row + b, correct_row + b, s.z[L - 1] + b * O,
+                       s.a[L - 1] + b * O, y + r * O, sw ? sw[r] : 1.0f, s.acts[L - 1], loss, O, B);
+        for (int l = L - 1; l >= 1; --l) {  // dense_backward_input
+            const int64_t I = s.dims[l], H = s.dims[l + 1];
+            for (int64_t i = 0; i < I; ++i) {
+                const int64_t k = b * I + i;
+                s.dz[l - 1][k] = activate_grad(s.acts[l - 1], input_grad_sum(s.dz[l] + b * H, s.W[l], H, i),
+                                               s.z[l - 1][k], s.a[l - 1][k]);
+            }
+        }
+    });
+}
+
 // ---- the sparse first layer's gradient: the epoch index -------------------------------------
 
 void build_epoch_index(EpochIndex& ix, Scratch& s, const CSRView& x, const int64_t* order,

@@ -162,6 +162,33 @@ void DeviceNet::reserve_rows(int64_t n) {
     rows_ = n;
 }
 
+// Below this many weights in the small layers one thread per row runs them all faster than
+// 2L launches of a thread per element would (an estimate for an H200: ~3 us a launch against
+// ~1 ns a multiply-add a thread; the book's 16-16-1 holds 272). To be measured on the device.
+constexpr int64_t kFuseMaxWeights = 2048;
+
+SmallLayers DeviceNet::small_layers() {
+    SmallLayers s;
+    const int L = n_layers();
+    int64_t weights = 0;
+    for (int l = 1; l < L; ++l) weights += dims_[l] * dims_[l + 1];
+    bool dropout = false;
+    for (int l = 0; l < L; ++l) dropout = dropout || has_dropout(l);
+    if (!fuse_small_layers().load() || dropout || L > SmallLayers::kMax || weights > kFuseMaxWeights)
+        return s;  // L = 0: not fused
+    s.L = L;
+    for (int l = 0; l <= L; ++l) s.dims[l] = dims_[l];
+    for (int l = 0; l < L; ++l) {
+        s.acts[l] = acts_[l];
+        s.z[l] = z_[l].data();
+        s.a[l] = a_[l].data();
+        s.dz[l] = dz_[l].data();
+        s.W[l] = param(NetSpec::kernel(l));
+        s.bias[l] = param(NetSpec::bias(l));
+    }
+    return s;
+}
+
 void DeviceNet::forward(const DeviceCSR& x, const int64_t* rows, int64_t first, int64_t n,
                         int64_t step) {
     const bool training = step >= 0;
@@ -214,16 +241,26 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
     if (penalized) pen_step_.resize(steps);
     std::vector<float*> slots;
     for (auto& s : slots_) slots.push_back(s.data());
+    const SmallLayers small = small_layers();
+    const bool fused = small.L > 0;
     for (int64_t s = 0; s < steps; ++s) {
         const int64_t batch = batch_begin + s, p0 = batch * B, Bb = std::min(B, N - p0);
         const int64_t* rows = order_.data() + p0;
         if (penalized) penalty_into(pen_step_.data() + s);  // the weights before the step
         const int64_t it = iterations() + s;
-        forward(x, rows, 0, Bb, it);
-        loss_forward_backward(dz_[L - 1].data(), loss_row_.data() + p0, correct_row_.data() + p0,
-                  z_[L - 1].data(), a_[L - 1].data(), y, sw, rows, 0, acts_[L - 1], loss_, O, Bb);
-        if (out) copy_on_device(out_row_.data() + p0 * O, a_[L - 1].data(), Bb * O);
-        for (int l = L - 1; l >= 1; --l) {
+        if (fused) {
+            sparse_forward(z_[0].data(), a_[0].data(), acts_[0], x.view(), rows, 0, param(0),
+                           param(1), dims_[1], Bb);
+            small_layers_step(small, loss_row_.data() + p0, correct_row_.data() + p0, y, sw, rows,
+                              loss_, Bb);
+            if (out) copy_on_device(out_row_.data() + p0 * O, a_[L - 1].data(), Bb * O);
+        } else {
+            forward(x, rows, 0, Bb, it);
+            loss_forward_backward(dz_[L - 1].data(), loss_row_.data() + p0, correct_row_.data() + p0,
+                      z_[L - 1].data(), a_[L - 1].data(), y, sw, rows, 0, acts_[L - 1], loss_, O, Bb);
+            if (out) copy_on_device(out_row_.data() + p0 * O, a_[L - 1].data(), Bb * O);
+        }
+        for (int l = L - 1; l >= 1 && !fused; --l) {
             const int64_t I = dims_[l], H = dims_[l + 1];
             if (has_dropout(l - 1)) {  // dz @ W^T, its mask, then the activation's derivative
                 dense_backward_input(da_.data(), dz_[l].data(), param(NetSpec::kernel(l)),

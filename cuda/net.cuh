@@ -2,8 +2,9 @@
 // loop, with parameters, optimizer state and data resident on one device.
 //
 // An epoch is a fixed sequence of kernels per batch (kernels.cuh): sparse forward, dense
-// layers, fused loss, backward, the small layers' gradients, the sparse layer's gradient from
-// the epoch index, and one optimizer kernel over every parameter. Nothing is copied between host
+// layers, fused loss, backward (the three as one small_layers_step where the network is small
+// and has no Dropout), the small layers' gradients, the sparse layer's gradient from the epoch
+// index, and one optimizer kernel over every parameter. Nothing is copied between host
 // and device per batch: the shuffled order goes up once per epoch, the per-row losses come back
 // once per call. The optimizer step is dense (every row of W1, as Keras): on a GPU, 160,000
 // elements are one cheap kernel, and the lazy row bookkeeping of the CPU path is not needed.
@@ -110,6 +111,9 @@ class DeviceNet {
         return dropout_step(spec_.layers[l].dropout_seed, spec_.layers[l].dropout, step);
     }
     void reserve_rows(int64_t n);
+    // The small layers for small_layers_step (after reserve_rows), or L = 0 where training
+    // runs them layer by layer (Dropout, too many layers or weights, fusion switched off).
+    SmallLayers small_layers();
     // The penalty of the current weights into *out (device), as cpp/net.cpp's table.
     void penalty_into(double* out);
 

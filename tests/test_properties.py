@@ -314,6 +314,10 @@ def test_any_network_on_the_cuda_simulator(p):
     for order in (1, 2):
         with switched(sim._set_launch_order, order):
             assert_same_bits(first, train(sim, p, weights, x, y, sw, 0), f"launch order {order}")
+    # the small layers in one launch a step (where the network allows) or layer by layer: the
+    # same formulas element by element, so the same bits
+    with switched(sim._set_fuse_small_layers, False):
+        assert_same_bits(first, train(sim, p, weights, x, y, sw, 0), "small layers unfused")
     check_reference(p, weights, dense, y, sw, first[2])
 
 
