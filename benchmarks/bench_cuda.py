@@ -56,6 +56,17 @@ def test_cuda_epoch_batch512(benchmark, data, placed):
     benchmark.extra_info["target_s"] = 1e-3
 
 
+@pytest.mark.benchmark(group="cuda_epoch_bs512")
+def test_cuda_epoch_batch512_unfused(benchmark, data, placed):
+    """The same epoch with the small layers launched layer by layer (the A/B of
+    small_layers_step: the same bits, other launch counts)."""
+    previous = cuda._set_fuse_small_layers(False)
+    try:
+        epoch_timer(benchmark, placed[0], placed[1], data.x.n_rows, 512, rounds=30, warmup_rounds=3)
+    finally:
+        cuda._set_fuse_small_layers(previous)
+
+
 @pytest.mark.benchmark(group="cuda_epoch_bs5")
 def test_cuda_epoch_batch5(benchmark, data, placed):
     epoch_timer(benchmark, placed[0], placed[1], data.x.n_rows, 5, rounds=3, warmup_rounds=1)
