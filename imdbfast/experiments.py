@@ -251,9 +251,14 @@ def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
             if not resume:
                 raise FileExistsError(f"results: {os.fspath(results)} exists (resume=True continues "
                                       "that sweep)")
-            wanted = {config_key(c) for c in configs}
+            wanted = {config_key(c): c for c in configs}
             recorded = read_results(results)
             done = list({r["config_key"]: r for r in recorded if r["config_key"] in wanted}.values())
+            for r in done:  # another sweep's rows must not pass for this one's
+                if r.get("model_seed") != task_seed(seed, wanted[r["config_key"]]):
+                    raise ValueError(f"results: {os.fspath(results)} was recorded with another "
+                                     f"sweep seed than seed={seed} (its config "
+                                     f"{r['config_key']}); resume with that seed or a new file")
             _rewrite_complete(results, recorded)
         elif resume:
             raise FileNotFoundError(f"results: {os.fspath(results)} does not exist, nothing to resume")

@@ -116,6 +116,8 @@ def test_results_file_and_resume(sweep_data, tmp_path):
     rows = experiments.read_results(path)
     assert len(rows) == 4 and len({r["config_key"] for r in rows}) == 4
     assert _weights_free(full) == _weights_free(experiments.run(GRID, sweep_data, verbose=False))
+    with pytest.raises(ValueError, match="another sweep seed than seed=1"):
+        experiments.run(GRID, sweep_data, results=path, resume=True, seed=1)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         experiments.run(GRID, sweep_data, results=tmp_path / "none.jsonl", resume=True)
 
