@@ -92,6 +92,8 @@ def ray(todo: list[dict], data: tuple, opts: dict, workers: int, cluster: Any) -
     except ImportError:
         raise ImportError("engine='ray' needs ray: pip install 'imdbfast[ray]'") from None
     global _ray_task
+    if cluster is not None and not isinstance(cluster, str):
+        raise TypeError(f"cluster: expected a Ray address string (or None), got {type(cluster).__name__}")
     if not ray.is_initialized():
         ray.init(address=cluster)
     elif cluster is not None:

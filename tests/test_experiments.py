@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -133,6 +135,14 @@ def test_bad_arguments(sweep_data):
         experiments.run(GRID, sweep_data[:3])
 
 
+@pytest.mark.parametrize("engine, module, extra", [("dask", "distributed", "imdbfast[dask]"),
+                                                   ("ray", "ray", "imdbfast[ray]")])
+def test_a_missing_engine_names_its_extra(sweep_data, monkeypatch, engine, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=re.escape(f"pip install '{extra}'")):
+        experiments.run(GRID, sweep_data, engine=engine)
+
+
 def test_progress_line(sweep_data, capsys):
     experiments.run({"epochs": [1], "layers": [[4], [8]]}, sweep_data, verbose=True)
     err = capsys.readouterr().err
@@ -223,6 +233,8 @@ def test_ray_engine_matches_local(sweep_data, local_ray):
         _weights_free(experiments.run(GRID, sweep_data, threads=2))
     with pytest.raises(ValueError, match="already initialised"):
         experiments.run(GRID, sweep_data, engine="ray", cluster="auto")
+    with pytest.raises(TypeError, match="cluster: expected a Ray address"):
+        experiments.run(GRID, sweep_data, engine="ray", cluster=3)
 
 
 def test_ray_worker_killed_mid_task(sweep_data, local_ray):
