@@ -67,6 +67,16 @@ def test_cuda_epoch_batch512_unfused(benchmark, data, placed):
         cuda._set_fuse_small_layers(previous)
 
 
+@pytest.mark.benchmark(group="cuda_epoch_bs512")
+def test_cuda_epoch_batch512_graph(benchmark, data, placed):
+    """The same epoch captured as a CUDA graph (launched as one; the A/B of _set_cuda_graphs)."""
+    previous = cuda._set_cuda_graphs(True)
+    try:
+        epoch_timer(benchmark, placed[0], placed[1], data.x.n_rows, 512, rounds=30, warmup_rounds=3)
+    finally:
+        cuda._set_cuda_graphs(previous)
+
+
 @pytest.mark.benchmark(group="cuda_epoch_bs5")
 def test_cuda_epoch_batch5(benchmark, data, placed):
     epoch_timer(benchmark, placed[0], placed[1], data.x.n_rows, 5, rounds=3, warmup_rounds=1)

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {  # benchmark -> (label, target seconds)
     "test_cuda_epoch_batch512": ("epoch, batch 512", 1e-3),
     "test_cuda_epoch_batch512_unfused": ("epoch, batch 512, small layers unfused", None),
+    "test_cuda_epoch_batch512_graph": ("epoch, batch 512, as a CUDA graph", None),
     "test_cuda_book_20_epochs": ("book's 20-epoch run", 30e-3),
     "test_cuda_predict": ("predict 25,000 reviews", 0.5e-3),
     "test_cuda_epoch_batch5": ("epoch, batch 5", None),

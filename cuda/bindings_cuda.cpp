@@ -315,6 +315,11 @@ PYBIND11_MODULE(IMDBFAST_CUDA_MODULE, m) {
           "For tests and device benchmarks: train the small layers in one launch a step where "
           "possible (default) or layer by layer; results must not change. Returns the previous "
           "setting.");
+    m.def("_set_cuda_graphs", [](bool on) { return gpu::cuda_graphs().exchange(on); },
+          py::arg("on"),
+          "For tests and device benchmarks: capture each training call's steps as a CUDA graph "
+          "and launch it as one (default off; the simulator launches directly either way); "
+          "results must not change. Returns the previous setting.");
     m.def("devices", [] {
         std::string reason;
         py::list out;

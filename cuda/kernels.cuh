@@ -94,6 +94,9 @@ void small_layers_step(const SmallLayers& s, double* loss_row, double* correct_r
 // Whether training fuses the small layers where it can (default on; tests and device
 // benchmarks compare both ways).
 std::atomic<bool>& fuse_small_layers();
+// Whether training captures each call's steps as a CUDA graph and launches it as one (default
+// off until measured on a device; the simulator launches directly either way). net.cu.
+std::atomic<bool>& cuda_graphs();
 
 // ---- layers.cu: the sparse first layer's gradient, deterministic without atomics ----------
 // Once per epoch, every non-zero of the epoch is keyed by (batch, column) and stably sorted, so

@@ -162,6 +162,59 @@ void DeviceNet::reserve_rows(int64_t n) {
     rows_ = n;
 }
 
+std::atomic<bool>& cuda_graphs() {
+    static std::atomic<bool> on{false};
+    return on;
+}
+
+DeviceNet::~DeviceNet() {
+#ifndef IMDBFAST_CUDA_SIM
+    if (graph_exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec_));
+#endif
+}
+
+template <class Enqueue>
+void DeviceNet::run_steps(Enqueue&& enqueue) {
+#ifndef IMDBFAST_CUDA_SIM
+    if (cuda_graphs().load()) {
+        // Capture what enqueue() launches on imdbfast's stream (thread-local mode: other
+        // threads' CUDA calls do not disturb it), then launch it as one graph. The executable
+        // graph is kept and updated in place while the call keeps its shape (the same kernels;
+        // only their arguments change, epoch to epoch), else instantiated anew.
+        cudaStream_t st = stream();
+        IMDBFAST_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        cudaGraph_t graph = nullptr;
+        try {
+            enqueue();
+        } catch (...) {
+            cudaStreamEndCapture(st, &graph);  // leave the stream usable, then report the error
+            if (graph) cudaGraphDestroy(graph);
+            cudaGetLastError();
+            throw;
+        }
+        IMDBFAST_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+        auto exec = static_cast<cudaGraphExec_t>(graph_exec_);
+        cudaGraphExecUpdateResultInfo info;
+        if (exec && cudaGraphExecUpdate(exec, graph, &info) != cudaSuccess) {
+            cudaGetLastError();  // a topology change: not an error, instantiate below
+            cudaGraphExecDestroy(exec);
+            exec = nullptr;
+        }
+        graph_exec_ = exec;
+        cudaError_t err = cudaSuccess;
+        if (!exec) {
+            err = cudaGraphInstantiate(&exec, graph, 0);
+            graph_exec_ = err == cudaSuccess ? exec : nullptr;
+        }
+        cudaGraphDestroy(graph);
+        IMDBFAST_CUDA_CHECK(err);
+        IMDBFAST_CUDA_CHECK(cudaGraphLaunch(exec, st));
+        return;
+    }
+#endif
+    enqueue();  // the simulator, and graphs off: launch by launch
+}
+
 // Below this many weights in the small layers one thread per row runs them all faster than
 // 2L launches of a thread per element would (an estimate for an H200: ~3 us a launch against
 // ~1 ns a multiply-add a thread; the book's 16-16-1 holds 272). To be measured on the device.
@@ -243,6 +296,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
     for (auto& s : slots_) slots.push_back(s.data());
     const SmallLayers small = small_layers();
     const bool fused = small.L > 0;
+    run_steps([&] {
     for (int64_t s = 0; s < steps; ++s) {
         const int64_t batch = batch_begin + s, p0 = batch * B, Bb = std::min(B, N - p0);
         const int64_t* rows = order_.data() + p0;
@@ -287,6 +341,7 @@ Stats DeviceNet::train_batches(const DeviceCSR& x, const float* y, const float* 
                              slots.data(), run.second - run.first);
         }
     }
+    });
     iterations_ += steps;
 
     // Per-row losses back once per call, summed per batch in batch-row order (as the CPU).

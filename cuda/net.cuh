@@ -45,6 +45,9 @@ struct ExclusiveMutex : std::mutex {
 class DeviceNet {
    public:
     DeviceNet(int device, NetSpec spec);
+    ~DeviceNet();
+    DeviceNet(const DeviceNet&) = delete;
+    DeviceNet& operator=(const DeviceNet&) = delete;
 
     int device() const { return device_; }
 
@@ -114,6 +117,11 @@ class DeviceNet {
     // The small layers for small_layers_step (after reserve_rows), or L = 0 where training
     // runs them layer by layer (Dropout, too many layers or weights, fusion switched off).
     SmallLayers small_layers();
+    // enqueue(), which launches a training call's steps: directly, or (cuda_graphs() on, not
+    // in the simulator) captured as a CUDA graph and launched as one.
+    template <class Enqueue>
+    void run_steps(Enqueue&& enqueue);
+    void* graph_exec_ = nullptr;  // cudaGraphExec_t of the last captured call, reused
     // The penalty of the current weights into *out (device), as cpp/net.cpp's table.
     void penalty_into(double* out);
 

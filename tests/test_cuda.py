@@ -138,6 +138,32 @@ def test_deterministic_run_to_run(gpu, rng):
         np.testing.assert_array_equal(a, b)
 
 
+def test_cuda_graphs_and_fusion_change_no_bit(gpu, rng):
+    """Training calls captured as CUDA graphs (the executable kept and updated call to call,
+    re-instantiated when a call's step count changes its shape) and the small layers fused or
+    not: the same weights bit for bit. (The simulator launches directly either way; on a GPU
+    this is the capture's test.)"""
+    x, y = data(rng)
+    weights = ref.init_weights(rng, [x.n_cols, 16, 16, 1])
+    runs = []
+    for graphs, fuse in ((False, True), (True, True), (True, False), (False, False)):
+        g_prev, f_prev = gpu._set_cuda_graphs(graphs), gpu._set_fuse_small_layers(fuse)
+        try:
+            _, net = nets(gpu, weights, ["relu", "relu", "sigmoid"], "bce_logits", "adam")
+            for e in range(2):
+                order = _core.shuffle_order(x.n_rows, 9, e)
+                net.train_batches(x, y, None, order, 64, 0, 10)   # 10 steps,
+                net.train_batches(x, y, None, order, 64, 10, 12)  # then 2: another shape
+                net.train_batches(x, y, None, order, 64, 12, 15)
+            runs.append(net.get_weights())
+        finally:
+            gpu._set_cuda_graphs(g_prev)
+            gpu._set_fuse_small_layers(f_prev)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.realdata
 def test_parity_on_the_real_data(gpu, imdb):
     """The issue's parity check: same weights and batch order, one epoch of the book's model at
