@@ -26,7 +26,14 @@ std::vector<uintptr_t> sim_take_waited_streams() {
     return std::exchange(sim_waits, {});
 }
 #else
+namespace {
+thread_local cudaStream_t capture_stream = nullptr;  // see capture_on
+}  // namespace
+
+void capture_on(cudaStream_t s) { capture_stream = s; }
+
 cudaStream_t stream() {
+    if (capture_stream) return capture_stream;
     static std::mutex mu;
     static std::vector<cudaStream_t> streams;  // per device, never destroyed (they outlive
                                                // any static destructor that might use them)

@@ -38,6 +38,10 @@ namespace gpu {
 #ifndef IMDBFAST_CUDA_SIM
 // imdbfast's stream on the current device: non-blocking, created on first use (launch.cu).
 cudaStream_t stream();
+// While s is set (not null), stream() returns s on the calling thread only: a CUDA graph is
+// captured on a private stream, so that other threads' work on imdbfast's stream is neither
+// recorded into it nor breaks the capture (capture is a stream's state, not a thread's).
+void capture_on(cudaStream_t s);
 #endif
 
 // Makes imdbfast's stream wait for the work enqueued so far on another library's stream, as the

@@ -170,6 +170,7 @@ std::atomic<bool>& cuda_graphs() {
 DeviceNet::~DeviceNet() {
 #ifndef IMDBFAST_CUDA_SIM
     if (graph_exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec_));
+    if (capture_stream_) cudaStreamDestroy(static_cast<cudaStream_t>(capture_stream_));
 #endif
 }
 
@@ -177,26 +178,35 @@ template <class Enqueue>
 void DeviceNet::run_steps(Enqueue&& enqueue) {
 #ifndef IMDBFAST_CUDA_SIM
     if (cuda_graphs().load()) {
-        // Capture what enqueue() launches on imdbfast's stream (thread-local mode: other
-        // threads' CUDA calls do not disturb it), then launch it as one graph. The executable
-        // graph is kept and updated in place while the call keeps its shape (the same kernels;
-        // only their arguments change, epoch to epoch), else instantiated anew.
-        cudaStream_t st = stream();
-        IMDBFAST_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        // Capture what enqueue() launches on a stream of this net's own (capture_on: other
+        // threads go on using imdbfast's stream meanwhile), then launch it as one graph on
+        // imdbfast's stream, in order with everything else there. The executable graph is
+        // kept and updated in place while calls keep their shape (the same kernels; only their
+        // arguments change, epoch to epoch), else instantiated anew.
+        if (!capture_stream_) {
+            cudaStream_t cs = nullptr;
+            IMDBFAST_CUDA_CHECK(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking));
+            capture_stream_ = cs;
+        }
+        const auto cs = static_cast<cudaStream_t>(capture_stream_);
+        IMDBFAST_CUDA_CHECK(cudaStreamBeginCapture(cs, cudaStreamCaptureModeThreadLocal));
         cudaGraph_t graph = nullptr;
+        capture_on(cs);
         try {
             enqueue();
         } catch (...) {
-            cudaStreamEndCapture(st, &graph);  // leave the stream usable, then report the error
+            capture_on(nullptr);
+            cudaStreamEndCapture(cs, &graph);  // leave the stream usable, then report the error
             if (graph) cudaGraphDestroy(graph);
             cudaGetLastError();
             throw;
         }
-        IMDBFAST_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+        capture_on(nullptr);
+        IMDBFAST_CUDA_CHECK(cudaStreamEndCapture(cs, &graph));
         auto exec = static_cast<cudaGraphExec_t>(graph_exec_);
         cudaGraphExecUpdateResultInfo info;
         if (exec && cudaGraphExecUpdate(exec, graph, &info) != cudaSuccess) {
-            cudaGetLastError();  // a topology change: not an error, instantiate below
+            cudaGetLastError();  // a change of shape: not an error, instantiate below
             cudaGraphExecDestroy(exec);
             exec = nullptr;
         }
@@ -208,7 +218,7 @@ void DeviceNet::run_steps(Enqueue&& enqueue) {
         }
         cudaGraphDestroy(graph);
         IMDBFAST_CUDA_CHECK(err);
-        IMDBFAST_CUDA_CHECK(cudaGraphLaunch(exec, st));
+        IMDBFAST_CUDA_CHECK(cudaGraphLaunch(exec, stream()));
         return;
     }
 #endif

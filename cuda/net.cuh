@@ -121,7 +121,8 @@ class DeviceNet {
     // in the simulator) captured as a CUDA graph and launched as one.
     template <class Enqueue>
     void run_steps(Enqueue&& enqueue);
-    void* graph_exec_ = nullptr;  // cudaGraphExec_t of the last captured call, reused
+    void* graph_exec_ = nullptr;      // cudaGraphExec_t of the last captured call, reused
+    void* capture_stream_ = nullptr;  // cudaStream_t the calls are captured on
     // The penalty of the current weights into *out (device), as cpp/net.cpp's table.
     void penalty_into(double* out);
 

@@ -242,6 +242,7 @@ def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
     workers = check_int(max(1, (os.cpu_count() or 1) // threads) if workers is None else workers,
                         "workers", 1)
     seed = check_int(seed, "seed", 0)
+    _engines.check(engine, cluster)
     if not isinstance(data, (tuple, list)) or len(data) not in (4, 6):
         raise ValueError("data: expected (x, y, x_val, y_val) or (x, y, x_val, y_val, x_test, y_test)")
     configs = expand(grid)

@@ -162,6 +162,29 @@ def test_cuda_graphs_and_fusion_change_no_bit(gpu, rng):
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             np.testing.assert_array_equal(a, b)
+    # two nets captured at once from two threads (each on a capture stream of its own, launched
+    # on imdbfast's shared stream): each as it was alone
+    import threading
+
+    previous = gpu._set_cuda_graphs(True)
+    try:
+        pair = [nets(gpu, weights, ["relu", "relu", "sigmoid"], "bce_logits", "adam")[1]
+                for _ in range(2)]
+
+        def train(net):
+            for e in range(2):
+                net.train_batches(x, y, None, _core.shuffle_order(x.n_rows, 9, e), 64, 0, 15)
+
+        threads = [threading.Thread(target=train, args=(n,)) for n in pair]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gpu._set_cuda_graphs(previous)
+    for net in pair:
+        for a, b in zip(runs[0], net.get_weights()):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.realdata

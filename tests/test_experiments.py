@@ -118,6 +118,11 @@ def test_results_file_and_resume(sweep_data, tmp_path):
     rows = experiments.read_results(path)
     assert len(rows) == 4 and len({r["config_key"] for r in rows}) == 4
     assert _weights_free(full) == _weights_free(experiments.run(GRID, sweep_data, verbose=False))
+    # the engine's arguments are checked before the file is touched, even with nothing to train
+    before = path.read_text()
+    with pytest.raises(ValueError, match="cluster: engine='local'"):
+        experiments.run(GRID, sweep_data, results=path, resume=True, cluster="tcp://h:1")
+    assert path.read_text() == before
     with pytest.raises(ValueError, match="another sweep seed than seed=1"):
         experiments.run(GRID, sweep_data, results=path, resume=True, seed=1)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
@@ -235,6 +240,9 @@ def test_ray_engine_matches_local(sweep_data, local_ray):
         experiments.run(GRID, sweep_data, engine="ray", cluster="auto")
     with pytest.raises(TypeError, match="cluster: expected a Ray address"):
         experiments.run(GRID, sweep_data, engine="ray", cluster=3)
+    if not local_ray.cluster_resources().get("GPU", 0):  # a GPU model must not wait forever
+        with pytest.raises(ValueError, match="the Ray cluster has no GPU"):
+            experiments.run(GRID, sweep_data, engine="ray", device="cuda")
 
 
 def test_ray_worker_killed_mid_task(sweep_data, local_ray):
