@@ -7,8 +7,9 @@
 //   IMDBFAST_CUDA_SIM (the _cuda_sim module, plain C++): the same calls on the host, serially:
 //        "device" memory is host memory and each parallel loop is a for loop.
 //
-// Every GPU kernel (cuda/layers.cu, loss.cu, optimizers.cu, csr.cu) is one `parallel_for(n, body)` whose body is an
-// IMDBFAST_HD lambda of the element index, so the simulator runs exactly the code the GPU runs
+// Every GPU kernel (cuda/layers.cu, loss.cu, optimizers.cu, csr.cu) is one `parallel_for(n, body)`
+// whose body is an IMDBFAST_HD lambda of the element index, or one `parallel_sum4(n, part, done)`
+// (four threads an output, one partial sum each), so the simulator runs exactly the code the GPU runs
 // (indexing, summation orders, the epoch's sort and segment bookkeeping): the CPU-only CI checks
 // the GPU algorithm's logic and memory accesses (under AddressSanitizer too). What only a real
 // GPU can check is this file's CUDA half and the launch shapes.
