@@ -56,25 +56,25 @@ def test_cuda_epoch_batch512(benchmark, data, placed):
     benchmark.extra_info["target_s"] = 1e-3
 
 
-@pytest.mark.benchmark(group="cuda_epoch_bs512")
-def test_cuda_epoch_batch512_unfused(benchmark, data, placed):
-    """The same epoch with the small layers launched layer by layer (the A/B of
-    small_layers_step: the same bits, other launch counts)."""
-    previous = cuda._set_fuse_small_layers(False)
+def switched_epoch(benchmark, data, placed, setter, value):
+    """The batch-512 epoch with one of the module's switches set (an A/B of the same bits)."""
+    previous = setter(value)
     try:
         epoch_timer(benchmark, placed[0], placed[1], data.x.n_rows, 512, rounds=30, warmup_rounds=3)
     finally:
-        cuda._set_fuse_small_layers(previous)
+        setter(previous)
+
+
+@pytest.mark.benchmark(group="cuda_epoch_bs512")
+def test_cuda_epoch_batch512_unfused(benchmark, data, placed):
+    """The small layers launched layer by layer (the A/B of small_layers_step)."""
+    switched_epoch(benchmark, data, placed, cuda._set_fuse_small_layers, False)
 
 
 @pytest.mark.benchmark(group="cuda_epoch_bs512")
 def test_cuda_epoch_batch512_graph(benchmark, data, placed):
-    """The same epoch captured as a CUDA graph (launched as one; the A/B of _set_cuda_graphs)."""
-    previous = cuda._set_cuda_graphs(True)
-    try:
-        epoch_timer(benchmark, placed[0], placed[1], data.x.n_rows, 512, rounds=30, warmup_rounds=3)
-    finally:
-        cuda._set_cuda_graphs(previous)
+    """The epoch captured as a CUDA graph, launched as one (the A/B of _set_cuda_graphs)."""
+    switched_epoch(benchmark, data, placed, cuda._set_cuda_graphs, True)
 
 
 @pytest.mark.benchmark(group="cuda_epoch_bs5")

@@ -110,27 +110,39 @@ inline std::atomic<int>& sim_launch_order() {
 #endif
 
 #if defined(__CUDACC__) || defined(IMDBFAST_CUDA_SIM)
+#ifdef IMDBFAST_CUDA_SIM
+// f(i) for i in [0, n) in the simulator's launch order (sim_launch_order).
+template <class F>
+void sim_each(int64_t n, int order, F&& f) {
+    switch (order) {
+        case 1:
+            for (int64_t i = n; i-- > 0;) f(i);
+            break;
+        case 2:
+            for (int64_t i = 0; i < n; i += 2) f(i);
+            for (int64_t i = 1; i < n; i += 2) f(i);
+            break;
+        default:
+            for (int64_t i = 0; i < n; ++i) f(i);
+    }
+}
+#else
+// Thread blocks of kThreads for a grid-stride loop over `threads` threads (at most 2^20).
+constexpr int kThreads = 256;
+inline unsigned grid_blocks(int64_t threads) {
+    return static_cast<unsigned>(std::min<int64_t>((threads + kThreads - 1) / kThreads, int64_t(1) << 20));
+}
+#endif
+
 // body(i) for every i in [0, n), in parallel; no ordering between elements. (Kernel sources
 // only: host-compiled files such as the bindings see the rest of this header.)
 template <class F>
 void parallel_for(int64_t n, F body) {
     if (n <= 0) return;
 #ifdef IMDBFAST_CUDA_SIM
-    switch (sim_launch_order().load(std::memory_order_relaxed)) {
-        case 1:
-            for (int64_t i = n; i-- > 0;) body(i);
-            break;
-        case 2:
-            for (int64_t i = 0; i < n; i += 2) body(i);
-            for (int64_t i = 1; i < n; i += 2) body(i);
-            break;
-        default:
-            for (int64_t i = 0; i < n; ++i) body(i);
-    }
+    sim_each(n, sim_launch_order().load(std::memory_order_relaxed), body);
 #else
-    constexpr int kThreads = 256;
-    const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20);
-    parallel_for_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream()>>>(n, body);
+    parallel_for_kernel<<<grid_blocks(n), kThreads, 0, stream()>>>(n, body);
     IMDBFAST_CUDA_CHECK(cudaGetLastError());
 #endif
 }
@@ -146,29 +158,16 @@ void parallel_sum4(int64_t n, Part part, Done done) {
     if (n <= 0) return;
 #ifdef IMDBFAST_CUDA_SIM
     const int order = sim_launch_order().load(std::memory_order_relaxed);
-    auto one = [&](int64_t i) {  // order 1 also computes the partials last to first
+    sim_each(n, order, [&](int64_t i) {  // order 1 also computes the partials last to first
         float p[4];
         for (int j = 0; j < 4; ++j) {
             const int jj = order == 1 ? 3 - j : j;
             p[jj] = part(i, jj);
         }
         done(i, sum4(p[0], p[1], p[2], p[3]));
-    };
-    switch (order) {
-        case 1:
-            for (int64_t i = n; i-- > 0;) one(i);
-            break;
-        case 2:
-            for (int64_t i = 0; i < n; i += 2) one(i);
-            for (int64_t i = 1; i < n; i += 2) one(i);
-            break;
-        default:
-            for (int64_t i = 0; i < n; ++i) one(i);
-    }
+    });
 #else
-    constexpr int kThreads = 256;
-    const int64_t blocks = std::min<int64_t>((4 * n + kThreads - 1) / kThreads, int64_t(1) << 20);
-    sum4_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream()>>>(n, part, done);
+    sum4_kernel<<<grid_blocks(4 * n), kThreads, 0, stream()>>>(n, part, done);
     IMDBFAST_CUDA_CHECK(cudaGetLastError());
 #endif
 }

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
-LOSSES = ("binary_crossentropy", "mse")
-ACTIVATIONS = ("relu", "tanh")
+from .experiments import TRY_ACTIVATIONS as ACTIVATIONS  # the book's choices
+from .experiments import TRY_LOSSES as LOSSES
+from .experiments import TRY_OPTIMIZERS as OPTIMIZERS
 
 
 class UsageError(Exception):

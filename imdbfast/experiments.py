@@ -34,10 +34,16 @@ KEYS = FIT_KEYS + ("learning_rate", "seed")
 ENGINES = _engines.NAMES
 
 
-def things_to_try(*, optimizers: Sequence[str] = ("rmsprop", "adam", "sgd"),
+# The values the book's "things to try" sweeps (also the CLI's choices).
+TRY_OPTIMIZERS = ("rmsprop", "adam", "sgd")
+TRY_LOSSES = ("binary_crossentropy", "mse")
+TRY_ACTIVATIONS = ("relu", "tanh")
+
+
+def things_to_try(*, optimizers: Sequence[str] = TRY_OPTIMIZERS,
                   depths: Sequence[int] = (1, 2, 3), units: Sequence[int] = (16, 32, 64),
-                  losses: Sequence[str] = ("binary_crossentropy", "mse"),
-                  activations: Sequence[str] = ("relu", "tanh"), epochs: int = 20,
+                  losses: Sequence[str] = TRY_LOSSES,
+                  activations: Sequence[str] = TRY_ACTIVATIONS, epochs: int = 20,
                   batch_size: int = 512) -> list[dict]:
     """The book's "things to try" (§4.1) as a grid: every optimizer x depth x width x loss x
     activation, ``depth`` hidden layers of ``units`` each (108 configs by default)."""
