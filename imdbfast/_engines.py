@@ -13,6 +13,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Iterator
 
+from ._optional import require
+
 NAMES = ("local", "dask", "ray")
 
 
@@ -33,18 +35,12 @@ def check(engine: str, cluster: Any) -> None:
     if engine == "local" and cluster is not None:
         raise ValueError("cluster: engine='local' trains in this process; give engine='dask' or 'ray'")
     if engine == "dask":
-        try:
-            import distributed
-        except ImportError:
-            raise ImportError("engine='dask' needs dask.distributed: pip install 'imdbfast[dask]'") from None
+        distributed = require("distributed", "engine='dask'", "dask")
         if cluster is not None and not isinstance(cluster, (distributed.Client, str)):
             raise TypeError(f"cluster: expected a distributed.Client or an address string, got "
                             f"{type(cluster).__name__}")
     if engine == "ray":
-        try:
-            import ray
-        except ImportError:
-            raise ImportError("engine='ray' needs ray: pip install 'imdbfast[ray]'") from None
+        ray = require("ray", "engine='ray'", "ray")
         if cluster is not None and not isinstance(cluster, str):
             raise TypeError(f"cluster: expected a Ray address string (or None), got "
                             f"{type(cluster).__name__}")

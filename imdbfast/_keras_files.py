@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._files import open_regular, write_atomically
+from ._optional import require
 from .layers import Dropout
 
 KERAS_VERSION = "3.15.1"  # the Keras whose layout this writes (metadata.json)
@@ -39,12 +40,7 @@ _OFF = {"name": None, "weight_decay": None, "clipnorm": None, "global_clipnorm":
 
 
 def h5py_module(what: str) -> Any:
-    try:
-        import h5py
-    except ImportError:
-        raise ImportError(f"{what}: Keras's .keras and .weights.h5 files need h5py: "
-                          "pip install 'imdbfast[keras-io]'") from None
-    return h5py
+    return require("h5py", f"{what} (Keras's .keras and .weights.h5 files)", "keras-io")
 
 
 def layer_keys(layers: list) -> list[str]:

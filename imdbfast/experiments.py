@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _engines
 from ._checks import check_int
+from ._optional import require
 
 FIT_KEYS = ("layers", "activation", "optimizer", "loss", "epochs", "batch_size", "shuffle")
 KEYS = FIT_KEYS + ("learning_rate", "seed")
@@ -212,10 +213,7 @@ class Results(list):
 
     def dataframe(self):
         """The rows as a pandas DataFrame (needs pandas)."""
-        try:
-            import pandas
-        except ImportError:
-            raise ImportError("Results.dataframe needs pandas (pip install pandas)") from None
+        pandas = require("pandas", "Results.dataframe")
         return pandas.DataFrame([{k: v for k, v in r.items() if k != "model"} for r in self])
 
 

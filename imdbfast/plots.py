@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+from ._optional import require
+
 
 def _figure(width: float, height: float):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'imdbfast[plot]'") from None
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
+    agg = require("matplotlib.backends.backend_agg", "plotting", "plot")
+    fig = require("matplotlib.figure", "plotting", "plot").Figure(figsize=(width, height))
+    agg.FigureCanvasAgg(fig)
     return fig
 
 

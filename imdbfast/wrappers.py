@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._core import CSR
+from ._optional import missing
 from .models import Sequential, fit as _fit
 from .sequences import Sequences
 
@@ -41,7 +42,7 @@ _MODEL_KEYWORDS = ("layers", "activation", "optimizer", "loss", "metrics", "seed
 
 def _require_sklearn(what: str) -> None:
     if sklearn is None:
-        raise ImportError(f"{what} needs scikit-learn: pip install \"imdbfast[sklearn]\"")
+        raise missing(what, "scikit-learn", "sklearn")
 
 
 def _is_token_sequences(X: Any) -> bool:

@@ -464,3 +464,26 @@ def test_input_dimension_inferred_from_a_matrix(data):
     m.fit(imdbfast.multi_hot_dense(seqs, D), y, epochs=1, verbose=0)
     assert m.get_weights()[0].shape == (D, 4)
     m.predict(seqs, verbose=0)  # sequences now encode with the known dimension
+
+
+# Each optional extra is imported only where it is used, and a missing one is an ImportError
+# naming what needed it and the pip command (imdbfast._optional), never a NameError later on.
+@pytest.mark.parametrize("module, call, message", [
+    ("matplotlib", lambda: imdbfast.plots.plot_history({"loss": [1.0, 0.5]}),
+     "plotting needs matplotlib: pip install 'imdbfast[plot]'"),
+    ("pandas", lambda: imdbfast.experiments.Results([{"a": 1}]).dataframe(),
+     "Results.dataframe needs pandas: pip install pandas"),
+])
+def test_a_missing_extra_is_named(monkeypatch, module, call, message):
+    import sys
+
+    import imdbfast.experiments
+    import imdbfast.plots
+
+    for name in list(sys.modules):  # as if never installed: every submodule's import fails
+        if name == module or name.startswith(module + "."):
+            monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ImportError) as e:
+        call()
+    assert str(e.value) == message
