@@ -271,7 +271,7 @@ def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
     # the longest models first, so the last to finish are short ones and no core idles long
     todo = sorted((c for c in configs if config_key(c) not in have), key=expected_cost, reverse=True)
     opts = dict(sweep_seed=seed, threads=threads, return_model=return_models, device=device)
-    progress = _Progress(len(configs), len(done), verbose)
+    progress = _Progress(len(configs), done, todo, verbose)
     rows = Results(done)
     trained = getattr(_engines, engine)(todo, tuple(data), opts, workers, cluster) if todo else iter(())
     try:
@@ -310,8 +310,14 @@ def _rewrite_complete(path, rows: list[dict]) -> None:
 
 
 class _Progress:
-    def __init__(self, total: int, done: int, verbose: bool | None):
-        self.total, self.done, self.best = total, done, None
+    """The live line. The ETA weighs the models still to train by expected_cost: they run
+    longest first, so the first models' pace would overstate the rest's."""
+
+    def __init__(self, total: int, done: list[dict], todo: list[dict], verbose: bool | None):
+        self.total, self.done = total, len(done)
+        self.best = max(done, key=lambda r: r["best_val_accuracy"], default=None)
+        self.cost = {config_key(c): expected_cost(c) for c in todo}
+        self.cost_left = self.cost_all = sum(self.cost.values())
         self.on = sys.stderr.isatty() if verbose is None else bool(verbose)
         self.t0 = time.perf_counter()
         self.new = 0
@@ -319,12 +325,14 @@ class _Progress:
     def update(self, row: dict) -> None:
         self.done += 1
         self.new += 1
+        self.cost_left -= self.cost.get(row["config_key"], 0.0)
         if self.best is None or row["best_val_accuracy"] > self.best["best_val_accuracy"]:
             self.best = row
         if not self.on:
             return
         elapsed = time.perf_counter() - self.t0
-        eta = elapsed / self.new * (self.total - self.done)
+        spent = self.cost_all - self.cost_left
+        eta = elapsed * self.cost_left / spent if spent > 0 else 0.0
         sys.stderr.write(f"\r{self.done}/{self.total} models, {elapsed:.1f}s elapsed, "
                          f"ETA {eta:.0f}s, best val_accuracy {self.best['best_val_accuracy']:.4f}")
         sys.stderr.flush()

@@ -156,6 +156,27 @@ def test_progress_line(sweep_data, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_progress_eta_weighs_the_models_left_by_their_cost(monkeypatch, capsys):
+    """Longest first: after the big model's 30 s, the two small ones left are estimated at
+    their share of the expected cost, not at the big one's pace; resumed rows count for best."""
+    big, small = {"layers": [64, 64], "epochs": 20}, {"layers": [16], "epochs": 20}
+    small2 = dict(small, seed=1)
+    cost = experiments.expected_cost
+    clock = iter([100.0, 130.0, 131.0])
+    monkeypatch.setattr(experiments.time, "perf_counter", lambda: next(clock))
+    resumed = [{"config_key": "x", "best_val_accuracy": 0.9}]
+    p = experiments._Progress(4, resumed, [big, small, small2], verbose=True)
+    p.update({"config_key": experiments.config_key(big), "best_val_accuracy": 0.8})
+    line = capsys.readouterr().err
+    eta = 30.0 * 2 * cost(small) / cost(big)
+    assert f"2/4 models, 30.0s elapsed, ETA {eta:.0f}s, best val_accuracy 0.9000" in line, line
+    assert eta < 60 / 3  # 15 s; the old estimate (30 s a model, 2 left) said 60 s
+    p.update({"config_key": experiments.config_key(small), "best_val_accuracy": 0.95})
+    line = capsys.readouterr().err
+    eta = 31.0 * cost(small) / (cost(big) + cost(small))
+    assert f"3/4 models, 31.0s elapsed, ETA {eta:.0f}s, best val_accuracy 0.9500" in line, line
+
+
 # Engines on real clusters: a Dask LocalCluster of 2 worker processes on loopback, and a local
 # Ray with 2 CPUs. Each must give the local engine's rows bit for bit (the seeds depend only on
 # the sweep's seed and the config), and a worker killed mid-task must be retried by the engine
