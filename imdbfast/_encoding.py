@@ -130,6 +130,23 @@ def _numeric_matrix(x: np.ndarray, name: str) -> np.ndarray:
     return x.astype(np.float64)
 
 
+def _check_float32_range(v: np.ndarray, name: str) -> None:
+    """Values the float32 cast would change silently: finite floats beyond its range (they
+    would become inf) and integers beyond 2**24 (rounded). NaN and inf are refused later."""
+    if not v.size:
+        return
+    if v.dtype.kind == "f" and v.dtype.itemsize > 4:
+        with np.errstate(invalid="ignore"):
+            over = np.abs(v) > np.finfo(np.float32).max
+        if over.any() and np.isfinite(v[over]).any():
+            raise ValueError(f"{name}: holds {v[over][np.isfinite(v[over])][0]:g}, beyond "
+                             f"float32's range (imdbfast computes in float32)")
+    elif v.dtype.kind in "iu" and v.dtype.itemsize > 2:
+        if v.max() > 2**24 or v.min() < -2**24:
+            raise ValueError(f"{name}: holds integers beyond 2**24, which float32 (imdbfast's "
+                             f"precision) would round")
+
+
 def to_csr(x: Any, num_words: int | None = None, *, threads: int = 0, name: str = "x") -> CSR:
     """Any supported ``x`` as a CSR matrix with ``num_words`` columns (inferred for matrices).
 
@@ -141,9 +158,15 @@ def to_csr(x: Any, num_words: int | None = None, *, threads: int = 0, name: str 
         m = x
     elif _is_sparse_matrix(x):
         s = x.tocsr()
+        if not s.has_canonical_format:  # duplicate entries add up, as scipy's toarray reads them
+            s = s.copy()
+            s.sum_duplicates()
         n_rows, n_cols = s.shape
         if s.nnz and s.indices.max() > _INT32_MAX:
             raise ValueError(f"{name}: column index does not fit int32")
+        if s.dtype.kind not in "fiub":
+            raise TypeError(f"{name}: a sparse matrix must be numeric, got dtype {s.dtype}")
+        _check_float32_range(s.data, name)
         data = np.ascontiguousarray(s.data, dtype=np.float32)
         m = CSR(np.ascontiguousarray(s.indptr, dtype=np.int64),
                 np.ascontiguousarray(s.indices, dtype=np.int32),
@@ -153,6 +176,7 @@ def to_csr(x: Any, num_words: int | None = None, *, threads: int = 0, name: str 
             x = _numeric_matrix(x, name)  # never rows of token ids
         if x.dtype.kind not in "fiub":
             raise TypeError(f"{name}: a 2-D array must be numeric, got dtype {x.dtype}")
+        _check_float32_range(x, name)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float32)  # ints and bools: exact in float32 for 0/1 and counts
         m = _core.csr_from_dense(np.ascontiguousarray(x), threads)

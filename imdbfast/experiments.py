@@ -103,13 +103,20 @@ def _check(c: dict) -> None:
         losses.get(c["loss"])
     optimizers.get(_optimizer(c))
     if "epochs" in c:
-        check_int(c["epochs"], "epochs", 1)
+        c["epochs"] = check_int(c["epochs"], "epochs", 1)
     if "batch_size" in c:
         check_batch_size(c["batch_size"], "batch_size")
+        c["batch_size"] = check_int(c["batch_size"], "batch_size", 1)  # as given, an int
     if "shuffle" in c and c["shuffle"] not in (True, False):
         raise ValueError(f"shuffle: expected True or False, got {c['shuffle']!r}")
     if "seed" in c:
-        check_int(c["seed"], "seed", 0)
+        c["seed"] = check_int(c["seed"], "seed", 0)
+    # the network itself (an activation or a loss valid alone may not fit this model): built
+    # and compiled as train_one's fit will, on a tiny input, untrained
+    from .models import book_model
+
+    book_model(2, **{k: c[k] for k in ("layers", "activation", "loss") if k in c},
+               optimizer=_optimizer(c))
 
 
 def _optimizer(config: dict):
@@ -147,7 +154,7 @@ def expected_cost(config: dict) -> float:
     first layer (per unit) and the dense layers (per weight), per epoch. The weights are times
     measured on 2 cores (the book's data, 20 epochs at batch 512, one thread): 0.05 s a model,
     9.8 ms a first-layer unit, 35 us a dense weight (docs/PERFORMANCE.md)."""
-    units = list(config.get("layers", (16, 16)))
+    units = list(config.get("layers", (16, 16))) + [1]
     dense = sum(a * b for a, b in zip(units, units[1:]))
     return config.get("epochs", 4) * (1430 + 280 * units[0] + dense)
 

@@ -740,6 +740,18 @@ def _input_dim_arg(shape: Any) -> int:
     return _checks.check_int(shape, "input_shape", 1, 2**31 - 1)
 
 
+def book_model(input_dim: int, *, layers: Sequence[int] = (16, 16), activation: str = "relu",
+               optimizer: Any = "rmsprop", loss: str = "binary_crossentropy",
+               metrics: Sequence[str] = ("accuracy",), seed: int | None = None,
+               threads: int | None = None, device: str = "cpu") -> Sequential:
+    """fit's model, built and compiled, untrained: Dense(u, activation) for u in ``layers``,
+    then Dense(1, sigmoid)."""
+    model = Sequential([Input((input_dim,))] + [Dense(u, activation) for u in layers] +
+                       [Dense(1, "sigmoid")], seed=seed, threads=threads, device=device)
+    model.compile(optimizer, loss, list(metrics))
+    return model
+
+
 def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "relu",
         optimizer: Any = "rmsprop", loss: str = "binary_crossentropy",
         metrics: Sequence[str] = ("accuracy",), epochs: int = 4, batch_size: int = 512,
@@ -756,9 +768,8 @@ def fit(x: Any, y: Any, *, layers: Sequence[int] = (16, 16), activation: str = "
     """
     if input_dim is None:
         input_dim = _inputs.input_dim_of(x)
-    model = Sequential([Input((input_dim,))] + [Dense(u, activation) for u in layers] +
-                       [Dense(1, "sigmoid")], seed=seed, threads=threads, device=device)
-    model.compile(optimizer, loss, list(metrics))
+    model = book_model(input_dim, layers=layers, activation=activation, optimizer=optimizer,
+                       loss=loss, metrics=metrics, seed=seed, threads=threads, device=device)
     model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
               validation_split=validation_split, validation_data=validation_data,
               shuffle=shuffle, sample_weight=sample_weight, class_weight=class_weight)

@@ -45,6 +45,17 @@ def _require_sklearn(what: str) -> None:
         raise missing(what, "scikit-learn", "sklearn")
 
 
+def _check_binary_output(model: Sequential) -> None:
+    """The classifier reads P(classes_[1]) from one output unit, or from the second unit of a
+    2-unit softmax; any other output would be read as something it is not."""
+    dense = model._dense_layers()
+    units, act = (dense[-1].units, dense[-1].activation) if dense else (None, None)
+    if units == 1 or (units == 2 and act == "softmax"):
+        return
+    raise ValueError(f"model: a binary classifier needs 1 output unit (P(classes_[1])) or 2 with "
+                     f"softmax, got {units} unit(s) with activation {act!r}")
+
+
 def _is_token_sequences(X: Any) -> bool:
     """Token-id rows (ragged), not a matrix: imdbfast Sequences, a 1-D object array, or a list
     whose rows differ in length. A rectangular list of lists is a matrix, as in scikit-learn."""
@@ -199,6 +210,7 @@ class SKLearnClassifier(ClassifierMixin, BaseEstimator):
         if width is None and reset:
             self.n_features_in_ = None
         model = self._get_model(X, y01, width)
+        _check_binary_output(model)
         fit_kwargs = {"epochs": 4, "batch_size": 512, "verbose": 0}
         fit_kwargs.update(self.fit_kwargs or {})
         fit_kwargs.update(kwargs)
@@ -215,7 +227,8 @@ class SKLearnClassifier(ClassifierMixin, BaseEstimator):
 
         check_is_fitted(self, "model_")
         X, _ = self._check_X(X, reset=False)
-        return self.model_.predict(X, verbose=0)[:, 0].astype(np.float64)
+        # P(classes_[1]): the sigmoid unit, or the second of a 2-unit softmax
+        return self.model_.predict(X, verbose=0)[:, -1].astype(np.float64)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, 2): the probability of ``classes_[0]`` and of ``classes_[1]``."""

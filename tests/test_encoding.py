@@ -263,3 +263,36 @@ def test_a_models_word_index_is_a_read_only_copy():
     assert pickle.loads(pickle.dumps(m.word_index)) == {"great": 1}
     with pytest.raises(TypeError, match="word_index"):
         m.word_index = ["great"]
+
+
+def test_scipy_duplicates_add_up_even_when_every_value_is_one():
+    """A binary-looking scipy matrix with a duplicate entry holds a 2 (scipy's toarray): read
+    as 1 it would give another answer than the dense matrix."""
+    sp = pytest.importorskip("scipy.sparse")
+    for make in (sp.csr_matrix, sp.csr_array):
+        s = make((np.ones(3, np.float64), np.array([2, 2, 4]), np.array([0, 3])), shape=(1, 5))
+        np.testing.assert_array_equal(imdbfast.to_csr(s).to_dense(), s.toarray())
+    model = imdbfast.Sequential([imdbfast.Input((5,)), imdbfast.layers.Dense(4, activation="relu"),
+                                 imdbfast.layers.Dense(1, activation="sigmoid")], seed=0)
+    np.testing.assert_array_equal(model.predict(s, verbose=0), model.predict(s.toarray(), verbose=0))
+    with pytest.raises(TypeError, match=r"x: a sparse matrix must be numeric, got dtype complex"):
+        imdbfast.to_csr(sp.csr_matrix(np.array([[1 + 1j, 0]])))
+
+
+@pytest.mark.parametrize("dense, match", [
+    (np.array([[1e300, 0.0, 1.0]]), r"x: holds 1e\+300, beyond float32's range"),
+    (np.array([[-1e39, 0.0]]), r"x: holds -1e\+39, beyond float32's range"),
+    (np.array([[2**24 + 1, 0]], np.int64), r"x: holds integers beyond 2\*\*24"),
+    (np.array([[0, -2**31]], np.int32), r"x: holds integers beyond 2\*\*24"),
+])
+def test_values_the_float32_cast_would_change_are_refused(dense, match):
+    with pytest.raises(ValueError, match=match):
+        imdbfast.to_csr(dense)
+    sp = pytest.importorskip("scipy.sparse")
+    with pytest.raises(ValueError, match=match):
+        imdbfast.to_csr(sp.csr_matrix(dense))
+    # the largest exact values still pass
+    ok = np.array([[2**24, -2**24, 0]], np.int64)
+    np.testing.assert_array_equal(imdbfast.to_csr(ok).to_dense(), ok.astype(np.float32))
+    big = np.array([[float(np.finfo(np.float32).max), 1.0]])
+    assert np.isfinite(imdbfast.to_csr(big).to_dense()).all()

@@ -156,6 +156,23 @@ def test_progress_line(sweep_data, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_every_config_is_checked_as_a_network_before_any_trains(sweep_data, tmp_path):
+    """An activation or a loss valid alone but not in this network fails before the first
+    model, with nothing recorded; numpy ints are ints; no layers is a logistic regression."""
+    bad = [[{"layers": [4], "epochs": 1}, {"layers": [4], "activation": "softmax", "epochs": 1}],
+           [{"layers": [4], "epochs": 1}, {"loss": "categorical_crossentropy", "epochs": 1}]]
+    for grid, match in zip(bad, (r"softmax is supported on the output layer only",
+                                 r"loss: categorical_crossentropy needs a softmax output")):
+        path = tmp_path / "r.jsonl"
+        with pytest.raises(ValueError, match=match):
+            experiments.run(grid, sweep_data, workers=1, results=path)
+        assert not path.exists()
+    rows = experiments.run({"epochs": [np.int64(1)], "layers": [[], [np.int32(3)]],
+                            "batch_size": [np.int64(64)]}, sweep_data, workers=1)
+    assert sorted(len(r["layers"]) for r in rows) == [0, 1]
+    assert all(type(r["epochs"]) is int and type(r["batch_size"]) is int for r in rows)
+
+
 def test_progress_eta_weighs_the_models_left_by_their_cost(monkeypatch, capsys):
     """Longest first: after the big model's 30 s, the two small ones left are estimated at
     their share of the expected cost, not at the big one's pace; resumed rows count for best."""

@@ -192,3 +192,31 @@ def test_count_vectorizer_pipeline_on_the_real_corpus():
     print(f"CountVectorizer(binary, 10,000 words) + the book's model: test accuracy {acc:.4f}")
     assert acc >= 0.87
 
+
+
+def test_a_softmax_pair_reads_the_second_unit_and_other_outputs_are_refused():
+    rng = np.random.default_rng(0)
+    X = rng.random((400, 10)).astype(np.float32)
+    y = (X[:, 0] > 0.5).astype(int)
+
+    def build(units, act, loss):
+        def model(X, y):
+            m = imdbfast.Sequential([imdbfast.Input((10,)), layers.Dense(8, activation="relu"),
+                                     layers.Dense(units, activation=act)], seed=0)
+            m.compile("adam", loss, ["accuracy"])
+            return m
+        return model
+
+    clf = SKLearnClassifier(model=build(2, "softmax", "sparse_categorical_crossentropy"),
+                            fit_kwargs={"epochs": 60, "batch_size": 32}).fit(X, y)
+    own = clf.model_.evaluate(X, y, verbose=0)[1]
+    assert own > 0.9 and clf.score(X, y) == pytest.approx(own, abs=0.01)
+    p = clf.predict_proba(X)
+    # column 0 is 1 - P(class 1) in float64, the softmax's own p0 in float32: they agree to
+    # float32's rounding near 1 (2 ulp of 1.0 = 2.4e-7)
+    np.testing.assert_allclose(p, clf.model_.predict(X, verbose=0).astype(np.float64), rtol=0,
+                               atol=2.4e-7)
+    for units, act in ((2, "sigmoid"), (3, "softmax")):
+        loss = "binary_crossentropy" if act == "sigmoid" else "sparse_categorical_crossentropy"
+        with pytest.raises(ValueError, match=r"model: a binary classifier needs 1 output unit"):
+            SKLearnClassifier(model=build(units, act, loss)).fit(X, y)
