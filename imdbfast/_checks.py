@@ -30,7 +30,13 @@ def sample_weights(sample_weight: Any, class_weight: dict | None, y: np.ndarray,
         classes = np.rint(y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)).astype(np.int64)
         w = np.ones(n, dtype=np.float32)
         for k, v in class_weight.items():
-            w[classes == int(k)] = float(v)
+            # Keras looks labels up as class_weight.get(int(label)): a key that is not a whole
+            # number would match no label there, silently; here it is an error
+            integral = isinstance(k, (int, np.integer)) or (
+                isinstance(k, (float, np.floating)) and float(k).is_integer())
+            if isinstance(k, (bool, np.bool_)) or not integral:
+                raise ValueError(f"class_weight: keys must be class indices (ints), got {k!r}")
+            w[classes == int(k)] = check_float(f"class_weight[{int(k)}]", v, 0.0)
         sample_weight = w
     if sample_weight is None:
         return None
@@ -96,7 +102,9 @@ def check_nonneg_int(v: Any, name: str) -> int:
 def check_verbose(v: Any) -> int:
     if v == "auto":
         return 1
-    if v in (0, 1, 2) and not isinstance(v, bool):
+    if isinstance(v, (bool, np.bool_)):  # Keras compares verbose with 0 and 1: True is 1
+        return int(v)
+    if isinstance(v, (int, np.integer)) and v in (0, 1, 2):
         return int(v)
     raise ValueError(f"verbose: expected 'auto', 0, 1 or 2, got {v!r}")
 

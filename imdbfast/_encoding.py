@@ -101,14 +101,20 @@ def check_threads(threads: Any) -> int:
     return check_int(threads, "threads", 0, _INT32_MAX, none_ok=True) or 0
 
 
-def multi_hot(sequences: Any, num_words: int, *, threads: int = 0) -> CSR:
+def multi_hot(sequences: Any, num_words: int, *, threads: int = 0, name: str = "sequences") -> CSR:
     """Multi-hot encode token sequences as a CSR matrix of shape (N, num_words).
 
     Row i holds a 1 in each column that occurs in ``sequences[i]`` (duplicates count once), the
     same matrix as the book's ``vectorize_sequences`` without materialising its zeros.
     """
-    tokens, offsets = flatten_sequences(sequences, "sequences")
-    return _core.multi_hot(tokens, offsets, _check_dim(num_words), check_threads(threads))
+    tokens, offsets = flatten_sequences(sequences, name)
+    try:
+        return _core.multi_hot(tokens, offsets, _check_dim(num_words), check_threads(threads))
+    except IndexError as e:  # the core's messages say "sequences:"; name the caller's argument
+        msg = str(e)
+        if name != "sequences" and msg.startswith("sequences:"):
+            raise IndexError(name + msg[len("sequences"):]) from None
+        raise
 
 
 def multi_hot_dense(sequences: Any, num_words: int, *, threads: int = 0
@@ -185,7 +191,7 @@ def to_csr(x: Any, num_words: int | None = None, *, threads: int = 0, name: str 
     else:
         if num_words is None:
             raise ValueError(f"{name}: token sequences need num_words (the input dimension)")
-        return multi_hot(x, num_words, threads=threads)
+        return multi_hot(x, num_words, threads=threads, name=name)
     if num_words is not None and m.n_cols != num_words:
         raise ValueError(f"{name}: has {m.n_cols} columns, expected {num_words}")
     return m

@@ -167,7 +167,8 @@ def split_validation(xs, ys, sw, fraction: Any, threads: int):
     """Keras's validation_split: the last `fraction` of the rows (before any shuffle) held out.
     Returns (training (x, y, sw), validation (x, y, sw))."""
     n = xs.n_rows
-    if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+    if isinstance(fraction, bool) or not (isinstance(fraction, (int, float, np.integer, np.floating))
+                                          and 0 < fraction < 1):
         raise ValueError(f"validation_split: must be in (0, 1), got {fraction!r}")
     split_at = int(n * (1.0 - fraction))
     if split_at == 0 or split_at == n:

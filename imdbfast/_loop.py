@@ -97,7 +97,7 @@ class Tracker:
 
 
 def train(model: Sequential, cb: CallbackList, xs, ys, sw, val, batch_size: int,
-          epochs: range, shuffle: bool, shuffle_seed: int, validation_freq: int,
+          epochs: range, shuffle: bool, shuffle_seed: int, validation_freq: int | frozenset,
           threads: int, val_batch_size: int, y_host: np.ndarray) -> None:
     """fit's epochs, the arguments checked and placed: chunks of batches per compiled call
     (one batch per call when a callback has batch hooks), callbacks between them, validation
@@ -127,7 +127,8 @@ def train(model: Sequential, cb: CallbackList, xs, ys, sw, val, batch_size: int,
             cb.on_train_batch_end(b1 - 1, logs)
             if model.stop_training:
                 break
-        if val is not None and (epoch + 1) % validation_freq == 0:
+        if val is not None and (epoch + 1 in validation_freq if isinstance(validation_freq, frozenset)
+                                else (epoch + 1) % validation_freq == 0):
             val_logs = evaluate_logs(model, val[0], val[1], val[2], threads, val[3], cb,
                                      val_batch_size)
             logs.update({"val_" + k: v for k, v in val_logs.items()})

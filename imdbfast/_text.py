@@ -70,17 +70,23 @@ def _surrogate_error(texts: list[str], name: str) -> ValueError:
     return ValueError(f"{name}: not encodable as UTF-8")
 
 
+# Each token starts one n-gram per n: past this, ngrams=N is work (and a tuple of N sizes)
+# no text could use.
+_MAX_NGRAM = 1024
+
+
 def _check_ngrams(ngrams: Any) -> tuple[int, ...] | None:
     bad = ValueError("`ngrams` must be None, an integer, or a tuple of integers. Received: "
-                     f"ngrams={ngrams!r} (imdbfast: the integers must be >= 1)")
+                     f"ngrams={ngrams!r} (imdbfast: the integers must be in [1, {_MAX_NGRAM}])")
     if ngrams is None:
         return None
     if isinstance(ngrams, (int, np.integer)) and not isinstance(ngrams, bool):
-        if ngrams < 1:
+        if not 1 <= ngrams <= _MAX_NGRAM:
             raise bad
         return tuple(range(1, int(ngrams) + 1))
     if isinstance(ngrams, tuple) and ngrams and all(
-            isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in ngrams):
+            isinstance(w, (int, np.integer)) and not isinstance(w, bool) and 1 <= w <= _MAX_NGRAM
+            for w in ngrams):
         return tuple(int(w) for w in ngrams)
     raise bad
 

@@ -14,6 +14,8 @@ import time
 import warnings
 from typing import Any, Callable, Iterable
 
+from ._checks import check_int
+
 
 class Callback:
     """Base class: override the hooks you need. ``self.model`` and ``self.params`` are set.
@@ -148,8 +150,7 @@ class EarlyStopping(Callback):
         super().__init__()
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
-        if not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience: expected an int >= 0, got {patience!r}")
+        patience = check_int(patience, "patience", 0)
         self.monitor = monitor
         self.min_delta = abs(float(min_delta))
         self.patience = patience

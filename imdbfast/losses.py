@@ -148,6 +148,8 @@ def get(identifier: Any) -> Loss:
         return deserialize(identifier, _CLASSES, "loss")
     if isinstance(identifier, str) and identifier.lower() in _BY_STRING:
         return _BY_STRING[identifier.lower()]()
+    if isinstance(identifier, str) and identifier in _CLASSES:  # Keras: get("BinaryCrossentropy")
+        return _CLASSES[identifier]()
     raise ValueError(f"loss: unknown {identifier!r}; valid: {sorted(_BY_STRING)} or an "
                      "imdbfast.losses.Loss")
 

@@ -220,7 +220,7 @@ class AUC(Metric):
                 raise ValueError(f"AUC: {arg} is not supported by imdbfast")
         if multi_label or from_logits:
             raise ValueError("AUC: multi_label and from_logits are not supported by imdbfast")
-        if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, int) or \
+        if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) or \
                 num_thresholds <= 1:
             raise ValueError(f"num_thresholds: must be an int > 1, got {num_thresholds!r}")
         super().__init__(name, dtype)
@@ -238,10 +238,12 @@ class _AtThreshold(Metric):
         if top_k is not None or class_id is not None:
             raise ValueError(f"{type(self).__name__}: top_k and class_id are not supported by "
                              "imdbfast")
-        if thresholds is not None and not isinstance(thresholds, (int, float)):
+        if thresholds is not None and (isinstance(thresholds, bool) or not isinstance(
+                thresholds, (int, float, np.integer, np.floating))):
             raise ValueError(f"thresholds: one number is supported by imdbfast, got {thresholds!r}")
         super().__init__(name, dtype)
-        self.threshold = 0.5 if thresholds is None else check_float("thresholds", thresholds)
+        # Keras: "Threshold values must be in [0, 1]"
+        self.threshold = 0.5 if thresholds is None else check_float("thresholds", thresholds, 0, 1)
         self._thresholds = thresholds
 
     def get_config(self) -> dict:

@@ -379,6 +379,9 @@ class Sequential:
         arrays = []
         for i, (w, shape) in enumerate(zip(weights, expected)):
             a = np.asarray(w)
+            if a.dtype.kind not in "biuf":  # complex would lose its imaginary part, silently
+                raise TypeError(f"set_weights: array {i} must hold real numbers, got dtype "
+                                f"{a.dtype}")
             if a.shape != shape:
                 raise ValueError(f"set_weights: array {i} has shape {a.shape}, expected {shape}")
             arrays.append(np.ascontiguousarray(a, dtype=np.float32))
@@ -386,10 +389,27 @@ class Sequential:
 
     # ---- compile / fit / evaluate / predict --------------------------------------------------
     def compile(self, optimizer: Any = "rmsprop", loss: Any = "binary_crossentropy",
-                metrics: Sequence[str] | None = None, *, bce: str = "logits") -> None:
+                metrics: Sequence[str] | None = None, *, bce: str = "logits",
+                loss_weights: Any = None, weighted_metrics: Any = None, run_eagerly: bool = False,
+                steps_per_execution: int = 1, jit_compile: Any = "auto",
+                auto_scale_loss: bool = True) -> None:
         """Keras's compile. ``bce='logits'`` (default) computes binary cross-entropy from the
         sigmoid's logit as TF-Keras does; ``bce='clip'`` uses clipped probabilities as the
-        JAX/torch backends do (they differ only at saturation)."""
+        JAX/torch backends do (they differ only at saturation). Keras's execution hints
+        (run_eagerly, jit_compile, auto_scale_loss) are accepted and change nothing: the
+        training loop is compiled C++ in float32 either way."""
+        for name, v, ok in (("loss_weights", loss_weights, None),
+                            ("weighted_metrics", weighted_metrics, None),
+                            ("steps_per_execution", steps_per_execution, 1)):
+            if not (v is ok or (ok is not None and v == ok and not isinstance(v, bool))):
+                raise ValueError(f"compile: {name}={v!r} is not supported by imdbfast; leave it "
+                                 f"at {ok!r}")
+        for name, v in (("run_eagerly", run_eagerly), ("auto_scale_loss", auto_scale_loss)):
+            if v not in (True, False):
+                raise ValueError(f"compile: {name}: expected True or False, got {v!r}")
+        if jit_compile not in ("auto", True, False):
+            raise ValueError(f"compile: jit_compile: expected 'auto', True or False, got "
+                             f"{jit_compile!r}")
         opt = _optimizers.get(optimizer)
         loss_obj = _losses.get(loss)
         if bce not in ("logits", "clip"):
@@ -423,7 +443,7 @@ class Sequential:
             verbose: Any = "auto", callbacks: Sequence[Callback] | None = None,
             validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
             class_weight: dict | None = None, sample_weight: Any = None, initial_epoch: int = 0,
-            validation_batch_size: int | None = None, validation_freq: int = 1, *,
+            validation_batch_size: int | None = None, validation_freq: int | list[int] = 1, *,
             seed: int | None = None, threads: int | None = None) -> History:
         """Train as Keras does; returns the History (also kept as ``model.history``).
 
@@ -438,7 +458,11 @@ class Sequential:
         epochs = _checks.check_nonneg_int(epochs, "epochs")
         # As Keras: epochs is the index of the last epoch; initial_epoch >= epochs runs none.
         initial_epoch = _checks.check_nonneg_int(initial_epoch, "initial_epoch")
-        validation_freq = _checks.check_positive_int(validation_freq, "validation_freq")
+        if isinstance(validation_freq, (list, tuple)):  # Keras: the (1-based) epochs to validate
+            validation_freq = frozenset(_checks.check_positive_int(e, "validation_freq")
+                                        for e in validation_freq)
+        else:
+            validation_freq = _checks.check_positive_int(validation_freq, "validation_freq")
         # (evaluation is chunked by work unless callbacks ask for each batch: the size changes
         # the batches test hooks see, never the numbers)
         val_batch_size = _checks.check_batch_size(validation_batch_size or batch_size,
@@ -540,10 +564,10 @@ class Sequential:
             _loop.print_done(-(-xs.n_rows // batch_size), start, {})
         return out
 
-    def __call__(self, x: Any, training: bool = False) -> Any:
+    def __call__(self, x: Any, training: bool | None = None) -> Any:
         """The outputs for x (as ``predict``, without progress): Keras's ``model(x)``."""
-        if training not in (True, False):
-            raise ValueError(f"training: expected True or False, got {training!r}")
+        if training is not None and training not in (True, False):
+            raise ValueError(f"training: expected True, False or None, got {training!r}")
         return self.predict(x, verbose=0)
 
     def predict_on_batch(self, x: Any) -> Any:

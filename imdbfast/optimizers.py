@@ -49,6 +49,25 @@ class Optimizer:
         return type(self) is type(other) and self.get_config() == other.get_config()
 
 
+# Keras 3's arguments of every optimizer (keras/src/optimizers/base_optimizer.py) with the value
+# that leaves the update rule as imdbfast computes it; any other value is refused by name.
+_KERAS_NEUTRAL = {"weight_decay": None, "clipnorm": None, "clipvalue": None,
+                  "global_clipnorm": None, "use_ema": False, "loss_scale_factor": None,
+                  "gradient_accumulation_steps": None}
+_KERAS_FREE = ("name", "ema_momentum", "ema_overwrite_frequency")  # no effect without use_ema
+
+
+def _keras_arguments(cls: str, given: dict) -> None:
+    for k, v in given.items():
+        if k in _KERAS_FREE:
+            continue
+        if k not in _KERAS_NEUTRAL:
+            raise TypeError(f"{cls}: unexpected argument {k!r}")
+        if v is not _KERAS_NEUTRAL[k] and v != _KERAS_NEUTRAL[k]:
+            raise ValueError(f"{cls}: {k}={v!r} is not supported by imdbfast (the compiled "
+                             f"update has no {k}); leave it at {_KERAS_NEUTRAL[k]!r}")
+
+
 class RMSprop(Optimizer):
     """Keras's RMSprop: epsilon inside the square root; rows of the sparse first layer that a
     batch does not touch are updated lazily (the same math, far less memory traffic)."""
@@ -56,7 +75,8 @@ class RMSprop(Optimizer):
     kind = "rmsprop"
 
     def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
-                 epsilon: float = 1e-7, centered: bool = False):
+                 epsilon: float = 1e-7, centered: bool = False, **keras: Any):
+        _keras_arguments("RMSprop", keras)
         super().__init__(learning_rate, rho=check_float("rho", rho),
                          momentum=check_float("momentum", momentum),
                          epsilon=check_float("epsilon", epsilon), centered=bool(centered))
@@ -68,7 +88,8 @@ class Adam(Optimizer):
     kind = "adam"
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, amsgrad: bool = False):
+                 epsilon: float = 1e-7, amsgrad: bool = False, **keras: Any):
+        _keras_arguments("Adam", keras)
         super().__init__(learning_rate, beta_1=check_float("beta_1", beta_1),
                          beta_2=check_float("beta_2", beta_2),
                          epsilon=check_float("epsilon", epsilon), amsgrad=bool(amsgrad))
@@ -79,7 +100,9 @@ class SGD(Optimizer):
 
     kind = "sgd"
 
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False):
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 **keras: Any):
+        _keras_arguments("SGD", keras)
         super().__init__(learning_rate, momentum=check_float("momentum", momentum),
                          nesterov=bool(nesterov))
 

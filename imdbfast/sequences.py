@@ -88,6 +88,14 @@ class Sequences:
     def __getitem__(self, key: Any):
         if key is Ellipsis:
             return self
+        if isinstance(key, tuple):  # as a 1-D object array: x[(i,)] is x[i]; x[i, j] too many
+            if len(key) != 1:
+                raise IndexError(f"too many indices for Sequences: they are 1-D, but {len(key)} "
+                                 "were indexed")
+            return self[key[0]]
+        if isinstance(key, (bool, np.bool_)):
+            raise IndexError("Sequences: a boolean scalar index (which adds an axis to an array) "
+                             "is not supported; use a boolean mask of one entry per sequence")
         if isinstance(key, (int, np.integer)):
             n = len(self)
             i = int(key) + n if key < 0 else int(key)
@@ -102,12 +110,16 @@ class Sequences:
                                  self.num_words, self.encoding)
             return self.take(np.arange(start, stop, step))
         rows = np.asarray(key)
+        if rows.size == 0 and rows.ndim == 1:  # x[[]]: no rows, as numpy
+            rows = rows.astype(np.int64)
         if rows.dtype == bool:
             if rows.shape != (len(self),):
                 raise IndexError(f"boolean index of shape {rows.shape} for {len(self)} sequences")
             rows = np.flatnonzero(rows)
         if rows.dtype.kind not in "iu":
             raise IndexError("Sequences are indexed by ints, slices, int arrays or boolean masks")
+        if rows.ndim != 1:
+            raise IndexError(f"Sequences are 1-D: an index array must be 1-D, got shape {rows.shape}")
         return self.take(rows)
 
     def take(self, rows: Any) -> "Sequences":

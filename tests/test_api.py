@@ -487,3 +487,131 @@ def test_a_missing_extra_is_named(monkeypatch, module, call, message):
     with pytest.raises(ImportError) as e:
         call()
     assert str(e.value) == message
+
+
+# ---- Keras 3's argument forms that a ported notebook uses -----------------------------------
+def weights_after(fit_kw=None, compile_kw=None, data=None, **model_kw):
+    seqs, y = data
+    m = book_model(**model_kw)
+    ckw = dict(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
+    ckw.update(compile_kw or {})
+    m.compile(**ckw)
+    h = m.fit(seqs, y, **{"epochs": 2, "batch_size": 64, "verbose": 0, **(fit_kw or {})})
+    return m.get_weights(), h.history
+
+
+def same(a, b):
+    return all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def test_keras_argument_forms_train_as_their_plain_equivalents(data):
+    base, hist = weights_after(data=data, fit_kw={"validation_split": 0.25})
+    for fit_kw, compile_kw in [
+            ({"validation_split": np.float32(0.25)}, {}),  # numpy scalars are numbers
+            ({"validation_split": 0.25, "verbose": False}, {}),
+            ({"validation_split": 0.25}, {"loss": "BinaryCrossentropy"}),  # a class name
+            ({"validation_split": 0.25}, {"jit_compile": False, "run_eagerly": True,
+                                          "auto_scale_loss": False, "steps_per_execution": 1,
+                                          "loss_weights": None, "weighted_metrics": None}),
+            ({"validation_split": 0.25}, {"optimizer": optimizers.RMSprop(
+                name="rmsprop", clipnorm=None, weight_decay=None, use_ema=False,
+                ema_momentum=0.99)})]:
+        w, h = weights_after(data=data, fit_kw=fit_kw, compile_kw=compile_kw)
+        assert same(w, base) and h == hist, (fit_kw, compile_kw)
+
+
+def test_validation_freq_as_a_list_of_epochs(data):
+    seqs, y = data
+    m = compiled()
+    h = m.fit(seqs[:500], y[:500], epochs=4, batch_size=64, verbose=0,
+              validation_data=(seqs[500:], y[500:]), validation_freq=[1, 3])
+    assert len(h.history["loss"]) == 4 and len(h.history["val_loss"]) == 2  # as Keras 3
+    every2 = compiled().fit(seqs[:500], y[:500], epochs=4, batch_size=64, verbose=0,
+                            validation_data=(seqs[500:], y[500:]), validation_freq=2)
+    assert len(every2.history["val_loss"]) == 2
+    for bad in ([0], [1, "a"], 0):
+        with pytest.raises(ValueError, match="validation_freq"):
+            compiled().fit(seqs, y, epochs=1, verbose=0, validation_split=0.2,
+                           validation_freq=bad)
+
+
+@pytest.mark.parametrize("compile_kw, match", [
+    ({"loss_weights": [2.0]}, r"compile: loss_weights=\[2.0\] is not supported"),
+    ({"weighted_metrics": ["accuracy"]}, r"compile: weighted_metrics=\['accuracy'\] is not"),
+    ({"steps_per_execution": 2}, r"compile: steps_per_execution=2 is not supported"),
+    ({"jit_compile": "xla"}, r"compile: jit_compile: expected 'auto', True or False"),
+    ({"run_eagerly": 1.5}, r"compile: run_eagerly: expected True or False"),
+])
+def test_compile_arguments_it_cannot_honour_are_refused_by_name(compile_kw, match):
+    with pytest.raises(ValueError, match=match):
+        book_model().compile("rmsprop", "binary_crossentropy", **compile_kw)
+
+
+@pytest.mark.parametrize("cls", [optimizers.RMSprop, optimizers.Adam, optimizers.SGD])
+def test_keras_optimizer_arguments_that_change_the_update_are_refused_by_name(cls):
+    for k, v in (("clipnorm", 1.0), ("clipvalue", 0.5), ("global_clipnorm", 1.0),
+                 ("weight_decay", 0.01), ("use_ema", True), ("gradient_accumulation_steps", 2),
+                 ("loss_scale_factor", 128.0)):
+        with pytest.raises(ValueError, match=rf"{cls.__name__}: {k}={v!r} is not supported"):
+            cls(**{k: v})
+    with pytest.raises(TypeError, match=rf"{cls.__name__}: unexpected argument 'lr'"):
+        cls(lr=0.1)
+    assert cls(name="x", clipnorm=None, ema_overwrite_frequency=None) == cls()
+
+
+def test_class_weight_keys_are_class_indices(data):
+    seqs, y = data
+    base, _ = weights_after(data=data, fit_kw={"class_weight": {0: 1.0, 1: 3.0}})
+    for cw in ({0.0: 1.0, 1.0: 3.0}, {np.int64(0): 1, np.int32(1): np.float32(3.0)}):
+        w, _ = weights_after(data=data, fit_kw={"class_weight": cw})
+        assert same(w, base), cw
+    m = compiled()
+    before = m.get_weights()
+    for cw, exc, match in (({"a": 1.0}, ValueError, r"class_weight: keys must be class indices"),
+                           ({0.5: 3.0}, ValueError, r"class_weight: keys must be class indices"),
+                           ({True: 3.0}, ValueError, r"class_weight: keys must be class indices"),
+                           ({0: "x"}, TypeError, r"class_weight\[0\]: expected a number"),
+                           ({1: -1.0}, ValueError, r"class_weight\[1\]: must be >= 0")):
+        with pytest.raises(exc, match=match):
+            m.fit(seqs, y, epochs=1, verbose=0, class_weight=cw)
+    assert same(m.get_weights(), before)
+
+
+def test_numpy_scalars_and_keras_defaults_in_callbacks_metrics_and_calls(data):
+    seqs, y = data
+    assert callbacks.EarlyStopping(patience=np.int64(2)).patience == 2
+    with pytest.raises(ValueError, match=r"patience: expected an int >= 0"):
+        callbacks.EarlyStopping(patience=1.5)
+    assert imdbfast.metrics.Precision(thresholds=np.float32(0.25)).threshold == 0.25
+    with pytest.raises(ValueError, match=r"thresholds: must be <= 1"):  # Keras: in [0, 1]
+        imdbfast.metrics.Precision(thresholds=2.0)
+    assert imdbfast.metrics.AUC(num_thresholds=np.int64(50)).num_thresholds == 50
+    m = compiled()
+    np.testing.assert_array_equal(m(seqs[:5], training=None), m.predict(seqs[:5], verbose=0))
+
+
+def test_sequences_index_as_a_1d_object_array():
+    from imdbfast.sequences import Sequences
+
+    x = Sequences(np.array([1, 2, 3, 4, 5, 6], np.int32), np.array([0, 2, 3, 6]), 10)
+    o = np.asarray(x, dtype=object)
+    assert x[(1,)] == o[(1,)] == [3]
+    assert len(x[[]]) == len(o[[]]) == 0
+    with pytest.raises(IndexError):
+        o[0, 0]
+    # too many indices, a boolean scalar (an array would gain an axis), a 2-D index array
+    for key in ((0, 0), True, np.bool_(False), np.array([[0, 1]])):
+        with pytest.raises(IndexError):
+            x[key]
+
+
+def test_lossy_conversions_are_refused(data):
+    m = compiled()
+    w = m.get_weights()
+    with pytest.raises(TypeError, match=r"set_weights: array 0 must hold real numbers"):
+        m.set_weights([w[0] + 1j] + w[1:])
+    assert same(m.get_weights(), w)
+    with pytest.raises(ValueError, match=r"ngrams.*\[1, 1024\]"):
+        layers.TextVectorization(ngrams=2**62)
+    with pytest.raises(IndexError, match=r"^x: token"):  # the argument's name, not "sequences"
+        m.predict([[1, D + 5]], verbose=0)
