@@ -47,7 +47,8 @@ def sample_weights(sample_weight: Any, class_weight: dict | None, y: np.ndarray,
     if w.shape != (n,):
         raise ValueError(f"sample_weight: expected shape ({n},), got {np.shape(sample_weight)}")
     if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
-        raise ValueError("sample_weight: weights must be finite and >= 0")
+        raise ValueError("sample_weight: weights must be finite (in float32: at most 3.4e38) "
+                         "and >= 0")
     return w
 
 

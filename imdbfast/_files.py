@@ -10,6 +10,7 @@ import os
 import socket
 import stat
 import tempfile
+import threading
 import zipfile
 from typing import Any, BinaryIO
 
@@ -143,6 +144,18 @@ class NpzReader:
 _TMP_TAG = ".imdbfast-tmp"
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it: there is no getter; a lock keeps threads
+    from seeing the temporary value)."""
+    with _UMASK_LOCK:
+        m = os.umask(0o022)
+        os.umask(m)
+    return m
+
+
+_UMASK_LOCK = threading.Lock()
+
+
 def _tmp_prefix(path: str) -> str:
     return f".{os.path.basename(path)}."
 
@@ -184,9 +197,17 @@ def _remove_leftovers(path: str) -> None:
 def write_atomically(path: str | os.PathLike, write: Any, what: str) -> None:
     """Call ``write(binary file)`` on a temporary file beside ``path``, then rename it into
     place: readers see the old file or the whole new one. Refuses to replace anything but a
-    regular file; removes temporary files that killed writers left."""
+    regular file; removes temporary files that killed writers left. As a plain open() would, a
+    symlink's target is written (the link stays) and the file's permissions are the existing
+    file's, or the umask's for a new one (mkstemp's own are 0600)."""
     p = os.fspath(path)
     refuse_special(p, what)
+    if os.path.islink(p):
+        p = os.path.realpath(p)
+    try:
+        mode = stat.S_IMODE(os.stat(p).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     folder = os.path.dirname(os.path.abspath(p))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{what}: {p!r}: the folder {folder!r} does not exist")
@@ -196,6 +217,7 @@ def write_atomically(path: str | os.PathLike, write: Any, what: str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            os.fchmod(f.fileno(), mode)
         os.replace(tmp, p)
     except BaseException:
         try:

@@ -97,7 +97,9 @@ def labels(model: Sequential, y: Any, n: int, name: str):
         a = np.ascontiguousarray(a.reshape(_label_shape(a.shape, n, outputs, name)),
                                  dtype=np.float32)
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"{name}: labels hold NaN or infinity")
+            raise ValueError(f"{name}: labels hold NaN or infinity" + (
+                "" if not np.all(np.isfinite(np.asarray(y))) else
+                " in float32 (imdbfast's precision: values beyond 3.4e38 overflow)"))
     if kind in ("bce", "cce") and n:
         lo, hi = np.float32(float(a.min())), np.float32(float(a.max()))  # (host or GPU)
         if lo < 0 or hi > 1:

@@ -424,10 +424,12 @@ class Sequential:
                              f"{last.name!r} has activation {last.activation!r}")
         named = _metrics.compile_metrics(metrics, last.units)
         self.optimizer = opt
-        self.loss = loss
+        self.loss = loss_obj if isinstance(loss, dict) else loss  # a config record: the object
         self._loss = loss_obj
         self._metrics = named
-        self.metrics_names = [name for name, _ in named]
+        # Keras 3: the loss tracker's name, then the compile metrics' (Keras 3 groups those as
+        # "compile_metrics"; their own names, as Keras 2 gave, zip with evaluate's list)
+        self.metrics_names = ["loss"] + [name for name, _ in named]
         self._compile_config = {"optimizer": _optimizers.serialize(opt),
                                 "loss": loss_obj.kind,
                                 "loss_name": _losses.serialize(loss_obj, loss),
@@ -711,7 +713,7 @@ class Sequential:
         loss alone without metrics), as Keras."""
         if return_dict:  # (Keras 3's keys are sorted)
             return {k: logs[k] for k in sorted(logs)}
-        values = [logs["loss"]] + [logs[m] for m in self.metrics_names]
+        values = [logs["loss"]] + [logs[name] for name, _ in self._metrics]
         return values[0] if len(values) == 1 else values
 
     def _metrics_from_outputs(self) -> bool:

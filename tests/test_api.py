@@ -305,7 +305,7 @@ def test_save_load_round_trip_is_exact(data, tmp_path):
     r = imdbfast.load_model(path)
     for a, b in zip(m.get_weights(), r.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert r.optimizer == m.optimizer and r.metrics_names == ["accuracy"]
+    assert r.optimizer == m.optimizer and r.metrics_names == ["loss", "accuracy"]
     m.fit(seqs, y, epochs=1, verbose=0, seed=2)
     r.fit(seqs, y, epochs=1, verbose=0, seed=2)
     for a, b in zip(m.get_weights(), r.get_weights()):
@@ -615,3 +615,36 @@ def test_lossy_conversions_are_refused(data):
         layers.TextVectorization(ngrams=2**62)
     with pytest.raises(IndexError, match=r"^x: token"):  # the argument's name, not "sequences"
         m.predict([[1, D + 5]], verbose=0)
+
+
+def test_labels_and_weights_beyond_float32_say_so(data):
+    seqs, y = data
+    m = compiled()
+    big = np.where(np.arange(len(y)) == 3, 1e40, y.astype(np.float64))
+    with pytest.raises(ValueError, match=r"y: labels hold NaN or infinity in float32"):
+        m.fit(seqs, big, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"sample_weight: weights must be finite \(in float32"):
+        m.fit(seqs, y, epochs=1, verbose=0, sample_weight=big)
+
+
+def test_loss_objects_survive_files_and_pickles_and_metrics_names_zip_with_evaluate(data, tmp_path):
+    import copy
+    import pickle
+
+    from imdbfast import losses
+
+    seqs, y = data
+    m = book_model()
+    m.compile("rmsprop", losses.BinaryCrossentropy(label_smoothing=0.1), ["accuracy"])
+    m.fit(seqs, y, epochs=1, verbose=0)
+    assert m.metrics_names == ["loss", "accuracy"]  # Keras 3: the loss tracker first
+    ev = m.evaluate(seqs, y, verbose=0)
+    assert dict(zip(m.metrics_names, ev)) == m.evaluate(seqs, y, verbose=0, return_dict=True)
+    m.save(tmp_path / "m.npz")
+    for back in (imdbfast.load_model(tmp_path / "m.npz"), pickle.loads(pickle.dumps(m)),
+                 copy.deepcopy(m)):
+        assert isinstance(back.loss, losses.BinaryCrossentropy)
+        assert back.loss.get_config() == m.loss.get_config()
+    m.compile("rmsprop", "binary_crossentropy")
+    assert m.metrics_names == ["loss"]
+    assert imdbfast.Sequential([layers.Dense(1)]).metrics_names == []  # not compiled

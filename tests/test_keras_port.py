@@ -663,7 +663,7 @@ def test_compile_metrics_by_string_and_object_as_keras():
     ev = m.evaluate(e["x"], e["y"], verbose=0, return_dict=True)
     assert list(ev) == sorted(ev) and set(ev) == {k for k in h.history if not k.startswith("val_")}
     values = m.evaluate(e["x"], e["y"], verbose=0)
-    assert values[0] == ev["loss"] and values[1:] == [ev[n] for n in m.metrics_names]
+    assert values == [ev[n] for n in m.metrics_names]  # zip(metrics_names, evaluate()) works
 
 
 def test_metrics_standalone_as_keras():
@@ -735,7 +735,7 @@ def test_metric_objects_survive_the_files(tmp_path):
     m.save(tmp_path / "m.keras")
     m.save(tmp_path / "m.npz")
     for p in ("m.keras", "m.npz"):
-        assert imdbfast.load_model(tmp_path / p).metrics_names == ["accuracy", "roc"]
+        assert imdbfast.load_model(tmp_path / p).metrics_names == ["loss", "accuracy", "roc"]
 
 
 @pytest.mark.parametrize("kind", [pytest.param("sim", id="cuda-sim"),
@@ -897,7 +897,7 @@ def test_an_unbuilt_model_saves_as_keras_does(tmp_path):
     m.save(tmp_path / "u.keras")
     back = imdbfast.load_model(tmp_path / "u.keras")
     assert not back.built and [l.units for l in back.layers] == [4, 1]
-    assert back.metrics_names == ["AUC"]
+    assert back.metrics_names == ["loss", "AUC"]
     e = expected()
     back.fit(e["x"], e["y"], verbose=0)  # built by its first fit
     assert back.input_shape == (None, 50)

@@ -228,6 +228,35 @@ def test_interrupted_save_keeps_the_old_file(rng, tmp_path, monkeypatch):
     assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["m.npz"]
 
 
+@pytest.mark.parametrize("name", ["m.npz", "m.keras", "m.weights.h5"])
+def test_saves_follow_the_umask_keep_modes_and_write_through_symlinks(tmp_path, name):
+    """As a plain open() would (and Keras does): a new file gets 0666 less the umask, an
+    existing one keeps its mode, and a symlink's target is replaced, not the link."""
+    if name != "m.npz":
+        pytest.importorskip("h5py")
+    m = small_model(0)
+    m.build()
+    save = m.save_weights if name.endswith(".weights.h5") else m.save
+    old = os.umask(0o027)
+    try:
+        save(tmp_path / name)
+        assert oct(os.stat(tmp_path / name).st_mode & 0o777) == oct(0o640)
+    finally:
+        os.umask(old)
+    os.chmod(tmp_path / name, 0o604)
+    save(tmp_path / name)
+    assert oct(os.stat(tmp_path / name).st_mode & 0o777) == oct(0o604)
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / name
+    save(target)
+    first = target.read_bytes()
+    os.symlink(target, tmp_path / ("ln." + name))
+    m.set_weights([w + 1 for w in m.get_weights()])
+    save(tmp_path / ("ln." + name))
+    assert os.path.islink(tmp_path / ("ln." + name)) and target.read_bytes() != first
+    assert sorted(os.listdir(tmp_path / "real")) == [name]
+
+
 def test_corrupt_model_file_is_refused(tmp_path):
     m = small_model(0)
     m.build()

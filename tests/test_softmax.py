@@ -145,7 +145,7 @@ def test_accuracy_resolves_as_keras():
     many.compile("rmsprop", "categorical_crossentropy", metrics=["accuracy", "acc"])
     assert type(one._metrics[0][1]).__name__ == "BinaryAccuracy"
     assert [type(m).__name__ for _, m in many._metrics] == ["CategoricalAccuracy"] * 2
-    assert many.metrics_names == ["accuracy", "acc"]
+    assert many.metrics_names == ["loss", "accuracy", "acc"]
 
 
 # ---- the Reuters notebook -------------------------------------------------------------------
