@@ -149,6 +149,35 @@ def task_seed(sweep_seed: int, config: dict) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def data_key(data: Sequence) -> str:
+    """A fingerprint of a sweep's data (each part's arrays: dtype, shape and bytes): a results
+    file's rows trained on other data must not be resumed into this sweep."""
+    from ._core import CSR
+    from ._encoding import _is_sparse_matrix, flatten_sequences
+
+    h = hashlib.sha256()
+    for part in data:
+        if isinstance(part, CSR):
+            arrays = [np.array([part.n_rows, part.n_cols]), part.indptr, part.indices]
+            arrays += [] if part.data is None else [part.data]
+        elif _is_sparse_matrix(part):
+            s = part.tocsr()
+            arrays = [np.array(s.shape), s.indptr, s.indices, s.data]
+        elif hasattr(part, "tokens") and hasattr(part, "offsets"):  # Sequences
+            arrays = [part.tokens, part.offsets]
+        else:
+            try:
+                a = np.asarray(part)
+            except ValueError:  # ragged lists
+                a = np.empty(0, dtype=object)
+            arrays = [a] if a.dtype != object else list(flatten_sequences(part))
+        for a in arrays:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape};".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
 def expected_cost(config: dict) -> float:
     """A model's training time, in arbitrary units, from its shape: a fixed part, the sparse
     first layer (per unit) and the dense layers (per weight), per epoch. The weights are times
@@ -258,6 +287,7 @@ def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
         raise ValueError("data: expected (x, y, x_val, y_val) or (x, y, x_val, y_val, x_test, y_test)")
     configs = expand(grid)
     done: list[dict] = []
+    dkey = data_key(data)
     if results is not None:
         if os.path.exists(results):
             if not resume:
@@ -267,6 +297,10 @@ def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
             recorded = read_results(results)
             done = list({r["config_key"]: r for r in recorded if r["config_key"] in wanted}.values())
             for r in done:  # another sweep's rows must not pass for this one's
+                if r.get("data_key", dkey) != dkey:
+                    raise ValueError(f"results: {os.fspath(results)} was recorded on other data "
+                                     f"(its config {r['config_key']}: data_key {r['data_key']}, "
+                                     f"this sweep's {dkey}); resume with that data or a new file")
                 if r.get("model_seed") != task_seed(seed, wanted[r["config_key"]]):
                     raise ValueError(f"results: {os.fspath(results)} was recorded with another "
                                      f"sweep seed than seed={seed} (its config "
@@ -286,6 +320,7 @@ def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
             if row["config_key"] in have:  # a task an engine ran twice is recorded once
                 continue
             have.add(row["config_key"])
+            row["data_key"] = dkey
             if results is not None:
                 _append(results, row)
             rows.append(row)

@@ -125,6 +125,14 @@ def test_results_file_and_resume(sweep_data, tmp_path):
     assert path.read_text() == before
     with pytest.raises(ValueError, match="another sweep seed than seed=1"):
         experiments.run(GRID, sweep_data, results=path, resume=True, seed=1)
+    # other data (here: one validation label flipped) must not be resumed into this sweep
+    y_val = np.array(sweep_data[3], copy=True)
+    y_val[0] = 1 - y_val[0]
+    other = sweep_data[:3] + (y_val,) + tuple(sweep_data[4:])
+    with pytest.raises(ValueError, match="was recorded on other data"):
+        experiments.run(GRID, other, results=path, resume=True)
+    assert path.read_text() == before
+    assert experiments.data_key(other) != experiments.data_key(sweep_data) == rows[0]["data_key"]
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         experiments.run(GRID, sweep_data, results=tmp_path / "none.jsonl", resume=True)
 
