@@ -70,11 +70,15 @@ def archive(model: Any) -> dict:
     return arrays
 
 
-def file_kind(path: Any, what: str, overwrite: bool = True) -> str:
-    """'keras' for a .keras name, else 'npz'; legacy Keras H5 names are refused."""
+def file_kind(path: Any, what: str, overwrite: bool = True, *, weights: bool = False) -> str:
+    """'keras' for a .keras name, else 'npz'; legacy Keras H5 names are refused, and so are
+    .weights.h5 names for a whole model (``weights``: the name is save_weights')."""
     p = os.fspath(path)
     if not isinstance(p, str):
         raise TypeError(f"{what}: expected a path, got {path!r}")
+    if p.endswith(".weights.h5") and not weights:  # Keras refuses it too
+        raise ValueError(f"{what}: {p!r}: a .weights.h5 file holds weights only (save_weights, "
+                         "load_weights); a model file is `.keras` or imdbfast's `.npz`")
     if (p.endswith(".h5") or p.endswith(".hdf5")) and not p.endswith(".weights.h5"):
         raise ValueError(f"{what}: {p!r}: legacy Keras H5 model files are not supported; use a "
                          "`.keras` file (Keras 3's format) or imdbfast's own `.npz`")

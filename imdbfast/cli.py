@@ -47,6 +47,19 @@ def _csv(kind):
     return parse
 
 
+def _int(low: int):
+    """An argparse type: an int >= low (a usage error otherwise, before any work)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {v}")
+        return v
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="imdbfast", description="The Deep Learning with Python IMDB model, fast.")
     p.add_argument("--version", action="version", version=f"imdbfast {__version__}")
@@ -55,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, data=True):
         if data:
             sp.add_argument("--data", help="imdb.npz, or a folder holding it (default: load_data's search)")
-            sp.add_argument("--num-words", type=int, default=10000, help="vocabulary size (default 10000)")
-        sp.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+            sp.add_argument("--num-words", type=_int(1), default=10000, help="vocabulary size (default 10000)")
+        sp.add_argument("--threads", type=_int(1), default=None, help="threads (default: all cores)")
         sp.add_argument("--device", default="cpu",
                         help="cpu (default), cuda, cuda:N, or auto (the GPU when one is usable)")
         sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -65,26 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="the book end to end on the real data (imdb.npz; --text: "
                        "the raw reviews, chapter 11's bag of bigrams)")
     common(t)
-    t.add_argument("--epochs", type=int, default=None, help="default 4 (--text: 10)")
-    t.add_argument("--batch-size", type=int, default=None, help="default 512 (--text: 32)")
+    t.add_argument("--epochs", type=_int(1), default=None, help="default 4 (--text: 10)")
+    t.add_argument("--batch-size", type=_int(1), default=None, help="default 512 (--text: 32)")
     t.add_argument("--text", metavar="PATH",
                    help="train on raw reviews: the aclImdb folder or aclImdb_v1.tar.gz. "
                         "TextVectorization -> Dense(--units, relu) -> Dropout(0.5) -> Dense(1), "
                         "5,000 shuffled training reviews held out to keep the best epoch")
-    t.add_argument("--ngrams", type=int, default=2, help="--text: n-gram width (default 2)")
+    t.add_argument("--ngrams", type=_int(1), default=2, help="--text: n-gram width (default 2)")
     t.add_argument("--output-mode", choices=("multi_hot", "count", "tf_idf"), default="multi_hot",
                    help="--text: the bag of terms (default multi_hot)")
-    t.add_argument("--max-tokens", type=int, default=20000,
+    t.add_argument("--max-tokens", type=_int(1), default=20000,
                    help="--text: vocabulary size, OOV included (default 20000)")
-    t.add_argument("--layers", type=int, default=None, help="hidden layers (default 2; --text: 1)")
-    t.add_argument("--units", type=int, default=16, help="units per hidden layer (default 16)")
+    t.add_argument("--layers", type=_int(1), default=None, help="hidden layers (default 2; --text: 1)")
+    t.add_argument("--units", type=_int(1), default=16, help="units per hidden layer (default 16)")
     t.add_argument("--activation", choices=ACTIVATIONS, default="relu")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="rmsprop")
     t.add_argument("--learning-rate", type=float, default=None, help="default: the optimizer's")
     t.add_argument("--loss", choices=LOSSES, default="binary_crossentropy")
-    t.add_argument("--validation", type=int, default=0, metavar="N",
+    t.add_argument("--validation", type=_int(0), default=0, metavar="N",
                    help="hold out the first N training reviews (the book: 10000)")
-    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--seed", type=_int(0), default=None)
     t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                    help="progress (default 1; 0 with --json)")
     t.add_argument("--save", metavar="PATH", help="save the trained model (npz)")
@@ -102,23 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
                "the cluster and recorded once, and --resume continues a sweep that was stopped.\n"
                "Every model's seed comes from --seed and its config: the same numbers on any engine.")
     common(e)
-    e.add_argument("--epochs", type=int, default=20)
-    e.add_argument("--batch-size", type=int, default=512)
-    e.add_argument("--validation", type=int, default=10000, metavar="N")
+    e.add_argument("--epochs", type=_int(1), default=20)
+    e.add_argument("--batch-size", type=_int(1), default=512)
+    e.add_argument("--validation", type=_int(1), default=10000, metavar="N")
     e.add_argument("--optimizers", type=_csv(str), default=list(OPTIMIZERS))
     e.add_argument("--depths", type=_csv(int), default=[1, 2, 3], help="hidden layers")
     e.add_argument("--units", type=_csv(int), default=[16, 32, 64])
     e.add_argument("--losses", type=_csv(str), default=list(LOSSES))
     e.add_argument("--activations", type=_csv(str), default=list(ACTIVATIONS))
-    e.add_argument("--workers", type=int, default=None,
+    e.add_argument("--workers", type=_int(1), default=None,
                    help="models trained at once, --engine local only (default: cores)")
     e.add_argument("--engine", choices=("local", "dask", "ray"), default="local",
                    help="where the models train (default: this machine's cores)")
     e.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="--engine dask: the scheduler (tcp://HOST:8786); --engine ray: the "
                         "cluster's address for ray.init ('auto', ray://HOST:10001)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--top", type=int, default=0, help="show only the best N rows")
+    e.add_argument("--seed", type=_int(0), default=0)
+    e.add_argument("--top", type=_int(0), default=0, help="show only the best N rows")
     e.add_argument("--results", metavar="FILE.jsonl",
                    help="append each model's result to FILE as it finishes")
     e.add_argument("--resume", metavar="FILE.jsonl",
@@ -156,6 +169,24 @@ def _writable(path: str | None, what: str) -> None:
     folder = Path(path).expanduser().resolve().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise OSError(f"{what}: cannot write to {path} (folder missing or not writable)")
+    if what == "--save":  # the model file's kind, before any training
+        from ._persist import file_kind
+
+        file_kind(path, what)
+    if what == "--plot":  # matplotlib present and the format known, before any work
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"--plot: {path} is a folder; give a file name such as "
+                                    f"{os.path.join(path, 'figure.png')}")
+        from . import plots
+
+        plots._figure(1, 1)
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        ext = os.path.splitext(path)[1][1:].lower()
+        if ext not in kinds:
+            raise ValueError(f"--plot: {path}: the file name must end in one of "
+                             f"{', '.join('.' + k for k in sorted(kinds))}")
 
 
 def _model(args, layers: int, units: int, activation: str, optimizer: str, loss: str,
@@ -179,14 +210,8 @@ def cmd_train(args) -> int:
 
     _writable(args.save, "--save")
     _writable(args.plot, "--plot")
-    if args.plot:
-        from . import plots  # fail now, not after training, if matplotlib is missing
-
-        plots._figure(1, 1)
     if args.layers is None:
         args.layers = 1 if args.text else 2
-    if args.layers < 1 or args.units < 1:
-        raise ValueError("--layers and --units must be >= 1")
     if args.text:
         return _train_text(args)
     args.epochs = 4 if args.epochs is None else args.epochs
@@ -398,6 +423,12 @@ def cmd_predict(args) -> int:
     texts = list(args.texts)
     if texts == ["-"]:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for i, t in enumerate(texts):  # undecodable bytes arrive as lone surrogates
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            where = f"line {i + 1} of stdin" if args.texts == ["-"] else f"text {i + 1}"
+            raise ValueError(f"predict: {where} is not valid UTF-8 ({t.encode('utf-8', 'replace')[:40]!r})") from None
     model = imdbfast.load_model(args.model, device=args.device)
     p = model.predict_texts(texts, threads=args.threads)[:, 0]
     if args.json:

@@ -650,7 +650,7 @@ class Sequential:
         if not os.fspath(filepath).endswith(".weights.h5"):
             raise ValueError("save_weights: the filename must end in `.weights.h5`. Received: "
                              f"filepath={os.fspath(filepath)}")
-        _persist.file_kind(filepath, "save_weights", overwrite)
+        _persist.file_kind(filepath, "save_weights", overwrite, weights=True)
         from . import _keras_files
 
         _keras_files.save_weights(self, filepath)

@@ -648,3 +648,11 @@ def test_loss_objects_survive_files_and_pickles_and_metrics_names_zip_with_evalu
     m.compile("rmsprop", "binary_crossentropy")
     assert m.metrics_names == ["loss"]
     assert imdbfast.Sequential([layers.Dense(1)]).metrics_names == []  # not compiled
+
+
+def test_a_weights_file_name_is_not_a_model_file(tmp_path):
+    m = compiled()
+    for call in (lambda p: m.save(p), lambda p: imdbfast.load_model(p)):
+        with pytest.raises(ValueError, match=r"a \.weights\.h5 file holds weights only"):
+            call(tmp_path / "m.weights.h5")
+    assert not (tmp_path / "m.weights.h5").exists()

@@ -156,6 +156,17 @@ def test_info(tmp_path, env, synthetic):
     (["predict", "--model", "/no/such/model.npz", "text"], 1, "file not found"),
     (["train", "--num-words", "60", "--device", "cuda:99"], 1, "device='cuda:99': "),
     (["train", "--num-words", "60", "--device", "tpu"], 1, "device: unknown 'tpu'"),
+    # checked before any work: numbers, the model file's kind, the figure's format and path
+    (["train", "--text", "x", "--ngrams", "0"], 2, "--ngrams: expected an int >= 1, got 0"),
+    (["train", "--num-words", "-3"], 2, "--num-words: expected an int >= 1, got -3"),
+    (["experiments", "--top", "-1"], 2, "--top: expected an int >= 0, got -1"),
+    (["experiments", "--workers", "0"], 2, "--workers: expected an int >= 1, got 0"),
+    (["train", "--save", "legacy.h5"], 1, "legacy Keras H5 model files are not supported"),
+    (["train", "--save", "w.weights.h5"], 1, "a .weights.h5 file holds weights only"),
+    (["train", "--plot", "grid.xyz"], 1, "--plot: grid.xyz: the file name must end in one of"),
+    (["experiments", "--plot", "curves"], 1, "--plot: curves: the file name must end in one of"),
+    (["train", "--plot", "."], 1, "--plot: . is a folder"),
+    (["predict", "--model", "m.npz", "caf\udce9"], 1, "predict: text 1 is not valid UTF-8"),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, env, args, code, message):
     r = run(args, tmp_path, env)
