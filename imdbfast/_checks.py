@@ -43,7 +43,9 @@ def sample_weights(sample_weight: Any, class_weight: dict | None, y: np.ndarray,
     w = np.asarray(sample_weight)
     if w.dtype == object or w.dtype.kind not in "biuf":
         raise TypeError(f"sample_weight: must be numeric, got dtype {w.dtype}")
-    w = np.ascontiguousarray(w.reshape(-1) if w.ndim == 2 and w.shape[1] == 1 else w, dtype=np.float32)
+    with np.errstate(over="ignore"):  # an overflow is reported below, as an error
+        w = np.ascontiguousarray(w.reshape(-1) if w.ndim == 2 and w.shape[1] == 1 else w,
+                                 dtype=np.float32)
     if w.shape != (n,):
         raise ValueError(f"sample_weight: expected shape ({n},), got {np.shape(sample_weight)}")
     if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):

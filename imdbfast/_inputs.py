@@ -94,8 +94,9 @@ def labels(model: Sequential, y: Any, n: int, name: str):
         a = np.asarray(y)
         if a.dtype == object or a.dtype.kind not in "biuf":
             raise TypeError(f"{name}: labels must be numeric, got dtype {a.dtype}")
-        a = np.ascontiguousarray(a.reshape(_label_shape(a.shape, n, outputs, name)),
-                                 dtype=np.float32)
+        with np.errstate(over="ignore"):  # an overflow is reported below, as an error
+            a = np.ascontiguousarray(a.reshape(_label_shape(a.shape, n, outputs, name)),
+                                     dtype=np.float32)
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name}: labels hold NaN or infinity" + (
                 "" if not np.all(np.isfinite(np.asarray(y))) else
