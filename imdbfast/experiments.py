@@ -289,6 +289,9 @@ def run(grid: dict | Sequence[dict], data: tuple, *, engine: str = "local",
     done: list[dict] = []
     dkey = data_key(data)
     if results is not None:
+        if os.path.isdir(results):
+            raise IsADirectoryError(f"results: {os.fspath(results)} is a folder; give a file "
+                                    "(FILE.jsonl)")
         if os.path.exists(results):
             if not resume:
                 raise FileExistsError(f"results: {os.fspath(results)} exists (resume=True continues "

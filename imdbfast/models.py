@@ -570,6 +570,10 @@ class Sequential:
         """The outputs for x (as ``predict``, without progress): Keras's ``model(x)``."""
         if training is not None and training not in (True, False):
             raise ValueError(f"training: expected True, False or None, got {training!r}")
+        if training and any(isinstance(layer, Dropout) for layer in self.layers):
+            # Keras would drop units at random here; only fit's steps do in imdbfast
+            raise ValueError("training=True: this model has Dropout, which imdbfast applies "
+                             "only inside fit's steps; model(x) is inference (training=False)")
         return self.predict(x, verbose=0)
 
     def predict_on_batch(self, x: Any) -> Any:

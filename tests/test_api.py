@@ -656,3 +656,14 @@ def test_a_weights_file_name_is_not_a_model_file(tmp_path):
         with pytest.raises(ValueError, match=r"a \.weights\.h5 file holds weights only"):
             call(tmp_path / "m.weights.h5")
     assert not (tmp_path / "m.weights.h5").exists()
+
+
+def test_model_call_in_training_mode_is_inference_or_refused(data):
+    seqs, y = data
+    m = compiled()
+    np.testing.assert_array_equal(m(seqs[:5], training=True), m(seqs[:5]))  # Dense only: the same
+    d = imdbfast.Sequential([layers.Input((D,)), layers.Dense(8, activation="relu"),
+                             layers.Dropout(0.5), layers.Dense(1, activation="sigmoid")], seed=0)
+    with pytest.raises(ValueError, match=r"training=True: this model has Dropout"):
+        d(seqs[:5], training=True)
+    np.testing.assert_array_equal(d(seqs[:5], training=False), d.predict(seqs[:5], verbose=0))

@@ -135,6 +135,8 @@ def test_results_file_and_resume(sweep_data, tmp_path):
     assert experiments.data_key(other) != experiments.data_key(sweep_data) == rows[0]["data_key"]
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         experiments.run(GRID, sweep_data, results=tmp_path / "none.jsonl", resume=True)
+    with pytest.raises(IsADirectoryError, match="results: .* is a folder"):
+        experiments.run(GRID, sweep_data, results=tmp_path, resume=True)
 
 
 def test_bad_arguments(sweep_data):
