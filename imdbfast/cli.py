@@ -169,24 +169,34 @@ def _writable(path: str | None, what: str) -> None:
     folder = Path(path).expanduser().resolve().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise OSError(f"{what}: cannot write to {path} (folder missing or not writable)")
-    if what == "--save":  # the model file's kind, before any training
+
+
+def _savable(path: str | None) -> None:
+    """--save: writable and a model file's name, before any training."""
+    _writable(path, "--save")
+    if path is not None:
         from ._persist import file_kind
 
-        file_kind(path, what)
-    if what == "--plot":  # matplotlib present and the format known, before any work
-        if os.path.isdir(path):
-            raise IsADirectoryError(f"--plot: {path} is a folder; give a file name such as "
-                                    f"{os.path.join(path, 'figure.png')}")
-        from . import plots
+        file_kind(path, "--save")
 
-        plots._figure(1, 1)
-        from matplotlib.backend_bases import FigureCanvasBase
 
-        kinds = FigureCanvasBase.get_supported_filetypes()
-        ext = os.path.splitext(path)[1][1:].lower()
-        if ext not in kinds:
-            raise ValueError(f"--plot: {path}: the file name must end in one of "
-                             f"{', '.join('.' + k for k in sorted(kinds))}")
+def _plottable(path: str | None) -> None:
+    """--plot: writable, matplotlib present and the format known, before any work."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--plot: {path} is a folder; give a file name such as "
+                                f"{os.path.join(path, 'figure.png')}")
+    _writable(path, "--plot")
+    from . import plots
+
+    plots._figure(1, 1)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if os.path.splitext(path)[1][1:].lower() not in kinds:
+        raise ValueError(f"--plot: {path}: the file name must end in one of "
+                         f"{', '.join('.' + k for k in sorted(kinds))}")
 
 
 def _model(args, layers: int, units: int, activation: str, optimizer: str, loss: str,
@@ -208,8 +218,8 @@ def _model(args, layers: int, units: int, activation: str, optimizer: str, loss:
 def cmd_train(args) -> int:
     import imdbfast
 
-    _writable(args.save, "--save")
-    _writable(args.plot, "--plot")
+    _savable(args.save)
+    _plottable(args.plot)
     if args.layers is None:
         args.layers = 1 if args.text else 2
     if args.text:
@@ -345,7 +355,7 @@ def cmd_experiments(args) -> int:
 
     import imdbfast
 
-    _writable(args.plot, "--plot")
+    _plottable(args.plot)
     for name, values, allowed in (("--optimizers", args.optimizers, OPTIMIZERS),
                                   ("--losses", args.losses, LOSSES),
                                   ("--activations", args.activations, ACTIVATIONS)):

@@ -398,12 +398,13 @@ class Sequential:
         JAX/torch backends do (they differ only at saturation). Keras's execution hints
         (run_eagerly, jit_compile, auto_scale_loss) are accepted and change nothing: the
         training loop is compiled C++ in float32 either way."""
-        for name, v, ok in (("loss_weights", loss_weights, None),
-                            ("weighted_metrics", weighted_metrics, None),
-                            ("steps_per_execution", steps_per_execution, 1)):
-            if not (v is ok or (ok is not None and v == ok and not isinstance(v, bool))):
+        for name, v in (("loss_weights", loss_weights), ("weighted_metrics", weighted_metrics)):
+            if v is not None:
                 raise ValueError(f"compile: {name}={v!r} is not supported by imdbfast; leave it "
-                                 f"at {ok!r}")
+                                 "at None")
+        if _checks.check_int(steps_per_execution, "steps_per_execution", 1) != 1:
+            raise ValueError(f"compile: steps_per_execution={steps_per_execution!r} is not "
+                             "supported by imdbfast; leave it at 1")
         for name, v in (("run_eagerly", run_eagerly), ("auto_scale_loss", auto_scale_loss)):
             if v not in (True, False):
                 raise ValueError(f"compile: {name}: expected True or False, got {v!r}")

@@ -901,3 +901,18 @@ def test_an_unbuilt_model_saves_as_keras_does(tmp_path):
     e = expected()
     back.fit(e["x"], e["y"], verbose=0)  # built by its first fit
     assert back.input_shape == (None, 50)
+
+
+def test_a_keras_optimizer_config_with_clipping_is_refused_by_name():
+    from imdbfast import _keras_files
+
+    keras_defaults = {"name": "adam", "learning_rate": 0.001, "weight_decay": None,
+                      "clipnorm": None, "global_clipnorm": None, "clipvalue": None,
+                      "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
+                      "loss_scale_factor": None, "gradient_accumulation_steps": None,
+                      "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": False}
+    assert _keras_files._optimizer_from_keras({"class_name": "Adam", "config": keras_defaults}) \
+        == imdbfast.optimizers.Adam()
+    with pytest.raises(ValueError, match=r"Adam: clipnorm=1.0 is not supported by imdbfast"):
+        _keras_files._optimizer_from_keras({"class_name": "Adam",
+                                            "config": {**keras_defaults, "clipnorm": 1.0}})
