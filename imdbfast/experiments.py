@@ -163,8 +163,8 @@ def data_key(data: Sequence) -> str:
         elif _is_sparse_matrix(part):
             s = part.tocsr()
             arrays = [np.array(s.shape), s.indptr, s.indices, s.data]
-        elif hasattr(part, "tokens") and hasattr(part, "offsets"):  # Sequences
-            arrays = [part.tokens, part.offsets]
+        elif hasattr(part, "tokens"):  # Sequences: their flat arrays as they are
+            arrays = list(flatten_sequences(part))
         else:
             try:
                 a = np.asarray(part)
@@ -172,9 +172,9 @@ def data_key(data: Sequence) -> str:
                 a = np.empty(0, dtype=object)
             arrays = [a] if a.dtype != object else list(flatten_sequences(part))
         for a in arrays:
-            a = np.ascontiguousarray(a)
+            a = np.ascontiguousarray(a)  # (a view when it already is)
             h.update(f"{a.dtype.str}{a.shape};".encode())
-            h.update(a.tobytes())
+            h.update(memoryview(a).cast("B"))
     return h.hexdigest()[:16]
 
 
